@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Make sure the Debian packages chatd needs (build, run, test) are installed.
+#
+#   scripts/deps.sh          build + runtime + test packages
+#   scripts/deps.sh fuzz     the same plus clang and libFuzzer
+#
+# Runs on every `make run` / `make test`, so the common case (everything is
+# there) is a single dpkg-query call. As root, missing packages are installed
+# with apt-get; otherwise the exact command to run is printed and we exit 1.
+set -euo pipefail
+
+base_pkgs=(
+    libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
+    libpq-dev libjansson-dev libjwt-dev libfcgi-dev libssl-dev libconfig-dev
+    pkg-config gcc make
+    redis-server redis-tools postgresql postgresql-client
+    python3-pytest python3-websockets python3-psycopg2 python3-redis
+    procps curl
+)
+fuzz_pkgs=(clang libclang-rt-14-dev libfuzzer-14-dev)
+
+pkgs=("${base_pkgs[@]}")
+for group in "$@"; do
+    case "$group" in
+        fuzz) pkgs+=("${fuzz_pkgs[@]}") ;;
+        -h|--help) echo "usage: $0 [fuzz]"; exit 0 ;;
+        *) echo "deps: unknown group '$group' (known: fuzz)" >&2; exit 2 ;;
+    esac
+done
+
+# Print the packages of "$@" that are not fully installed, one per line.
+missing_pkgs() {
+    local installed
+    # Unknown packages make dpkg-query exit 1 and complain on stderr: both are
+    # expected here; what is not listed as installed is missing.
+    installed=$(dpkg-query -W -f='${Package} ${Status}\n' "$@" 2>/dev/null |
+                awk '$2 == "install" && $4 == "installed" { print $1 }' || true)
+    local p
+    for p in "$@"; do
+        grep -qxF -- "$p" <<<"$installed" || echo "$p"
+    done
+}
+
+mapfile -t missing < <(missing_pkgs "${pkgs[@]}")
+if (( ${#missing[@]} == 0 )); then
+    exit 0
+fi
+
+echo "deps: missing Debian packages: ${missing[*]}"
+if (( EUID != 0 )); then
+    echo "deps: not root; install them with:" >&2
+    echo "sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "deps: apt-get update"
+apt-get update -q
+echo "deps: apt-get install ${missing[*]}"
+# Installing postgresql or redis-server may start the system's own cluster on
+# 5432 or Redis on 6379 (or fail to, in a container without init). chatd never
+# uses them, so that is harmless; only a failed install is an error.
+apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+
+mapfile -t still < <(missing_pkgs "${missing[@]}")
+if (( ${#still[@]} > 0 )); then
+    echo "deps: still not installed after apt-get: ${still[*]}" >&2
+    exit 1
+fi
+echo "deps: installed ${missing[*]}"

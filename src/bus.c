@@ -1,0 +1,216 @@
+#include "bus.h"
+#include "log.h"
+#include "metrics.h"
+#include "rlink.h"
+#include "room.h"
+#include "srv.h"
+#include "sync.h"
+#include "util.h"
+
+#include <string.h>
+
+/*
+ * The send path, atomically: idempotency check, seq = INCR (re-seeded from
+ * PostgreSQL's maximum if Redis lost the counter), the event into the room
+ * stream (id seq-0, trimmed, expiring) and the sync stream, the ack kept
+ * for the dedupe window, PUBLISH. One script, so publish order is seq order.
+ *
+ * KEYS: 1 seq, 2 room stream, 3 sync stream, 4 dedupe key
+ * ARGV: 1-3 event text around the two seq numbers, 4 channel, 5 maxlen,
+ *       6 stream ttl, 7 dedupe ttl, 8 msg id, 9 ts, 10 seq floor or "",
+ *       11 tenant, 12 room
+ * Returns {1, ack} new, {0, ack} repeat, {-1, "seed"} counter missing.
+ */
+static const char bus_send_lua[] =
+"local prev = redis.call('GET', KEYS[4])\n"
+"if prev then return {0, prev} end\n"
+"if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+"  if ARGV[10] == '' then return {-1, 'seed'} end\n"
+"  local floor = tonumber(ARGV[10])\n"
+"  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
+"  if last[1] then\n"
+"    local s = tonumber(string.match(last[1][1], '^(%d+)'))\n"
+"    if s > floor then floor = s end\n"
+"  end\n"
+"  redis.call('SET', KEYS[1], floor)\n"
+"end\n"
+"local seq = redis.call('INCR', KEYS[1])\n"
+"local ev = ARGV[1] .. seq .. ARGV[2] .. seq .. ARGV[3]\n"
+"redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'e', ev)\n"
+"redis.call('EXPIRE', KEYS[2], ARGV[6])\n"
+"redis.call('XADD', KEYS[3], '*', 't', ARGV[11], 'r', ARGV[12], 's', seq, 'e', ev)\n"
+"local ack = '\"msg_id\":\"' .. ARGV[8] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[9]\n"
+"redis.call('SET', KEYS[4], ack, 'EX', ARGV[7])\n"
+"redis.call('PUBLISH', ARGV[4], ev)\n"
+"return {1, ack}\n";
+
+/*
+ * History from the hot window. KEYS: 1 seq, 2 room stream. ARGV: 1 after
+ * seq (-1: the latest), 2 count. Returns {last_seq, event...} oldest first,
+ * or {-1} when Redis has no counter for the room.
+ */
+static const char bus_hist_lua[] =
+"local last = redis.call('GET', KEYS[1])\n"
+"if not last then return {-1} end\n"
+"local out = {tonumber(last)}\n"
+"if ARGV[1] == '-1' then\n"
+"  local ev = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])\n"
+"  for i = #ev, 1, -1 do out[#out + 1] = ev[i][2][2] end\n"
+"else\n"
+"  local ev = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])\n"
+"  for i = 1, #ev do out[#out + 1] = ev[i][2][2] end\n"
+"end\n"
+"return out\n";
+
+static char send_sha[41];
+static char hist_sha[41];
+static int scripts_loaded;
+static uv_timer_t ping_timer;
+static uint64_t ping_sent_us;
+static int ping_outstanding;
+
+void
+bus_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what)
+{
+	snprintf(buf, len, "chatd:{%s/%s}:%s", tenant, room_id, what);
+}
+
+static void
+bus__loaded(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	char *dst = priv;
+
+	(void)ac;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_STRING || r->len != 40) {
+		log_warn("redis: SCRIPT LOAD failed: %s", r ? r->str : "link lost");
+		return;
+	}
+	memcpy(dst, r->str, 41);
+	if (send_sha[0] && hist_sha[0])
+		scripts_loaded = 1;
+}
+
+static void
+bus__cmd_up(struct rlink *l, void *arg)
+{
+	(void)arg;
+	scripts_loaded = 0;
+	send_sha[0] = hist_sha[0] = '\0';
+	ping_outstanding = 0;
+	rlink_cmd(l, bus__loaded, send_sha, "SCRIPT LOAD %s", bus_send_lua);
+	rlink_cmd(l, bus__loaded, hist_sha, "SCRIPT LOAD %s", bus_hist_lua);
+	metrics_set(M_REDIS_CONNECTED, 1);
+}
+
+static void
+bus__cmd_down(struct rlink *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	scripts_loaded = 0;
+	metrics_set(M_REDIS_CONNECTED, 0);
+}
+
+static void
+bus__sub_up(struct rlink *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	room_link_up();
+}
+
+static void
+bus__sub_down(struct rlink *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	room_link_down();
+}
+
+static void
+bus__sync_up(struct rlink *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	sync_link_up();
+}
+
+static const struct rlink_ops bus_cmd_ops = { bus__cmd_up, bus__cmd_down };
+static const struct rlink_ops bus_sub_ops = { bus__sub_up, bus__sub_down };
+static const struct rlink_ops bus_sync_ops = { bus__sync_up, NULL };
+
+static uint64_t
+bus__now_us(void)
+{
+	return uv_hrtime() / 1000;
+}
+
+static void
+bus__pong(redisAsyncContext *ac, void *reply, void *priv)
+{
+	(void)ac;
+	(void)priv;
+	ping_outstanding = 0;
+	if (rlink_failed(reply))
+		return;
+	metrics_set(M_REDIS_PING_US, (int64_t)(bus__now_us() - ping_sent_us));
+}
+
+static void
+bus__ping(uv_timer_t *t)
+{
+	(void)t;
+	metrics_set(M_REDIS_CONNECTED, rlink_up(srv.rcmd) && rlink_up(srv.rsub) ? 1 : 0);
+	if (ping_outstanding || !rlink_up(srv.rcmd))
+		return;
+	ping_sent_us = bus__now_us();
+	if (rlink_cmd(srv.rcmd, bus__pong, NULL, "PING") == 0)
+		ping_outstanding = 1;
+}
+
+void
+bus_start(void)
+{
+	const struct cfg *c = srv.cfg;
+
+	srv.rcmd = rlink_new(srv.loop, "command", c->redis_host, c->redis_port, c->redis_db,
+	    &bus_cmd_ops, NULL);
+	srv.rsub = rlink_new(srv.loop, "subscriber", c->redis_host, c->redis_port, c->redis_db,
+	    &bus_sub_ops, NULL);
+	srv.rsync = rlink_new(srv.loop, "sync", c->redis_host, c->redis_port, c->redis_db,
+	    &bus_sync_ops, NULL);
+	rlink_start(srv.rcmd);
+	rlink_start(srv.rsub);
+	rlink_start(srv.rsync);
+	uv_timer_init(srv.loop, &ping_timer);
+	uv_timer_start(&ping_timer, bus__ping, 1000, 1000);
+}
+
+void
+bus_stop(void)
+{
+	uv_timer_stop(&ping_timer);
+	uv_close((uv_handle_t *)&ping_timer, NULL);
+	rlink_close(srv.rsync);
+	rlink_close(srv.rsub);
+	rlink_close(srv.rcmd);
+}
+
+int
+bus_ready(void)
+{
+	return rlink_up(srv.rcmd) && scripts_loaded;
+}
+
+const char *
+bus_send_sha(void)
+{
+	return send_sha;
+}
+
+const char *
+bus_hist_sha(void)
+{
+	return hist_sha;
+}

@@ -1,0 +1,22 @@
+#ifndef CHATD_BUS_H
+#define CHATD_BUS_H
+
+#include <stddef.h>
+
+/* The worker's Redis side: three links (commands, subscriber, sync
+ * consumer), the Lua scripts, key names and the health ping. */
+
+void bus_start(void);
+void bus_stop(void);
+/* Commands can be sent and the scripts are loaded. */
+int bus_ready(void);
+
+const char *bus_send_sha(void);
+const char *bus_hist_sha(void);
+
+/* Key names; '{tenant/room}' is the Redis Cluster hash tag of a room. */
+void bus_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what);
+#define BUS_SYNC_STREAM "chatd:sync"
+#define BUS_SYNC_GROUP "chatd"
+
+#endif

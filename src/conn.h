@@ -1,0 +1,73 @@
+#ifndef CHATD_CONN_H
+#define CHATD_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+
+struct lws;
+struct obuf;
+struct room;
+struct conn;
+
+/* Close codes chatd sends (protocol section 2). */
+#define CONN_CLOSE_DRAIN 1001
+#define CONN_CLOSE_SLOW 1013
+
+enum sub_state { SUB_JOINING, SUB_LIVE };
+
+/* One connection's subscription to one local room. Owned by the
+ * connection; the room holds a pointer at subs[ridx]. */
+struct sub {
+	struct conn *c;
+	struct room *room;
+	int ridx;
+	enum sub_state state;
+	int64_t delivered_seq;	/* highest seq queued to the client */
+	struct obuf **pend;	/* live events held while joining; owned refs */
+	int npend, pendcap;
+	char role[16];
+};
+
+struct conn {
+	struct lws *wsi;		/* NULL once lws closed it */
+	struct auth_identity id;
+	char cid[32];
+	struct conn *prev, *next;	/* all connections of this worker */
+	char *rx;			/* frame being reassembled; owned */
+	size_t rxlen, rxcap;
+	int rx_too_big;
+	struct obuf **q;		/* ring of queued frames (refs); owned */
+	uint32_t qhead, qlen, qcap;
+	struct sub **subs;		/* owned, with each sub */
+	int nsubs, subcap;
+	int refs;			/* 1 for the socket + 1 per request in flight */
+	int close_code;			/* close once the queue is written */
+};
+
+struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);
+/* lws closed the socket: leave every room, drop the queue, drop a ref. */
+void conn_closed(struct conn *c);
+void conn_ref(struct conn *c);
+void conn_unref(struct conn *c);
+int conn_open(const struct conn *c);
+
+/* Queue a frame (takes a new ref) and ask for WRITEABLE. A full queue
+ * closes the connection with 1013. */
+void conn_send(struct conn *c, struct obuf *b);
+void conn_send_text(struct conn *c, const char *text, size_t len);
+/* Close with code once what is queued and in flight is done. */
+void conn_close(struct conn *c, int code);
+/* Called in LWS_CALLBACK_SERVER_WRITEABLE: -1 means close now. */
+int conn_on_writable(struct conn *c);
+
+struct sub *conn_find_sub(struct conn *c, const char *room_id);
+void conn_add_sub(struct conn *c, struct sub *s);
+void conn_remove_sub(struct conn *c, struct sub *s);
+
+/* Every open connection of this worker. */
+struct conn *conn_first(void);
+int conn_count(void);
+
+#endif

@@ -1,0 +1,304 @@
+#include "room.h"
+#include "conn.h"
+#include "hmap.h"
+#include "log.h"
+#include "metrics.h"
+#include "obuf.h"
+#include "rlink.h"
+#include "srv.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum room_state { RS_NONE, RS_SUBSCRIBING, RS_ACTIVE, RS_UNSUBSCRIBING };
+
+struct room_waiter {
+	struct room_waiter *next;
+	void (*cb)(void *arg, int ok);
+	void *arg;
+};
+
+struct room {
+	char key[2 * UTIL_ID_MAX + 2];		/* tenant/room */
+	char id[UTIL_ID_MAX + 1];
+	char channel[2 * UTIL_ID_MAX + 16];
+	enum room_state state;
+	struct sub **subs;			/* owned array; subs owned by conns */
+	int nsubs, cap;
+	struct room_waiter *waiters;		/* owned */
+	int pinned;				/* waiters are running */
+};
+
+static struct hmap *room_by_channel;
+
+void
+room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
+{
+	/* '/' is not an id character, so tenant/room pairs cannot collide. */
+	snprintf(buf, len, "chatd:ev:{%s/%s}", tenant, room_id);
+}
+
+static void room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv);
+
+static void
+room__subscribe(struct room *r)
+{
+	if (rlink_cmd(srv.rsub, room__on_pubsub, NULL, "SUBSCRIBE %s", r->channel) == 0)
+		r->state = RS_SUBSCRIBING;
+}
+
+static void
+room__fire_waiters(struct room *r, int ok)
+{
+	struct room_waiter *w = r->waiters;
+
+	r->waiters = NULL;
+	r->pinned++;
+	while (w != NULL) {
+		struct room_waiter *next = w->next;
+
+		w->cb(w->arg, ok);
+		free(w);
+		w = next;
+	}
+	r->pinned--;
+}
+
+static void
+room__maybe_free(struct room *r)
+{
+	if (r->nsubs > 0 || r->waiters != NULL || r->pinned || r->state != RS_NONE)
+		return;
+	hmap_del(room_by_channel, r->channel);
+	metrics_set(M_ROOMS_LOCAL, (int64_t)hmap_count(room_by_channel));
+	free(r->subs);
+	free(r);
+}
+
+static void
+room__fanout(struct room *r, const char *payload, size_t len)
+{
+	int64_t seq = obuf_scan_seq(payload, len);
+	struct obuf *b = obuf_new(payload, len, seq);
+	int64_t n = 0;
+
+	for (int i = 0; i < r->nsubs; i++) {
+		struct sub *s = r->subs[i];
+
+		if (s->state == SUB_JOINING) {
+			if (s->npend >= srv.cfg->outbound_max_frames) {
+				conn_close(s->c, CONN_CLOSE_SLOW);
+				continue;
+			}
+			if (s->npend == s->pendcap) {
+				s->pendcap = s->pendcap ? s->pendcap * 2 : 8;
+				s->pend = xrealloc(s->pend, (size_t)s->pendcap * sizeof(*s->pend));
+			}
+			obuf_ref(b);
+			s->pend[s->npend++] = b;
+			continue;
+		}
+		if (seq != 0) {
+			if (seq <= s->delivered_seq)
+				continue;	/* already sent with the history */
+			s->delivered_seq = seq;
+		}
+		conn_send(s->c, b);
+		n++;
+	}
+	metrics_add(M_DELIVERIES, n);
+	obuf_unref(b);
+}
+
+static void
+room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rep = reply;
+	struct room *r;
+	const char *kind;
+
+	(void)ac;
+	(void)priv;
+	/* NULL: the link dropped; room_link_down() has reset every room. */
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING ||
+	    rep->element[1]->type != REDIS_REPLY_STRING)
+		return;
+	kind = rep->element[0]->str;
+	r = hmap_get(room_by_channel, rep->element[1]->str);
+	if (r == NULL)
+		return;
+	if (strcmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
+		room__fanout(r, rep->element[2]->str, rep->element[2]->len);
+	} else if (strcmp(kind, "subscribe") == 0) {
+		r->state = RS_ACTIVE;
+		room__fire_waiters(r, 1);
+		if (r->nsubs == 0 &&
+		    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
+			r->state = RS_UNSUBSCRIBING;
+	} else if (strcmp(kind, "unsubscribe") == 0) {
+		/* Only now may the channel be subscribed again: hiredis drops
+		 * the channel's callback when this reply arrives. */
+		r->state = RS_NONE;
+		if (r->nsubs > 0)
+			room__subscribe(r);
+		room__maybe_free(r);
+	}
+}
+
+struct sub *
+room_attach(struct conn *c, const char *tenant, const char *room_id, const char *role)
+{
+	char channel[sizeof(((struct room *)0)->channel)];
+	struct room *r;
+	struct sub *s;
+
+	if (room_by_channel == NULL)
+		room_by_channel = hmap_new();
+	room_channel(channel, sizeof(channel), tenant, room_id);
+	r = hmap_get(room_by_channel, channel);
+	if (r == NULL) {
+		r = xcalloc(1, sizeof(*r));
+		snprintf(r->key, sizeof(r->key), "%s/%s", tenant, room_id);
+		snprintf(r->id, sizeof(r->id), "%s", room_id);
+		memcpy(r->channel, channel, sizeof(channel));
+		hmap_put(room_by_channel, r->channel, r);
+		metrics_set(M_ROOMS_LOCAL, (int64_t)hmap_count(room_by_channel));
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->c = c;
+	s->room = r;
+	s->state = SUB_JOINING;
+	snprintf(s->role, sizeof(s->role), "%s", role);
+	if (r->nsubs == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 4;
+		r->subs = xrealloc(r->subs, (size_t)r->cap * sizeof(*r->subs));
+	}
+	s->ridx = r->nsubs;
+	r->subs[r->nsubs++] = s;
+	if (r->nsubs == 1)
+		metrics_room_add(r->key);
+	metrics_add(M_SUBSCRIPTIONS, 1);
+	conn_add_sub(c, s);
+	if (r->state == RS_NONE)
+		room__subscribe(r);
+	return s;
+}
+
+void
+room_detach(struct sub *s)
+{
+	struct room *r = s->room;
+
+	r->subs[s->ridx] = r->subs[--r->nsubs];
+	r->subs[s->ridx]->ridx = s->ridx;
+	conn_remove_sub(s->c, s);
+	for (int i = 0; i < s->npend; i++)
+		obuf_unref(s->pend[i]);
+	free(s->pend);
+	free(s);
+	metrics_add(M_SUBSCRIPTIONS, -1);
+	if (r->nsubs > 0)
+		return;
+	metrics_room_remove(r->key);
+	if (r->state == RS_ACTIVE &&
+	    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
+		r->state = RS_UNSUBSCRIBING;
+	room__maybe_free(r);
+}
+
+const char *
+room_sub_room_id(const struct sub *s)
+{
+	return s->room->id;
+}
+
+void
+room_when_active(struct sub *s, void (*cb)(void *arg, int ok), void *arg)
+{
+	struct room *r = s->room;
+	struct room_waiter *w;
+
+	if (r->state == RS_ACTIVE) {
+		cb(arg, 1);
+		return;
+	}
+	if (r->state == RS_NONE && !rlink_up(srv.rsub)) {
+		cb(arg, 0);
+		return;
+	}
+	w = xcalloc(1, sizeof(*w));
+	w->cb = cb;
+	w->arg = arg;
+	w->next = r->waiters;
+	r->waiters = w;
+}
+
+void
+room_sub_live(struct sub *s, int64_t after_seq)
+{
+	if (after_seq > s->delivered_seq)
+		s->delivered_seq = after_seq;
+	s->state = SUB_LIVE;
+	for (int i = 0; i < s->npend; i++) {
+		struct obuf *b = s->pend[i];
+
+		if (b->seq == 0 || b->seq > s->delivered_seq) {
+			if (b->seq != 0)
+				s->delivered_seq = b->seq;
+			conn_send(s->c, b);
+			metrics_add(M_DELIVERIES, 1);
+		}
+		obuf_unref(b);
+	}
+	free(s->pend);
+	s->pend = NULL;
+	s->npend = s->pendcap = 0;
+}
+
+static void
+room__each_up(const char *key, void *value, void *arg)
+{
+	struct room *r = value;
+
+	(void)key;
+	(void)arg;
+	if (r->nsubs > 0 && r->state == RS_NONE)
+		room__subscribe(r);
+}
+
+void
+room_link_up(void)
+{
+	if (room_by_channel != NULL)
+		hmap_each(room_by_channel, room__each_up, NULL);
+}
+
+static void
+room__collect(const char *key, void *value, void *arg)
+{
+	struct room ***end = arg;
+
+	(void)key;
+	*(*end)++ = value;
+}
+
+void
+room_link_down(void)
+{
+	struct room **all, **end;
+
+	if (room_by_channel == NULL)
+		return;
+	all = end = xcalloc(hmap_count(room_by_channel) + 1, sizeof(*all));
+	hmap_each(room_by_channel, room__collect, &end);
+	/* A waiter may detach subscriptions of its own room only, so the
+	 * other rooms in the list stay valid. */
+	for (struct room **p = all; p < end; p++) {
+		(*p)->state = RS_NONE;
+		room__fire_waiters(*p, 0);
+		room__maybe_free(*p);
+	}
+	free(all);
+}

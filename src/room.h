@@ -1,0 +1,36 @@
+#ifndef CHATD_ROOM_H
+#define CHATD_ROOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+struct sub;
+
+/* The rooms this worker has local subscribers in. A room is SUBSCRIBEd on
+ * the worker's Redis subscriber link while it has subscribers; every
+ * published event is framed once and queued by reference to each local
+ * subscriber, in the order Redis delivered it (seq order). */
+
+/* Subscribes c to the room (state SUB_JOINING: live events are held). */
+struct sub *room_attach(struct conn *c, const char *tenant, const char *room_id,
+    const char *role);
+void room_detach(struct sub *s);
+const char *room_sub_room_id(const struct sub *s);
+
+/* Calls cb(arg, 1) once the room's Redis subscription is confirmed (at
+ * once if it is), or cb(arg, 0) if the subscriber link is down or drops
+ * first. Reading history after this cannot miss a live event. */
+void room_when_active(struct sub *s, void (*cb)(void *arg, int ok), void *arg);
+
+/* Join finished: the client got everything up to after_seq. Held events
+ * after that go out now, in order; then the subscription is live. */
+void room_sub_live(struct sub *s, int64_t after_seq);
+
+/* The Redis subscriber link came up / went down. */
+void room_link_up(void);
+void room_link_down(void);
+
+void room_channel(char *buf, size_t len, const char *tenant, const char *room_id);
+
+#endif

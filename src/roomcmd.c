@@ -1,0 +1,360 @@
+#include "roomcmd.h"
+#include "cmd.h"
+#include "conn.h"
+#include "history.h"
+#include "log.h"
+#include "pgq.h"
+#include "room.h"
+#include "srv.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ROOM_NAME_MAX 200
+#define ROOM_DESC_MAX 2000
+#define ROOM_MEMBERS_MAX 1000
+
+static const char create_sql[] =
+"WITH r AS ("
+"  INSERT INTO rooms (tenant, id, name, kind, private, description, created_by, direct_key)"
+"  VALUES ($1, $2, $3, $4, $5::boolean, $6, $7, $8) ON CONFLICT DO NOTHING"
+"  RETURNING id, name, kind, private, description),"
+" m AS ("
+"  INSERT INTO room_members (tenant, room_id, user_id, role)"
+"  SELECT $1, r.id, u.user_id, CASE WHEN u.user_id = $7 THEN 'admin' ELSE 'member' END"
+"  FROM r, (SELECT DISTINCT unnest($9::text[] || ARRAY[$7]) AS user_id) AS u"
+"  ON CONFLICT DO NOTHING)"
+"SELECT id, name, kind, private, description, true FROM r"
+" UNION ALL"
+" SELECT id, name, kind, private, description, false FROM rooms"
+" WHERE tenant = $1 AND NOT EXISTS (SELECT 1 FROM r)"
+" AND (($8::text IS NOT NULL AND direct_key = $8) OR ($8::text IS NULL AND id = $2))";
+
+static const char member_sql[] =
+"WITH r AS (SELECT kind, private FROM rooms WHERE tenant = $1 AND id = $2),"
+" m AS (SELECT role, banned FROM room_members WHERE tenant = $1 AND room_id = $2 AND user_id = $3),"
+" ins AS ("
+"  INSERT INTO room_members (tenant, room_id, user_id, role)"
+"  SELECT $1, $2, $3, 'member' FROM r WHERE NOT r.private AND NOT EXISTS (SELECT 1 FROM m)"
+"  ON CONFLICT DO NOTHING RETURNING role)"
+"SELECT r.kind, coalesce((SELECT role FROM m), (SELECT role FROM ins)),"
+" coalesce((SELECT banned FROM m), false) FROM r";
+
+static const char *const room_kinds[] = { "group", "direct", "support", "broadcast" };
+
+struct create_req {
+	struct cmd_req req;
+	int direct;
+};
+
+static void
+roomcmd__created(const PGresult *res, void *arg)
+{
+	struct create_req *cr = arg;
+	struct conn *c = cr->req.c;
+	const char *idjson = cr->req.idjson;
+
+	if (!pgq_ok(res)) {
+		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+	} else if (PQntuples(res) == 0) {
+		cmd_error(c, idjson, "internal", "room not created");
+	} else if (strcmp(PQgetvalue(res, 0, 5), "f") == 0 && !cr->direct) {
+		cmd_error(c, idjson, "conflict", "a room with id \"%s\" exists", PQgetvalue(res, 0, 0));
+	} else {
+		cmd_ack(c, idjson, json_pack("{s:{s:s, s:s, s:s, s:b, s:s}, s:b}",
+		    "room", "id", PQgetvalue(res, 0, 0), "name", PQgetvalue(res, 0, 1),
+		    "kind", PQgetvalue(res, 0, 2), "private", PQgetvalue(res, 0, 3)[0] == 't',
+		    "description", PQgetvalue(res, 0, 4),
+		    "created", PQgetvalue(res, 0, 5)[0] == 't'));
+	}
+	cmd_req_done(&cr->req);
+	free(cr);
+}
+
+/* members as a PostgreSQL text[] literal; ids need no quoting. */
+static int
+roomcmd__members(struct conn *c, const char *idjson, json_t *msg, char **out, int *n,
+    const char **first)
+{
+	json_t *arr = json_object_get(msg, "members");
+	size_t i, len = 1, cap;
+	json_t *v;
+	char *lit;
+
+	*n = 0;
+	*first = NULL;
+	if (arr != NULL && !json_is_array(arr)) {
+		cmd_error(c, idjson, "bad_request", "members must be an array of user ids");
+		return -1;
+	}
+	if (arr != NULL && json_array_size(arr) > ROOM_MEMBERS_MAX) {
+		cmd_error(c, idjson, "too_large", "at most %d members", ROOM_MEMBERS_MAX);
+		return -1;
+	}
+	cap = (arr ? json_array_size(arr) : 0) * (UTIL_ID_MAX + 1) + 3;
+	lit = xmalloc(cap);
+	lit[0] = '{';
+	json_array_foreach(arr, i, v) {
+		const char *u = json_string_value(v);
+
+		if (!util_valid_id(u)) {
+			free(lit);
+			cmd_error(c, idjson, "bad_request", "members[%zu] is not a valid user id", i);
+			return -1;
+		}
+		if (strcmp(u, c->id.user) != 0) {
+			if (*first == NULL)
+				*first = u;
+			(*n)++;
+		}
+		len += (size_t)snprintf(lit + len, cap - len, "%s%s", len > 1 ? "," : "", u);
+	}
+	snprintf(lit + len, cap - len, "}");
+	*out = lit;
+	return 0;
+}
+
+void
+roomcmd_create(struct conn *c, const char *idjson, json_t *msg)
+{
+	const char *room_id, *name, *kind, *desc, *other;
+	json_t *priv = json_object_get(msg, "private");
+	char gen[23], direct_key[2 * UTIL_ID_MAX + 2], *members = NULL;
+	const char *params[9];
+	struct create_req *cr;
+	int nothers, is_private, known = 0;
+
+	if (cmd_get_id(c, idjson, msg, "room", 0, &room_id) != 0 ||
+	    cmd_get_string(c, idjson, msg, "name", 1, ROOM_NAME_MAX, &name) != 0 ||
+	    cmd_get_string(c, idjson, msg, "kind", 0, 16, &kind) != 0 ||
+	    cmd_get_string(c, idjson, msg, "description", 0, ROOM_DESC_MAX, &desc) != 0)
+		return;
+	if (kind == NULL)
+		kind = "group";
+	for (size_t i = 0; i < sizeof(room_kinds) / sizeof(room_kinds[0]); i++)
+		known |= strcmp(kind, room_kinds[i]) == 0;
+	if (!known) {
+		cmd_error(c, idjson, "bad_request", "kind must be group, direct, support or broadcast");
+		return;
+	}
+	if (priv != NULL && !json_is_boolean(priv)) {
+		cmd_error(c, idjson, "bad_request", "private must be true or false");
+		return;
+	}
+	is_private = json_is_true(priv);
+	if (roomcmd__members(c, idjson, msg, &members, &nothers, &other) != 0)
+		return;
+	cr = xcalloc(1, sizeof(*cr));
+	cr->direct = strcmp(kind, "direct") == 0;
+	if (cr->direct) {
+		if (nothers != 1) {
+			cmd_error(c, idjson, "bad_request", "a direct room has exactly one other member");
+			goto fail;
+		}
+		/* The pair, sorted, finds the same room again. */
+		if (strcmp(c->id.user, other) < 0)
+			snprintf(direct_key, sizeof(direct_key), "%s|%s", c->id.user, other);
+		else
+			snprintf(direct_key, sizeof(direct_key), "%s|%s", other, c->id.user);
+		is_private = 1;
+	}
+	if (room_id == NULL) {
+		util_random_id(gen);
+		room_id = gen;
+	}
+	params[0] = c->id.tenant;
+	params[1] = room_id;
+	params[2] = name;
+	params[3] = kind;
+	params[4] = is_private ? "true" : "false";
+	params[5] = desc ? desc : "";
+	params[6] = c->id.user;
+	params[7] = cr->direct ? direct_key : NULL;
+	params[8] = members;
+	cmd_req_init(&cr->req, c, idjson);
+	if (pgq_exec(srv.pg, create_sql, 9, params, roomcmd__created, cr) != 0) {
+		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		cmd_req_done(&cr->req);
+		goto fail;
+	}
+	free(members);
+	return;
+fail:
+	free(members);
+	free(cr);
+}
+
+struct join_req {
+	struct cmd_req req;
+	char room[UTIL_ID_MAX + 1];
+	long long since;	/* -1: the latest events */
+	struct sub *sub;
+	char role[16];
+};
+
+/* The join is still wanted: the connection is open and this request's
+ * subscription is still the connection's subscription to the room. */
+static int
+roomcmd__join_current(struct join_req *jr)
+{
+	return conn_open(jr->req.c) && conn_find_sub(jr->req.c, jr->room) == jr->sub;
+}
+
+/* Every room:join gets one reply: one overtaken by a later join or a
+ * leave of the same room says so. */
+static void
+roomcmd__join_free(struct join_req *jr)
+{
+	cmd_req_done(&jr->req);
+	free(jr);
+}
+
+static void
+roomcmd__join_superseded(struct join_req *jr)
+{
+	if (conn_open(jr->req.c))
+		cmd_error(jr->req.c, jr->req.idjson, "conflict",
+		    "room:join of \"%s\" overtaken by a later join or leave", jr->room);
+	roomcmd__join_free(jr);
+}
+
+static void
+roomcmd__join_fail(struct join_req *jr, const char *code, const char *text)
+{
+	room_detach(jr->sub);
+	cmd_error(jr->req.c, jr->req.idjson, code, "%s", text);
+	roomcmd__join_free(jr);
+}
+
+static void
+roomcmd__history_done(const struct history_result *h, void *arg)
+{
+	struct join_req *jr = arg;
+	json_t *events;
+
+	if (!roomcmd__join_current(jr)) {
+		roomcmd__join_superseded(jr);
+		return;
+	}
+	if (h == NULL) {
+		roomcmd__join_fail(jr, "unavailable", "history unavailable; retry");
+		return;
+	}
+	events = json_array();
+	for (int i = 0; i < h->n; i++) {
+		json_t *ev = json_loads(h->events[i], 0, NULL);
+
+		if (ev != NULL)
+			json_array_append_new(events, ev);
+	}
+	cmd_ack(jr->req.c, jr->req.idjson, json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:[]}",
+	    "room", jr->room, "role", jr->role, "last_seq", (json_int_t)h->last_seq,
+	    "recovered", h->recovered, "events", events,
+	    "presence", "typing", "receipts"));
+	room_sub_live(jr->sub, h->last_seq);
+	roomcmd__join_free(jr);
+}
+
+static void
+roomcmd__subscribed(void *arg, int ok)
+{
+	struct join_req *jr = arg;
+
+	if (!roomcmd__join_current(jr)) {
+		roomcmd__join_superseded(jr);
+		return;
+	}
+	if (!ok) {
+		roomcmd__join_fail(jr, "unavailable", "message bus unavailable; retry");
+		return;
+	}
+	if (history_read(jr->req.c->id.tenant, jr->room, jr->since, roomcmd__history_done, jr) != 0)
+		roomcmd__join_fail(jr, "unavailable", "history unavailable; retry");
+}
+
+static void
+roomcmd__member_checked(const PGresult *res, void *arg)
+{
+	struct join_req *jr = arg;
+	struct conn *c = jr->req.c;
+	struct sub *old;
+
+	if (!conn_open(c)) {
+		roomcmd__join_free(jr);
+		return;
+	}
+	if (!pgq_ok(res)) {
+		cmd_error(c, jr->req.idjson, "unavailable", "database unavailable; retry");
+		roomcmd__join_free(jr);
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		cmd_error(c, jr->req.idjson, "not_found", "no room \"%s\"", jr->room);
+		roomcmd__join_free(jr);
+		return;
+	}
+	if (PQgetisnull(res, 0, 1) || PQgetvalue(res, 0, 2)[0] == 't') {
+		cmd_error(c, jr->req.idjson, "forbidden", "not a member of room \"%s\"", jr->room);
+		roomcmd__join_free(jr);
+		return;
+	}
+	snprintf(jr->role, sizeof(jr->role), "%s", PQgetvalue(res, 0, 1));
+	/* Joining again (say with a new since) replaces the subscription. */
+	old = conn_find_sub(c, jr->room);
+	if (old != NULL)
+		room_detach(old);
+	if (c->nsubs >= srv.cfg->max_rooms_per_conn) {
+		cmd_error(c, jr->req.idjson, "rate_limited",
+		    "at most %d rooms per connection", srv.cfg->max_rooms_per_conn);
+		roomcmd__join_free(jr);
+		return;
+	}
+	jr->sub = room_attach(c, c->id.tenant, jr->room, jr->role);
+	room_when_active(jr->sub, roomcmd__subscribed, jr);
+}
+
+void
+roomcmd_join(struct conn *c, const char *idjson, json_t *msg)
+{
+	const char *room_id;
+	json_t *since = json_object_get(msg, "since");
+	const char *params[3];
+	struct join_req *jr;
+
+	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
+		return;
+	if (since != NULL && !json_is_null(since) &&
+	    (!json_is_integer(since) || json_integer_value(since) < 0)) {
+		cmd_error(c, idjson, "bad_request", "since must be a seq number (0 or more)");
+		return;
+	}
+	jr = xcalloc(1, sizeof(*jr));
+	snprintf(jr->room, sizeof(jr->room), "%s", room_id);
+	jr->since = json_is_integer(since) ? (long long)json_integer_value(since) : -1;
+	cmd_req_init(&jr->req, c, idjson);
+	params[0] = c->id.tenant;
+	params[1] = room_id;
+	params[2] = c->id.user;
+	if (pgq_exec(srv.pg, member_sql, 3, params, roomcmd__member_checked, jr) != 0) {
+		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		roomcmd__join_free(jr);
+	}
+}
+
+void
+roomcmd_leave(struct conn *c, const char *idjson, json_t *msg)
+{
+	const char *room_id;
+	struct sub *s;
+
+	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
+		return;
+	s = conn_find_sub(c, room_id);
+	if (s == NULL) {
+		cmd_error(c, idjson, "not_found", "not joined to room \"%s\"", room_id);
+		return;
+	}
+	room_detach(s);
+	cmd_ack(c, idjson, json_pack("{s:s}", "room", room_id));
+}

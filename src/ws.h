@@ -1,0 +1,9 @@
+#ifndef CHATD_WS_H
+#define CHATD_WS_H
+
+#include <libwebsockets.h>
+
+/* The one lws protocol: WebSocket /ws and, as protocols[0], plain HTTP. */
+extern const struct lws_protocols ws_protocols[];
+
+#endif

@@ -1,0 +1,536 @@
+"""Shared helpers for chatd's integration tests.
+
+A test starts real chatd processes (`Server`) against the private test Redis
+and PostgreSQL, talks to them over WebSocket (`Client`) and HTTP, and checks
+exactly what a user would see. Every wait is bounded: a hung server fails the
+test instead of hanging the suite.
+"""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+import websockets
+
+REPO = Path(__file__).resolve().parent.parent
+ENV_FILE = REPO / ".run" / "test" / "env"
+ENV_KEYS = ("CHATD_BIN", "REDIS_URL", "DATABASE_URL", "REDIS_PORT", "PG_PORT", "RUN_DIR")
+# Environment variables that would win over the config file the test writes.
+CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANCE",
+                   "REDIS_URL", "DATABASE_URL", "CHATD_JWT_SECRET", "CHATD_ASSETS",
+                   "CHATD_LOG_LEVEL")
+# Lines that mean a chatd process crashed or misbehaved, whatever the test saw.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "Assertion `")
+SECRET = "test-secret"
+ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+# ---------------------------------------------------------------- environment
+
+@lru_cache(maxsize=None)
+def chatd_env():
+    """CHATD_BIN, REDIS_URL, DATABASE_URL, ...: from the environment (`make test`
+    exports them), else from .run/test/env written by scripts/services.sh."""
+    env = {}
+    if ENV_FILE.exists():
+        for line in ENV_FILE.read_text().splitlines():
+            words = shlex.split(line, comments=True)
+            if words and words[0] == "export":
+                words = words[1:]
+            for word in words:
+                key, sep, value = word.partition("=")
+                if sep:
+                    env[key] = value
+    env.update({k: os.environ[k] for k in ENV_KEYS if os.environ.get(k)})
+    env.setdefault("CHATD_BIN", "build/asan/chatd")
+    env["CHATD_BIN"] = str(REPO / env["CHATD_BIN"])  # no-op for an absolute path
+    missing = [k for k in ("REDIS_URL", "DATABASE_URL") if not env.get(k)]
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} unset and {ENV_FILE} missing: "
+                           "start the test services (scripts/services.sh start test) "
+                           "or run `make test`")
+    if not os.access(env["CHATD_BIN"], os.X_OK):
+        raise RuntimeError(f"no chatd binary at {env['CHATD_BIN']}: run `make asan`")
+    return env
+
+
+def child_env():
+    """The environment for a chatd process: no overrides of the config file,
+    sanitizer reports on stderr (which goes to the server's log)."""
+    env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    return env
+
+
+def sanitizer_reports(text):
+    return [line for line in text.splitlines() if any(m in line for m in SANITIZER_MARKERS)]
+
+
+def unique_id(prefix):
+    """An id matching [A-Za-z0-9._:-]{1,64}, unique per call (rooms, tenants)."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------- tokens
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(user, tenant="t1", role=None, ttl=3600, secret=SECRET, exp=None, nbf=None,
+               alg="HS256"):
+    """A JWT as chatd expects it. ttl=None and exp=None: no exp claim at all.
+    alg="none": an unsigned token (which chatd must refuse)."""
+    now = int(time.time())
+    claims = {"sub": user, "tenant": tenant, "iat": now}
+    if role is not None:
+        claims["role"] = role
+    if exp is not None:
+        claims["exp"] = exp
+    elif ttl is not None:
+        claims["exp"] = now + ttl
+    if nbf is not None:
+        claims["nbf"] = nbf
+    header = {"alg": alg, "typ": "JWT"}
+    signing_input = (b64url(json.dumps(header).encode()) + "." +
+                     b64url(json.dumps(claims).encode()))
+    if alg == "none":
+        return signing_input + "."
+    sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64url(sig)
+
+
+def token_claims(token):
+    return json.loads(b64url_decode(token.split(".")[1]))
+
+
+# ---------------------------------------------------------------------- HTTP
+
+def http_get(port, path, headers=None, timeout=5):
+    """(status, {lower-case header: value}, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def ws_handshake_status(port, path="/ws", headers=None, timeout=5):
+    """Send a WebSocket upgrade by hand and return the status code of the answer
+    (lws answers errors as HTTP/1.0, so any version is accepted), or None when
+    the server hangs up without a status line."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    m = re.match(rb"HTTP/\d(?:\.\d)? (\d{3})", data)
+    return int(m.group(1)) if m else None
+
+
+# -------------------------------------------------------------------- polling
+
+RETRYABLE = (AssertionError, OSError, http.client.HTTPException, ValueError)
+
+
+def eventually(check, timeout=5.0, interval=0.05, what="condition"):
+    """Call check() until it returns without raising; its last failure is the
+    error when the deadline passes. Returns check()'s result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except RETRYABLE as e:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{what}: not true within {timeout}s: {e}") from e
+        time.sleep(interval)
+
+
+async def eventually_async(check, timeout=5.0, interval=0.05, what="condition"):
+    """eventually() for async tests: check() runs in a thread (it may do HTTP)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await asyncio.to_thread(check)
+        except RETRYABLE as e:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{what}: not true within {timeout}s: {e}") from e
+        await asyncio.sleep(interval)
+
+
+# -------------------------------------------------------------------- configs
+
+def conf_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def default_conf():
+    env = chatd_env()
+    return {"listen": "127.0.0.1", "workers": 2, "redis_url": env["REDIS_URL"],
+            "database_url": env["DATABASE_URL"], "jwt_secret": SECRET,
+            "assets": str(REPO / "assets"), "drain_timeout_ms": 5000}
+
+
+def write_config(path, **overrides):
+    """Write a libconfig file: the test defaults plus overrides (None drops a key)."""
+    conf = {**default_conf(), **overrides}
+    path.write_text("".join(f"{k} = {conf_value(v)};\n" for k, v in conf.items() if v is not None))
+    return path
+
+
+def run_chatd(*args, timeout=10):
+    """Run a short chatd command (-t, token); fails on a sanitizer report."""
+    proc = subprocess.run([chatd_env()["CHATD_BIN"], *map(str, args)], env=child_env(),
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    reports = sanitizer_reports(proc.stdout + proc.stderr)
+    assert not reports, f"chatd {' '.join(map(str, args))}: sanitizer report:\n" + proc.stderr
+    return proc
+
+
+# --------------------------------------------------------------------- server
+
+class Server:
+    """One chatd (parent + workers) on a free port with a config written here."""
+
+    def __init__(self, workdir, **conf):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.overrides = dict(conf)
+        self.port = conf.pop("port", None) or free_port()
+        self.workers = conf.get("workers", default_conf()["workers"])
+        self.conf_path = write_config(workdir / "chatd.conf", port=self.port, **conf)
+        self.log_path = workdir / "chatd.log"
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def ws_url(self, token=None):
+        return f"ws://127.0.0.1:{self.port}/ws" + (f"?token={token}" if token else "")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, wait=True, timeout=15):
+        with open(self.log_path, "ab") as log:
+            # Own process group: teardown can kill orphaned workers too.
+            self.proc = subprocess.Popen([chatd_env()["CHATD_BIN"], "-c", str(self.conf_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+                                         cwd=REPO, start_new_session=True)
+        if wait:
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.kill_group()
+                self.proc.wait(5)
+                raise
+        return self
+
+    def wait_ready(self, timeout=15):
+        """Until /health answers and monitoring shows every worker up with its
+        Redis and PostgreSQL connections (a worker connects after it forks)."""
+        def ready():
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(f"chatd exited with {rc} while starting:\n{self.log()[-3000:]}")
+            status, _, _ = http_get(self.port, "/health", timeout=1)
+            assert status == 200, f"/health answered {status}"
+            stats = self.monitoring()
+            assert [w["pid"] != 0 for w in stats["workers"]] == [True] * self.workers, stats
+            assert stats["redis"]["connected"], stats["redis"]
+            assert stats.get("postgres", {}).get("connected", True), stats["postgres"]
+        eventually(ready, timeout, what=f"chatd on port {self.port} ready")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        """The exit code, or None if still running after timeout seconds."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Signal the parent and return its exit code; kill everything and fail
+        if it is still running after timeout seconds."""
+        if self.running():
+            self.send_signal(sig)
+        rc = self.wait(timeout)
+        self.kill_group()
+        if rc is None:
+            self.proc.wait(5)
+            raise AssertionError(f"chatd did not exit within {timeout}s of signal {sig}")
+        return rc
+
+    def kill_group(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def get(self, path, headers=None, timeout=5):
+        return http_get(self.port, path, headers, timeout)
+
+    def get_json(self, path, **kw):
+        status, _, body = self.get(path, **kw)
+        assert status == 200, f"GET {path}: {status} {body[:200]!r}"
+        return json.loads(body)
+
+    def monitoring(self):
+        admin = make_token("monitor", role="admin")
+        return self.get_json("/api/monitoring/websocket",
+                             headers={"Authorization": f"Bearer {admin}"})
+
+    def worker_pids(self):
+        return {w["index"]: w["pid"] for w in self.monitoring()["workers"]}
+
+
+# --------------------------------------------------------------------- client
+
+_live_clients = set()
+
+
+class Client:
+    """A WebSocket session: replies are matched by request id, every other
+    frame is buffered until a test asks for it."""
+
+    def __init__(self, ws, hello):
+        self.ws = ws
+        self.hello = hello
+        self.user = hello.get("user")
+        self.worker = hello.get("worker")
+        self.frames = []  # received, not yet consumed
+        self._next_id = 0
+
+    @classmethod
+    async def connect(cls, server, user="alice", tenant="t1", role=None, token=None,
+                      bearer=False, timeout=5):
+        """Connect (token in the query, or in an Authorization header when
+        bearer) and return once the hello frame is read."""
+        token = token or make_token(user, tenant, role)
+        headers = {"Authorization": f"Bearer {token}"} if bearer else None
+
+        async def open_ws():
+            return await websockets.connect(server.ws_url(None if bearer else token),
+                                            extra_headers=headers, max_size=None,
+                                            max_queue=None, ping_interval=None,
+                                            close_timeout=2, open_timeout=timeout)
+        ws = await asyncio.wait_for(open_ws(), timeout)
+        try:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            assert hello.get("type") == "hello", f"first frame is not hello: {hello}"
+        except BaseException:
+            await ws.close()
+            raise
+        client = cls(ws, hello)
+        _live_clients.add(client)
+        return client
+
+    def __repr__(self):
+        return f"<{self.user}@worker{self.worker}>"
+
+    async def close(self):
+        _live_clients.discard(self)
+        await asyncio.wait_for(self.ws.close(), 5)
+
+    async def wait_closed(self, timeout=10):
+        """Wait until the server closes the connection; returns the close code."""
+        await asyncio.wait_for(self.ws.wait_closed(), timeout)
+        return self.ws.close_code
+
+    async def send(self, frame):
+        await self.send_raw(json.dumps(frame))
+
+    async def send_raw(self, text):
+        await asyncio.wait_for(self.ws.send(text), 5)
+
+    async def take(self, match, timeout, what):
+        """Remove and return the first frame (buffered or new) for which
+        match(frame) is true; other frames are buffered."""
+        for i, frame in enumerate(self.frames):
+            if match(frame):
+                return self.frames.pop(i)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                seen = [f.get("type") for f in self.frames][-20:]
+                raise AssertionError(f"{self}: no {what} within {timeout}s "
+                                     f"(buffered types: {seen})") from None
+            frame = json.loads(raw)
+            if match(frame):
+                return frame
+            self.frames.append(frame)
+
+    async def request(self, type, timeout=5, **fields):
+        """Send a request with a fresh id; return its reply (ack, error, pong)."""
+        self._next_id += 1
+        rid = f"req-{self._next_id}"
+        await self.send({"type": type, "id": rid, **fields})
+        return await self.take(lambda f: f.get("id") == rid, timeout, f"reply to {type} {rid}")
+
+    async def ok(self, type, timeout=5, **fields):
+        """request() that must be acked."""
+        reply = await self.request(type, timeout, **fields)
+        assert reply.get("type") == "ack", f"{self}: {type} {fields} -> {reply}"
+        return reply
+
+    async def error(self, type, code, timeout=5, **fields):
+        """request() that must fail with the given error code."""
+        reply = await self.request(type, timeout, **fields)
+        assert reply.get("type") == "error" and reply.get("code") == code, \
+            f"{self}: {type} {fields}: expected error {code}, got {reply}"
+        return reply
+
+    async def say(self, room, body, client_msg_id=None, timeout=5):
+        """message:send; returns the ack."""
+        return await self.ok("message:send", timeout, room=room, body=body,
+                             client_msg_id=client_msg_id or unique_id("m"))
+
+    async def next_event(self, type=None, timeout=5):
+        return await self.take(lambda f: type is None or f.get("type") == type, timeout,
+                               type or "frame")
+
+    async def collect(self, type, n, timeout=10):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        out = []
+        while len(out) < n:
+            try:
+                out.append(await self.next_event(type, max(deadline - loop.time(), 0)))
+            except AssertionError:
+                raise AssertionError(f"{self}: {len(out)} of {n} {type} within {timeout}s") \
+                    from None
+        return out
+
+    def buffered(self, type):
+        return [f for f in self.frames if f.get("type") == type]
+
+    async def settle(self):
+        """A ping round trip: every frame the server queued for this connection
+        before the pong is in self.frames afterwards."""
+        pong = await self.request("ping")
+        assert pong.get("type") == "pong", pong
+
+
+async def close_all_clients():
+    clients = list(_live_clients)
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def run(coro, timeout=30):
+    """Run an async test body, bounded; close every client it left open."""
+    async def main():
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError as e:
+            raise AssertionError(f"timed out (test bound {timeout}s or an inner wait)") from e
+        finally:
+            await close_all_clients()
+    return asyncio.run(main())
+
+
+async def connect_where(server, want, user, tenant, attempts=60, timeout=10):
+    """Connect until hello names a worker for which want(worker) is true;
+    bounded by attempts and by a deadline (a worker may still be starting)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    for _ in range(attempts):
+        client = await Client.connect(server, user, tenant)
+        if want(client.worker):
+            return client
+        seen.append(client.worker)
+        await client.close()
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no suitable worker in {len(seen)} connections (saw {sorted(set(seen))})")
+
+
+async def connect_on_worker(server, worker, user, tenant):
+    return await connect_where(server, lambda w: w == worker, user, tenant)
+
+
+async def connect_on_distinct_workers(server, n, tenant="t1", users=None):
+    """n clients whose hellos name n different workers (users[i] for the i-th)."""
+    users = users or [f"user{i}" for i in range(n)]
+    clients = []
+    for user in users:
+        taken = {c.worker for c in clients}
+        clients.append(await connect_where(server, lambda w: w not in taken, user, tenant))
+    return clients
+
+
+# ---------------------------------------------------------------- chat steps
+
+async def make_room(creator, *members, **fields):
+    """Create a room (unique id) and have creator and members join it."""
+    room = unique_id("room")
+    # The room id travels as `room`: `id` is the request id of the envelope.
+    ack = await creator.ok("room:create", room=room, name=f"name of {room}", **fields)
+    assert ack["room"]["id"] == room, ack
+    for client in (creator, *members):
+        await client.ok("room:join", room=room)
+    return room
+
+
+def check_message_new(frame, room, ack, user, body, client_msg_id):
+    """A message:new frame is the event the ack announced."""
+    assert frame["type"] == "message:new" and frame["room"] == room, frame
+    assert frame["seq"] == ack["seq"], (frame, ack)
+    msg = frame["msg"]
+    assert msg["id"] == ack["msg_id"] and msg["seq"] == ack["seq"], (msg, ack)
+    assert msg["ts"] == ack["ts"], (msg, ack)
+    assert (msg["user"], msg["kind"], msg["body"], msg["client_msg_id"]) == \
+        (user, "text", body, client_msg_id), msg
+
+
+def seqs(frames):
+    return [f["seq"] for f in frames]

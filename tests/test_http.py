@@ -1,0 +1,70 @@
+"""Plain HTTP routes, configuration checks, and the schema check at start."""
+
+import json
+import re
+from urllib.parse import urlsplit
+
+import pytest
+
+from chatd_harness import run_chatd, unique_id, write_config
+
+
+def test_health(server):
+    assert server.get_json("/health") is not None
+
+
+def test_ready_when_backends_up(server):
+    # Each worker answers for its own connections: ask a few times.
+    for _ in range(6):
+        assert server.get_json("/ready") is not None
+
+
+def test_monitoring_page_is_html(server):
+    status, headers, body = server.get("/monitoring")
+    assert status == 200
+    assert "text/html" in headers.get("content-type", ""), headers
+    assert b"<html" in body.lower()
+
+
+@pytest.mark.parametrize("path", ["/no-such-file.css", "/static/no/such/file.js"])
+def test_missing_file_is_404(server, path):
+    status, _, _ = server.get(path, timeout=5)
+    assert status == 404
+
+
+def test_monitoring_json_is_json(server):
+    status, headers, body = server.get("/api/monitoring/websocket")  # loopback is trusted
+    assert status == 200 and "json" in headers.get("content-type", ""), headers
+    assert isinstance(json.loads(body), dict)
+
+
+def test_check_good_config(env, tmp_path):
+    proc = run_chatd("-t", "-c", write_config(tmp_path / "good.conf", port=8080))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("key,value", [("port", "abc"), ("workers", -3), ("port", 70000),
+                                       ("bogus", 1)])
+def test_check_bad_config_names_the_key(env, tmp_path, key, value):
+    proc = run_chatd("-t", "-c", write_config(tmp_path / "bad.conf", **{"port": 8080, key: value}))
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines()
+             if re.search(rf"\b{key}\b", line)]
+    assert len(lines) == 1, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def empty_database(env, db):
+    name = unique_id("chatd_empty").replace("-", "_")
+    with db.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield urlsplit(env["DATABASE_URL"])._replace(path=f"/{name}").geturl()
+    with db.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_refuses_to_start_on_unmigrated_schema(make_server, empty_database):
+    srv = make_server(wait=False, database_url=empty_database)
+    rc = srv.wait(10)
+    assert rc not in (None, 0), f"exit code {rc} (None: still running)"
+    assert re.search(r"make migrate|scripts/migrate\.sh", srv.log()), srv.log()[-2000:]

@@ -45,19 +45,21 @@ static const char bus_send_lua[] =
 "return {1, ack}\n";
 
 /*
- * History from the hot window. KEYS: 1 seq, 2 room stream. ARGV: 1 after
- * seq (-1: the latest), 2 count. Returns {last_seq, event...} oldest first,
- * or {-1} when Redis has no counter for the room.
+ * History from the hot window. KEYS: 1 seq, 2 room stream. ARGV: 1 from
+ * (-1: the newest), 2 to (-1: up to the last), 3 count. Returns
+ * {last_seq, event...} oldest first, or {-1} when Redis has no counter.
  */
 static const char bus_hist_lua[] =
 "local last = redis.call('GET', KEYS[1])\n"
 "if not last then return {-1} end\n"
 "local out = {tonumber(last)}\n"
+"local hi = '+'\n"
+"if ARGV[2] ~= '-1' then hi = ARGV[2] .. '-0' end\n"
 "if ARGV[1] == '-1' then\n"
-"  local ev = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])\n"
+"  local ev = redis.call('XREVRANGE', KEYS[2], hi, '-', 'COUNT', ARGV[3])\n"
 "  for i = #ev, 1, -1 do out[#out + 1] = ev[i][2][2] end\n"
 "else\n"
-"  local ev = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])\n"
+"  local ev = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', hi, 'COUNT', ARGV[3])\n"
 "  for i = 1, #ev do out[#out + 1] = ev[i][2][2] end\n"
 "end\n"
 "return out\n";

@@ -1,5 +1,6 @@
 #include "cmd.h"
 #include "conn.h"
+#include "join.h"
 #include "log.h"
 #include "metrics.h"
 #include "msgcmd.h"
@@ -21,9 +22,11 @@ static const struct {
 } cmd_table[] = {
 	{ "ping", cmd__ping },
 	{ "room:create", roomcmd_create },
-	{ "room:join", roomcmd_join },
+	{ "room:join", join_room_join },
+	{ "session:resume", join_session_resume },
 	{ "room:leave", roomcmd_leave },
 	{ "message:send", msgcmd_send },
+	{ "message:history", msgcmd_history },
 };
 
 static void

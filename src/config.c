@@ -47,6 +47,9 @@ static const struct cfg_key cfg_keys[] = {
 	I(dedupe_ttl_s, NULL, 86400, 30 * 86400, "86400"),
 	I(sync_batch_size, NULL, 1, 10000, "500"),
 	I(sync_batch_wait_ms, NULL, 1, 10000, "50"),
+	I(sync_claim_idle_ms, NULL, 1000, 3600000, "30000"),
+	I(max_resume_gap, NULL, 1, 1000000, "1000"),
+	S(durability, "CHATD_DURABILITY", "redis"),
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -205,6 +208,10 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 	    strcmp(c->log_level, "info") && strcmp(c->log_level, "debug")) {
 		snprintf(err, errlen, "log_level must be error, warn, info or debug, not \"%s\"",
 		    c->log_level);
+		return -1;
+	}
+	if (strcmp(c->durability, "redis") != 0 && strcmp(c->durability, "postgres") != 0) {
+		snprintf(err, errlen, "durability must be redis or postgres, not \"%s\"", c->durability);
 		return -1;
 	}
 	if (c->database_url[0] == '\0') {

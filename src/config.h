@@ -34,6 +34,9 @@ struct cfg {
 	int dedupe_ttl_s;
 	int sync_batch_size;
 	int sync_batch_wait_ms;
+	int sync_claim_idle_ms;
+	int max_resume_gap;
+	char durability[16];	/* "redis" or "postgres" */
 
 	/* Derived, not keys. */
 	char redis_host[256];

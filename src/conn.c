@@ -7,11 +7,90 @@
 #include "util.h"
 
 #include <libwebsockets.h>
+#include <libwebsockets/lws-eventlib-exports.h>
 #include <stdlib.h>
 #include <string.h>
 
 static struct conn *conn_list;
 static int conn_n;
+
+/*
+ * Closing politely (a close frame with our code) cannot be done by
+ * returning -1 from an lws callback here: Debian's libwebsockets 4.1.6 is
+ * built with _DEBUG, and on libuv its "close_and_handled uv repeat test"
+ * closes the socket a second time, before the close frame is written. So
+ * a close is set up with lws_close_reason() and carried out one loop turn
+ * later, outside lws' service, with lws_close_free_wsi().
+ */
+static void conn__drop_queue(struct conn *c);
+
+static struct conn **kill_list;		/* references held */
+static int kill_n, kill_cap;
+static uv_timer_t kill_timer;
+static int kill_timer_ready;
+
+static void
+conn__kill_cb(uv_timer_t *t)
+{
+	(void)t;
+	while (kill_n > 0) {
+		struct conn *c = kill_list[--kill_n];
+
+		if (c->wsi != NULL)
+			lws_close_free_wsi(c->wsi, LWS_CLOSE_STATUS_NOSTATUS, "chatd close");
+		conn_unref(c);
+	}
+}
+
+static void
+conn__kill_later(struct conn *c, int code)
+{
+	static const char *const why_drain = "server draining";
+	static const char *const why_slow = "slow consumer";
+	static const char *const why_big = "frame too large";
+	const char *why = code == CONN_CLOSE_DRAIN ? why_drain :
+	    code == CONN_CLOSE_SLOW ? why_slow : why_big;
+
+	if (c->killing || c->wsi == NULL)
+		return;
+	c->killing = 1;
+	lws_close_reason(c->wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
+	if (!kill_timer_ready) {
+		uv_timer_init(srv.loop, &kill_timer);
+		kill_timer_ready = 1;
+	}
+	if (kill_n == kill_cap) {
+		kill_cap = kill_cap ? kill_cap * 2 : 64;
+		kill_list = xrealloc(kill_list, (size_t)kill_cap * sizeof(*kill_list));
+	}
+	conn_ref(c);
+	kill_list[kill_n++] = c;
+	uv_timer_start(&kill_timer, conn__kill_cb, 0, 0);
+}
+
+void
+conn_kill(struct conn *c, int code)
+{
+	if (c->wsi == NULL)
+		return;
+	if (!c->close_code)
+		c->close_code = code;
+	conn__drop_queue(c);
+	lws_rx_flow_control(c->wsi, 0);
+	conn__kill_later(c, code);
+}
+
+void
+conn_shutdown(void)
+{
+	conn__kill_cb(NULL);
+	free(kill_list);
+	kill_list = NULL;
+	kill_cap = 0;
+	if (kill_timer_ready)
+		uv_close((uv_handle_t *)&kill_timer, NULL);
+	kill_timer_ready = 0;
+}
 
 struct conn *
 conn_new(struct lws *wsi, const struct auth_identity *id)
@@ -161,12 +240,8 @@ conn_on_writable(struct conn *c)
 		return 0;
 	}
 	if (c->close_code && (c->refs <= 1 || c->close_code != CONN_CLOSE_DRAIN)) {
-		static const char *const why[] = { "server draining", "slow consumer" };
-
-		lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-		    (unsigned char *)(c->close_code == 1001 ? why[0] : why[1]),
-		    strlen(c->close_code == 1001 ? why[0] : why[1]));
-		return -1;
+		log_debug("conn %s: closing with %d", c->cid, c->close_code);
+		conn__kill_later(c, c->close_code);
 	}
 	return 0;
 }

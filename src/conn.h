@@ -14,6 +14,7 @@ struct conn;
 /* Close codes chatd sends (protocol section 2). */
 #define CONN_CLOSE_DRAIN 1001
 #define CONN_CLOSE_SLOW 1013
+#define CONN_CLOSE_TOO_BIG 1009
 
 enum sub_state { SUB_JOINING, SUB_LIVE };
 
@@ -44,6 +45,7 @@ struct conn {
 	int nsubs, subcap;
 	int refs;			/* 1 for the socket + 1 per request in flight */
 	int close_code;			/* close once the queue is written */
+	int killing;			/* a polite close is scheduled */
 };
 
 struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);
@@ -59,6 +61,10 @@ void conn_send(struct conn *c, struct obuf *b);
 void conn_send_text(struct conn *c, const char *text, size_t len);
 /* Close with code once what is queued and in flight is done. */
 void conn_close(struct conn *c, int code);
+/* Close now with code, dropping what is queued, without reading more. */
+void conn_kill(struct conn *c, int code);
+/* Worker exit: carry out scheduled closes, release the timer. */
+void conn_shutdown(void);
 /* Called in LWS_CALLBACK_SERVER_WRITEABLE: -1 means close now. */
 int conn_on_writable(struct conn *c);
 

@@ -2,12 +2,15 @@
 #include "bus.h"
 #include "cmd.h"
 #include "conn.h"
+#include "history.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgq.h"
 #include "rlink.h"
 #include "room.h"
+#include "obuf.h"
 #include "srv.h"
+#include "sync.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -26,6 +29,7 @@ struct send_req {
 	char msg_id[23];
 	long long ts;
 	char *head, *mid, *tail;	/* owned: the event around its seq */
+	char *ack;			/* owned: durability = postgres waits */
 	int seeded;
 };
 
@@ -36,10 +40,42 @@ msgcmd__free(struct send_req *sr)
 	free(sr->head);
 	free(sr->mid);
 	free(sr->tail);
+	free(sr->ack);
 	free(sr);
 }
 
 static int msgcmd__eval(struct send_req *sr, const char *floor);
+
+static void
+msgcmd__persisted(const PGresult *res, void *arg)
+{
+	struct send_req *sr = arg;
+
+	if (pgq_ok(res))
+		cmd_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
+	else
+		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
+		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
+	msgcmd__free(sr);
+}
+
+/* durability = postgres: the ack waits for the event's own commit (the
+ * sync consumer's later insert of the same event is a no-op). */
+static int
+msgcmd__persist(struct send_req *sr)
+{
+	long long seq = obuf_scan_seq(sr->ack, strlen(sr->ack));
+	char *ev, *batch;
+	int rc;
+
+	if (asprintf(&ev, "%s%lld%s%lld%s", sr->head, seq, sr->mid, seq, sr->tail) < 0)
+		log_fatal("msgcmd: out of memory");
+	batch = sync_batch_json(sr->req.c->id.tenant, sr->room, seq, ev);
+	rc = sync_write(srv.pg, batch, msgcmd__persisted, sr);
+	free(batch);
+	free(ev);
+	return rc;
+}
 
 static void
 msgcmd__seeded(const PGresult *res, void *arg)
@@ -86,6 +122,14 @@ msgcmd__done(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	if (status == 1)
 		metrics_add(M_MSGS_SENT, 1);
+	if (status == 1 && strcmp(srv.cfg->durability, "postgres") == 0) {
+		sr->ack = xstrdup(r->element[1]->str);
+		if (msgcmd__persist(sr) == 0)
+			return;
+		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
+		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
+		goto done;
+	}
 	cmd_ack_raw(sr->req.c, sr->req.idjson, r->element[1]->str);
 done:
 	msgcmd__free(sr);
@@ -199,5 +243,140 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	if (msgcmd__eval(sr, "") != 0) {
 		cmd_error(c, idjson, "unavailable", "message bus unavailable; retry");
 		msgcmd__free(sr);
+	}
+}
+
+#define HISTORY_PAGE_MAX 100
+
+static const char can_read_sql[] =
+"SELECT r.private, m.role, coalesce(m.banned, false) FROM rooms r"
+" LEFT JOIN room_members m ON m.tenant = r.tenant AND m.room_id = r.id AND m.user_id = $3"
+" WHERE r.tenant = $1 AND r.id = $2";
+
+struct page_req {
+	struct cmd_req req;
+	char room[UTIL_ID_MAX + 1];
+	struct history_query q;
+	int after_mode;
+};
+
+static void
+msgcmd__page_free(struct page_req *pr)
+{
+	cmd_req_done(&pr->req);
+	free(pr);
+}
+
+static void
+msgcmd__page_done(const struct history_result *h, void *arg)
+{
+	struct page_req *pr = arg;
+	json_t *events;
+	int more;
+
+	if (h == NULL) {
+		cmd_error(pr->req.c, pr->req.idjson, "unavailable", "history unavailable; retry");
+		msgcmd__page_free(pr);
+		return;
+	}
+	events = json_array();
+	for (int i = 0; i < h->n; i++) {
+		json_t *ev = json_loads(h->events[i], 0, NULL);
+
+		if (ev != NULL)
+			json_array_append_new(events, ev);
+	}
+	more = pr->after_mode ? h->n > 0 && h->to < h->last_seq : h->n > 0 && h->from > 1;
+	cmd_ack(pr->req.c, pr->req.idjson, json_pack("{s:s, s:o, s:b, s:I}", "room", pr->room,
+	    "events", events, "has_more", more, "last_seq", (json_int_t)h->last_seq));
+	msgcmd__page_free(pr);
+}
+
+static void
+msgcmd__page_read(struct page_req *pr)
+{
+	if (history_read(pr->req.c->id.tenant, pr->room, &pr->q, msgcmd__page_done, pr) != 0) {
+		cmd_error(pr->req.c, pr->req.idjson, "unavailable", "history unavailable; retry");
+		msgcmd__page_free(pr);
+	}
+}
+
+static void
+msgcmd__page_allowed(const PGresult *res, void *arg)
+{
+	struct page_req *pr = arg;
+
+	if (!pgq_ok(res)) {
+		cmd_error(pr->req.c, pr->req.idjson, "unavailable", "database unavailable; retry");
+	} else if (PQntuples(res) == 0) {
+		cmd_error(pr->req.c, pr->req.idjson, "not_found", "no room \"%s\"", pr->room);
+	} else if ((PQgetvalue(res, 0, 0)[0] == 't' && PQgetisnull(res, 0, 1)) ||
+	    PQgetvalue(res, 0, 2)[0] == 't') {
+		cmd_error(pr->req.c, pr->req.idjson, "forbidden", "not a member of room \"%s\"", pr->room);
+	} else {
+		msgcmd__page_read(pr);
+		return;
+	}
+	msgcmd__page_free(pr);
+}
+
+static int
+msgcmd__seq_field(json_t *msg, const char *name, long long *out)
+{
+	json_t *v = json_object_get(msg, name);
+
+	*out = -1;
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -1;
+	*out = (long long)json_integer_value(v);
+	return 0;
+}
+
+void
+msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
+{
+	const char *room_id;
+	long long before, after, limit;
+	struct page_req *pr;
+	const char *params[3];
+
+	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
+		return;
+	if (msgcmd__seq_field(msg, "before", &before) != 0 ||
+	    msgcmd__seq_field(msg, "after", &after) != 0 ||
+	    msgcmd__seq_field(msg, "limit", &limit) != 0 || (before >= 0 && after >= 0)) {
+		cmd_error(c, idjson, "bad_request",
+		    "before, after (not both) and limit must be whole numbers (0 or more)");
+		return;
+	}
+	if (limit < 1)
+		limit = 50;
+	if (limit > HISTORY_PAGE_MAX)
+		limit = HISTORY_PAGE_MAX;
+	pr = xcalloc(1, sizeof(*pr));
+	snprintf(pr->room, sizeof(pr->room), "%s", room_id);
+	pr->q.count = (int)limit;
+	pr->q.from = after >= 0 ? after + 1 : -1;
+	pr->q.to = before >= 0 ? before - 1 : -1;
+	pr->after_mode = after >= 0;
+	cmd_req_init(&pr->req, c, idjson);
+	if (before == 0) {
+		/* Nothing comes before seq 1. */
+		cmd_ack(c, idjson, json_pack("{s:s, s:[], s:b}", "room", room_id, "events", "has_more", 0));
+		msgcmd__page_free(pr);
+		return;
+	}
+	if (conn_find_sub(c, room_id) != NULL) {
+		msgcmd__page_read(pr);
+		return;
+	}
+	params[0] = c->id.tenant;
+	params[1] = room_id;
+	params[2] = c->id.user;
+	if (pgq_exec(srv.pg, can_read_sql, 3, params, msgcmd__page_allowed, pr) != 0) {
+		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		msgcmd__page_free(pr);
 	}
 }

@@ -1,6 +1,7 @@
 #include "room.h"
 #include "conn.h"
 #include "hmap.h"
+#include "join.h"
 #include "log.h"
 #include "metrics.h"
 #include "obuf.h"
@@ -28,6 +29,7 @@ struct room {
 	int nsubs, cap;
 	struct room_waiter *waiters;		/* owned */
 	int pinned;				/* waiters are running */
+	int resync;				/* events may have been missed */
 };
 
 static struct hmap *room_by_channel;
@@ -133,6 +135,13 @@ room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv)
 		room__fanout(r, rep->element[2]->str, rep->element[2]->len);
 	} else if (strcmp(kind, "subscribe") == 0) {
 		r->state = RS_ACTIVE;
+		if (r->resync) {
+			/* Back after an outage: fetch what live subscribers missed. */
+			r->resync = 0;
+			for (int i = 0; i < r->nsubs; i++)
+				if (r->subs[i]->state == SUB_LIVE)
+					join_resync(r->subs[i]);
+		}
 		room__fire_waiters(r, 1);
 		if (r->nsubs == 0 &&
 		    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
@@ -296,6 +305,7 @@ room_link_down(void)
 	/* A waiter may detach subscriptions of its own room only, so the
 	 * other rooms in the list stay valid. */
 	for (struct room **p = all; p < end; p++) {
+		(*p)->resync = 1;
 		(*p)->state = RS_NONE;
 		room__fire_waiters(*p, 0);
 		room__maybe_free(*p);

@@ -1,7 +1,6 @@
 #include "roomcmd.h"
 #include "cmd.h"
 #include "conn.h"
-#include "history.h"
 #include "log.h"
 #include "pgq.h"
 #include "room.h"
@@ -30,16 +29,6 @@ static const char create_sql[] =
 " SELECT id, name, kind, private, description, false FROM rooms"
 " WHERE tenant = $1 AND NOT EXISTS (SELECT 1 FROM r)"
 " AND (($8::text IS NOT NULL AND direct_key = $8) OR ($8::text IS NULL AND id = $2))";
-
-static const char member_sql[] =
-"WITH r AS (SELECT kind, private FROM rooms WHERE tenant = $1 AND id = $2),"
-" m AS (SELECT role, banned FROM room_members WHERE tenant = $1 AND room_id = $2 AND user_id = $3),"
-" ins AS ("
-"  INSERT INTO room_members (tenant, room_id, user_id, role)"
-"  SELECT $1, $2, $3, 'member' FROM r WHERE NOT r.private AND NOT EXISTS (SELECT 1 FROM m)"
-"  ON CONFLICT DO NOTHING RETURNING role)"
-"SELECT r.kind, coalesce((SELECT role FROM m), (SELECT role FROM ins)),"
-" coalesce((SELECT banned FROM m), false) FROM r";
 
 static const char *const room_kinds[] = { "group", "direct", "support", "broadcast" };
 
@@ -183,163 +172,6 @@ roomcmd_create(struct conn *c, const char *idjson, json_t *msg)
 fail:
 	free(members);
 	free(cr);
-}
-
-struct join_req {
-	struct cmd_req req;
-	char room[UTIL_ID_MAX + 1];
-	long long since;	/* -1: the latest events */
-	struct sub *sub;
-	char role[16];
-};
-
-/* The join is still wanted: the connection is open and this request's
- * subscription is still the connection's subscription to the room. */
-static int
-roomcmd__join_current(struct join_req *jr)
-{
-	return conn_open(jr->req.c) && conn_find_sub(jr->req.c, jr->room) == jr->sub;
-}
-
-/* Every room:join gets one reply: one overtaken by a later join or a
- * leave of the same room says so. */
-static void
-roomcmd__join_free(struct join_req *jr)
-{
-	cmd_req_done(&jr->req);
-	free(jr);
-}
-
-static void
-roomcmd__join_superseded(struct join_req *jr)
-{
-	if (conn_open(jr->req.c))
-		cmd_error(jr->req.c, jr->req.idjson, "conflict",
-		    "room:join of \"%s\" overtaken by a later join or leave", jr->room);
-	roomcmd__join_free(jr);
-}
-
-static void
-roomcmd__join_fail(struct join_req *jr, const char *code, const char *text)
-{
-	room_detach(jr->sub);
-	cmd_error(jr->req.c, jr->req.idjson, code, "%s", text);
-	roomcmd__join_free(jr);
-}
-
-static void
-roomcmd__history_done(const struct history_result *h, void *arg)
-{
-	struct join_req *jr = arg;
-	json_t *events;
-
-	if (!roomcmd__join_current(jr)) {
-		roomcmd__join_superseded(jr);
-		return;
-	}
-	if (h == NULL) {
-		roomcmd__join_fail(jr, "unavailable", "history unavailable; retry");
-		return;
-	}
-	events = json_array();
-	for (int i = 0; i < h->n; i++) {
-		json_t *ev = json_loads(h->events[i], 0, NULL);
-
-		if (ev != NULL)
-			json_array_append_new(events, ev);
-	}
-	cmd_ack(jr->req.c, jr->req.idjson, json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:[]}",
-	    "room", jr->room, "role", jr->role, "last_seq", (json_int_t)h->last_seq,
-	    "recovered", h->recovered, "events", events,
-	    "presence", "typing", "receipts"));
-	room_sub_live(jr->sub, h->last_seq);
-	roomcmd__join_free(jr);
-}
-
-static void
-roomcmd__subscribed(void *arg, int ok)
-{
-	struct join_req *jr = arg;
-
-	if (!roomcmd__join_current(jr)) {
-		roomcmd__join_superseded(jr);
-		return;
-	}
-	if (!ok) {
-		roomcmd__join_fail(jr, "unavailable", "message bus unavailable; retry");
-		return;
-	}
-	if (history_read(jr->req.c->id.tenant, jr->room, jr->since, roomcmd__history_done, jr) != 0)
-		roomcmd__join_fail(jr, "unavailable", "history unavailable; retry");
-}
-
-static void
-roomcmd__member_checked(const PGresult *res, void *arg)
-{
-	struct join_req *jr = arg;
-	struct conn *c = jr->req.c;
-	struct sub *old;
-
-	if (!conn_open(c)) {
-		roomcmd__join_free(jr);
-		return;
-	}
-	if (!pgq_ok(res)) {
-		cmd_error(c, jr->req.idjson, "unavailable", "database unavailable; retry");
-		roomcmd__join_free(jr);
-		return;
-	}
-	if (PQntuples(res) == 0) {
-		cmd_error(c, jr->req.idjson, "not_found", "no room \"%s\"", jr->room);
-		roomcmd__join_free(jr);
-		return;
-	}
-	if (PQgetisnull(res, 0, 1) || PQgetvalue(res, 0, 2)[0] == 't') {
-		cmd_error(c, jr->req.idjson, "forbidden", "not a member of room \"%s\"", jr->room);
-		roomcmd__join_free(jr);
-		return;
-	}
-	snprintf(jr->role, sizeof(jr->role), "%s", PQgetvalue(res, 0, 1));
-	/* Joining again (say with a new since) replaces the subscription. */
-	old = conn_find_sub(c, jr->room);
-	if (old != NULL)
-		room_detach(old);
-	if (c->nsubs >= srv.cfg->max_rooms_per_conn) {
-		cmd_error(c, jr->req.idjson, "rate_limited",
-		    "at most %d rooms per connection", srv.cfg->max_rooms_per_conn);
-		roomcmd__join_free(jr);
-		return;
-	}
-	jr->sub = room_attach(c, c->id.tenant, jr->room, jr->role);
-	room_when_active(jr->sub, roomcmd__subscribed, jr);
-}
-
-void
-roomcmd_join(struct conn *c, const char *idjson, json_t *msg)
-{
-	const char *room_id;
-	json_t *since = json_object_get(msg, "since");
-	const char *params[3];
-	struct join_req *jr;
-
-	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
-		return;
-	if (since != NULL && !json_is_null(since) &&
-	    (!json_is_integer(since) || json_integer_value(since) < 0)) {
-		cmd_error(c, idjson, "bad_request", "since must be a seq number (0 or more)");
-		return;
-	}
-	jr = xcalloc(1, sizeof(*jr));
-	snprintf(jr->room, sizeof(jr->room), "%s", room_id);
-	jr->since = json_is_integer(since) ? (long long)json_integer_value(since) : -1;
-	cmd_req_init(&jr->req, c, idjson);
-	params[0] = c->id.tenant;
-	params[1] = room_id;
-	params[2] = c->id.user;
-	if (pgq_exec(srv.pg, member_sql, 3, params, roomcmd__member_checked, jr) != 0) {
-		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
-		roomcmd__join_free(jr);
-	}
 }
 
 void

@@ -5,9 +5,8 @@
 
 struct conn;
 
-/* room:create, room:join (membership, subscribe, history, merge), room:leave. */
+/* room:create and room:leave (room:join lives in join.c). */
 void roomcmd_create(struct conn *c, const char *idjson, json_t *msg);
-void roomcmd_join(struct conn *c, const char *idjson, json_t *msg);
 void roomcmd_leave(struct conn *c, const char *idjson, json_t *msg);
 
 #endif

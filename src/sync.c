@@ -39,6 +39,7 @@ static int pending_mode;	/* re-read our own unacked entries first */
 static int stopped;
 static uv_timer_t retry_timer;
 static uv_timer_t lag_timer;
+static uv_timer_t claim_timer;
 
 static void sync__read(void);
 
@@ -147,7 +148,6 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	struct sync_batch *b;
 	char *json;
 	size_t len = 1, cap = 4096;
-	const char *params[1];
 
 	(void)ac;
 	(void)priv;
@@ -157,7 +157,7 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	if (r == NULL)
 		return;		/* link lost: sync_link_up() starts again */
 	if (r->type == REDIS_REPLY_ERROR) {
-		if (strncmp(r->str, "NOGROUP", 7) != 0)
+		if (strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0)
 			log_warn("sync: XREADGROUP failed: %s", r->str);
 		sync_link_up();
 		return;
@@ -189,8 +189,7 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	json[len++] = ']';
 	json[len] = '\0';
-	params[0] = json;
-	if (pgq_exec(srv.pgsync, sync_sql, 1, params, sync__written, b) != 0) {
+	if (sync_write(srv.pgsync, json, sync__written, b) != 0) {
 		sync__batch_free(b);
 		pending_mode = 1;
 		sync__retry_later(200);
@@ -198,6 +197,55 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 		writing = 1;
 	}
 	free(json);
+}
+
+char *
+sync_batch_json(const char *tenant, const char *room_id, long long seq, const char *event)
+{
+	char *out;
+
+	if (asprintf(&out, "[{\"t\":\"%s\",\"r\":\"%s\",\"s\":%lld,\"e\":%s}]", tenant,
+	    room_id, seq, event) < 0)
+		log_fatal("sync: out of memory");
+	return out;
+}
+
+int
+sync_write(struct pgq *q, const char *batch_json, pgq_cb *cb, void *arg)
+{
+	const char *params[1] = { batch_json };
+
+	return pgq_exec(q, sync_sql, 1, params, cb, arg);
+}
+
+/* Entries another consumer read but never acknowledged (its worker died
+ * and did not come back under the same name) become ours after
+ * sync_claim_idle_ms; the next pending read writes them. */
+static void
+sync__claimed(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+
+	(void)ac;
+	(void)priv;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+	    r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements > 0) {
+		log_info("sync: claimed %zu entries of a consumer that went away",
+		    r->element[1]->elements);
+		pending_mode = 1;
+	}
+}
+
+static void
+sync__claim_cb(uv_timer_t *t)
+{
+	char idle[16], count[16];
+
+	(void)t;
+	snprintf(idle, sizeof(idle), "%d", srv.cfg->sync_claim_idle_ms);
+	snprintf(count, sizeof(count), "%d", srv.cfg->sync_batch_size);
+	rlink_cmd(srv.rcmd, sync__claimed, NULL, "XAUTOCLAIM %s %s %s %s 0-0 COUNT %s JUSTID",
+	    BUS_SYNC_STREAM, BUS_SYNC_GROUP, consumer, idle, count);
 }
 
 static void
@@ -329,6 +377,8 @@ sync_start(void)
 	snprintf(consumer, sizeof(consumer), "%s-w%d", srv.cfg->instance, srv.index);
 	uv_timer_init(srv.loop, &retry_timer);
 	uv_timer_init(srv.loop, &lag_timer);
+	uv_timer_init(srv.loop, &claim_timer);
+	uv_timer_start(&claim_timer, sync__claim_cb, 5000, 5000);
 	if (srv.index == 0)
 		uv_timer_start(&lag_timer, sync__lag_cb, 1000, 1000);
 }
@@ -336,9 +386,13 @@ sync_start(void)
 void
 sync_stop(void)
 {
+	if (stopped)
+		return;
 	stopped = 1;
 	uv_timer_stop(&retry_timer);
 	uv_timer_stop(&lag_timer);
+	uv_timer_stop(&claim_timer);
+	uv_close((uv_handle_t *)&claim_timer, NULL);
 	uv_close((uv_handle_t *)&retry_timer, NULL);
 	uv_close((uv_handle_t *)&lag_timer, NULL);
 }

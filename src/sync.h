@@ -14,4 +14,11 @@ void sync_stop(void);
 /* A batch is being written. */
 int sync_busy(void);
 
+#include "pgq.h"
+
+/* One event as the batch JSON the sync statement takes; caller frees. */
+char *sync_batch_json(const char *tenant, const char *room_id, long long seq, const char *event);
+/* Runs the sync statement for a batch on q (idempotent). 0 queued. */
+int sync_write(struct pgq *q, const char *batch_json, pgq_cb *cb, void *arg);
+
 #endif

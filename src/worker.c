@@ -100,6 +100,7 @@ worker__finish(void)
 	uv_signal_stop(&sig_int);
 	uv_close((uv_handle_t *)&sig_int, NULL);
 	sync_stop();
+	conn_shutdown();
 	bus_stop();
 	pgq_close(srv.pg);
 	pgq_close(srv.pgsync);
@@ -113,7 +114,8 @@ static void
 worker__drain_check(uv_timer_t *t)
 {
 	(void)t;
-	if ((conn_count() == 0 && !sync_busy()) || uv_now(srv.loop) >= drain_deadline)
+	if ((conn_count() == 0 && ws_open_sockets() == 0 && !sync_busy()) ||
+	    uv_now(srv.loop) >= drain_deadline)
 		worker__finish();
 }
 
@@ -178,7 +180,8 @@ worker_run(const struct cfg *cfg, int index)
 	log_set_role(role);
 	metrics_set_self(index);
 	signal(SIGPIPE, SIG_IGN);
-	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+	lws_set_log_level(strcmp(cfg->log_level, "debug") == 0 ?
+	    LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG : LLL_ERR | LLL_WARN, NULL);
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = cfg;
 	srv.index = index;

@@ -15,7 +15,18 @@
 
 struct ws_pss {
 	struct conn *c;		/* owned reference; NULL for plain HTTP */
+	int counted;		/* in ws_sockets until lws frees the wsi */
 };
+
+/* WebSocket sockets lws still holds, including those whose close
+ * handshake is under way after LWS_CALLBACK_CLOSED. */
+static int ws_sockets;
+
+int
+ws_open_sockets(void)
+{
+	return ws_sockets;
+}
 
 /* The token from ?token= or Authorization: Bearer. */
 static int
@@ -84,6 +95,8 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 	if (ws__identify(wsi, &id, &reason) != 0)
 		return -1;	/* checked at CONFIRM_UPGRADE; cannot happen */
 	pss->c = conn_new(wsi, &id);
+	pss->counted = 1;
+	ws_sockets++;
 	n = snprintf(hello, sizeof(hello),
 	    "{\"type\":\"hello\",\"user\":\"%s\",\"tenant\":\"%s\",\"role\":\"%s\","
 	    "\"conn\":\"%s\",\"instance\":\"%s\",\"worker\":%d,\"heartbeat_ms\":%d,"
@@ -99,16 +112,15 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 static int
 ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 {
+	if (c->killing)
+		return 0;	/* closing: ignore what is still arriving */
 	if (lws_is_first_fragment(wsi))
 		c->rxlen = 0;
 	if (c->rxlen + len > (size_t)srv.cfg->max_frame_bytes) {
-		static const char why[] = "frame too large";
-
 		log_info("conn %s (%s): frame over %d bytes, closing 1009", c->cid, c->id.user,
 		    srv.cfg->max_frame_bytes);
-		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-		    (unsigned char *)why, sizeof(why) - 1);
-		return -1;
+		conn_kill(c, CONN_CLOSE_TOO_BIG);
+		return 0;
 	}
 	if (c->rxlen + len + 1 > c->rxcap) {
 		c->rxcap = c->rxlen + len + 1 > 4096 ? (c->rxlen + len + 1) * 2 : 4096;
@@ -152,6 +164,12 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		if (pss->c != NULL) {
 			conn_closed(pss->c);
 			pss->c = NULL;
+		}
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (pss != NULL && pss->counted) {
+			pss->counted = 0;
+			ws_sockets--;
 		}
 		return 0;
 	case LWS_CALLBACK_HTTP:

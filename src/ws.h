@@ -6,4 +6,7 @@
 /* The one lws protocol: WebSocket /ws and, as protocols[0], plain HTTP. */
 extern const struct lws_protocols ws_protocols[];
 
+/* WebSocket sockets not yet freed (a drain waits for their close frames). */
+int ws_open_sockets(void);
+
 #endif

@@ -72,7 +72,7 @@ def child_env():
     """The environment for a chatd process: no overrides of the config file,
     sanitizer reports on stderr (which goes to the server's log)."""
     env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")  # as `make test`
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     return env
 
@@ -221,7 +221,7 @@ def run_chatd(*args, timeout=10):
     proc = subprocess.run([chatd_env()["CHATD_BIN"], *map(str, args)], env=child_env(),
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
     reports = sanitizer_reports(proc.stdout + proc.stderr)
-    assert not reports, f"chatd {' '.join(map(str, args))}: sanitizer report:\n" + proc.stderr
+    assert not reports, f"chatd {' '.join(map(str, args))}: crash or sanitizer report:\n" + proc.stderr
     return proc
 
 
@@ -232,7 +232,6 @@ class Server:
 
     def __init__(self, workdir, **conf):
         workdir.mkdir(parents=True, exist_ok=True)
-        self.overrides = dict(conf)
         self.port = conf.pop("port", None) or free_port()
         self.workers = conf.get("workers", default_conf()["workers"])
         self.conf_path = write_config(workdir / "chatd.conf", port=self.port, **conf)
@@ -269,19 +268,26 @@ class Server:
         return self
 
     def wait_ready(self, timeout=15):
-        """Until /health answers and monitoring shows every worker up with its
-        Redis and PostgreSQL connections (a worker connects after it forks)."""
+        """Until /health answers and every worker is up with its backends."""
         def ready():
             rc = self.proc.poll()
             if rc is not None:
                 raise RuntimeError(f"chatd exited with {rc} while starting:\n{self.log()[-3000:]}")
             status, _, _ = http_get(self.port, "/health", timeout=1)
             assert status == 200, f"/health answered {status}"
-            stats = self.monitoring()
-            assert [w["pid"] != 0 for w in stats["workers"]] == [True] * self.workers, stats
-            assert stats["redis"]["connected"], stats["redis"]
-            assert stats.get("postgres", {}).get("connected", True), stats["postgres"]
+            self.check_workers_ready()
         eventually(ready, timeout, what=f"chatd on port {self.port} ready")
+
+    def check_workers_ready(self):
+        """Monitoring shows every worker alive, connected to Redis and PostgreSQL
+        (a worker connects after it forks, so a new one needs a moment).
+        Returns {worker index: pid}."""
+        stats = self.monitoring()
+        pids = {w["index"]: w["pid"] for w in stats["workers"]}
+        assert all(pids.values()) and len(pids) == (self.workers or len(pids)), stats["workers"]
+        assert stats["redis"]["connected"], stats["redis"]
+        assert stats.get("postgres", {}).get("connected", True), stats["postgres"]
+        return pids
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

@@ -23,7 +23,7 @@ def shut_down(servers):
             problems.append(f"port {srv.port}: {e}")
         reports = sanitizer_reports(srv.log())
         if reports:
-            problems.append(f"port {srv.port}: sanitizer report in {srv.log_path}:\n"
+            problems.append(f"port {srv.port}: crash or sanitizer report in {srv.log_path}:\n"
                             + "\n".join(reports[:10]))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)

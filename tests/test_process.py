@@ -34,9 +34,9 @@ def test_killed_worker_is_replaced_and_others_do_not_notice(make_server, tenant)
             assert client.ws.open and client.buffered("error") == [], client
 
         def replaced():
-            pid = srv.worker_pids().get(victim.worker)
-            assert pid not in (None, 0, old_pid), f"worker {victim.worker} pid {pid}"
-        await eventually_async(replaced, timeout=10, what="a new worker")
+            pid = srv.check_workers_ready()[victim.worker]
+            assert pid != old_pid, f"worker {victim.worker} still has pid {pid}"
+        await eventually_async(replaced, timeout=10, what="a new worker, ready")
 
         newcomer = await connect_on_worker(srv, victim.worker, "newcomer", tenant)
         joined = await newcomer.ok("room:join", room=room)

@@ -3,10 +3,13 @@
 #   make            build/chatd (optimised)
 #   make asan       build/asan/chatd (ASan + UBSan, what the tests run)
 #   make run        deps, build, dev services, migrate, run chatd in the foreground
-#   make test       deps, asan build, test services, migrate, pytest
+#   make test       deps, asan build, fuzz-smoke, test services, migrate, pytest
 #   make stop       stop the dev and test services
 #   make migrate    apply sql/ to $DATABASE_URL (default: the dev services)
 #   make check      build/chatd -t -c chatd.conf
+#   make fuzz-build build/fuzz/fuzz_{proto,token,config} (clang + libFuzzer)
+#   make fuzz       run each fuzz target FUZZ_SECONDS (60) seconds, in parallel
+#   make fuzz-smoke the same for FUZZ_SMOKE_SECONDS (10) seconds (part of make test)
 #   make clean      rm -rf build
 #
 # `make run` (set dev) and `make test` (set test) use separate services and
@@ -46,10 +49,31 @@ PYTEST_ARGS ?=
 TEST_ASAN_OPTIONS  := detect_leaks=0:abort_on_error=0
 TEST_UBSAN_OPTIONS := print_stacktrace=1
 
+# Fuzzing: libFuzzer targets in tests/fuzz/, built with clang into build/fuzz/
+# (scripts/deps.sh fuzz installs clang and libFuzzer). Each target links only
+# the src/ objects it needs, compiled again with the fuzzer's instrumentation.
+FUZZ_CC      := clang
+FUZZ_PKGS    := jansson libjwt libconfig
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
+                -fsanitize=fuzzer-no-link $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
+FUZZ_LDFLAGS := -fsanitize=fuzzer $(FUZZ_SAN)
+FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
+FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+# libFuzzer options; inputs it finds go to build/fuzz/corpus-<target>,
+# crashing inputs to build/fuzz/artifacts/<target>-crash-*.
+FUZZ_ARGS    ?= -max_len=65536 -timeout=10 -print_final_stats=1
+FUZZ_UBSAN_OPTIONS := print_stacktrace=1
+fuzz_objs = $(1:%=build/fuzz/obj/%.o)
+
 # Print one variable of a set's env file (written by scripts/services.sh).
 env_of = $$(sed -n 's/^$(2)=//p' .run/$(1)/env)
 
 .PHONY: all asan deps run test stop migrate clean check pkgs-ok
+.PHONY: fuzz-build fuzz fuzz-smoke fuzz-ok
 
 all: $(BIN)
 
@@ -79,6 +103,61 @@ pkgs-ok:
 
 -include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
 
+fuzz-build: $(FUZZ_BINS)
+
+build/fuzz/fuzz_proto:  $(call fuzz_objs,proto util log)
+build/fuzz/fuzz_token:  $(call fuzz_objs,auth config util log)
+build/fuzz/fuzz_config: $(call fuzz_objs,config util log)
+
+$(FUZZ_BINS): build/fuzz/%: build/fuzz/harness/%.o
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_LIBS)
+
+build/fuzz/obj/%.o: src/%.c | fuzz-ok
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+build/fuzz/harness/%.o: tests/fuzz/%.c | fuzz-ok
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -Isrc -MMD -MP -c $< -o $@
+
+fuzz-ok:
+	@command -v $(FUZZ_CC) >/dev/null && pkg-config --exists $(FUZZ_PKGS) || { \
+	  pkg-config --print-errors --exists $(FUZZ_PKGS); \
+	  echo "missing $(FUZZ_CC) or development packages: run scripts/deps.sh fuzz" >&2; \
+	  exit 1; }
+
+-include $(wildcard build/fuzz/obj/*.d build/fuzz/harness/*.d)
+
+# Run every target for $(1) seconds, in parallel, on its seed corpus
+# (tests/fuzz/corpus/<target>) plus build/fuzz/corpus-<target>; the output of
+# each goes to build/fuzz/<target>.log. Fails when any target finds a crash,
+# a leak, a timeout or a broken invariant (the log's end is printed then).
+define fuzz_run
+	@mkdir -p build/fuzz/artifacts $(FUZZ_TARGETS:%=build/fuzz/corpus-%)
+	@pids=""; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$t for $(1) s (log: build/fuzz/$$t.log)"; \
+	  UBSAN_OPTIONS="$(FUZZ_UBSAN_OPTIONS)" build/fuzz/$$t $(FUZZ_ARGS) -max_total_time=$(1) \
+	    $$(test -f tests/fuzz/$$t.dict && echo -dict=tests/fuzz/$$t.dict) \
+	    -artifact_prefix=build/fuzz/artifacts/$$t- \
+	    build/fuzz/corpus-$$t tests/fuzz/corpus/$$t >build/fuzz/$$t.log 2>&1 </dev/null & \
+	  pids="$$pids $$!"; \
+	done; \
+	rc=0; set -- $(FUZZ_TARGETS); for p in $$pids; do \
+	  if wait $$p; then \
+	    echo "fuzz: $$1 ok: $$(grep -h '^stat::number_of_executed_units' build/fuzz/$$1.log | sed 's/.*: *//') runs"; \
+	  else \
+	    rc=1; tail -n 40 build/fuzz/$$1.log; \
+	    echo "fuzz: $$1 FAILED (log: build/fuzz/$$1.log, input: build/fuzz/artifacts/$$1-*)" >&2; \
+	  fi; shift; \
+	done; exit $$rc
+endef
+
+fuzz: fuzz-build
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
+
 deps:
 	scripts/deps.sh
 
@@ -93,8 +172,9 @@ run:
 # The test services stay up afterwards so that reruns are fast (make stop).
 # pytest's exit status is the recipe's, so a failing test fails make.
 test:
-	@scripts/deps.sh
+	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@scripts/services.sh start test
 	@scripts/migrate.sh "$(call env_of,test,DATABASE_URL)"
 	@set -a && . ./.run/test/env && set +a && \

@@ -10,20 +10,48 @@
 #include <string.h>
 
 /*
+ * A token bucket per user and operation, the same for every worker and
+ * instance: rate tokens a second up to burst, on Redis' clock. Returns 0,
+ * or the milliseconds until a token is there.
+ */
+#define BUS_BUCKET_LUA \
+"local function bucket(key, rate, burst)\n" \
+"  local t = redis.call('TIME')\n" \
+"  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+"  local b = redis.call('HMGET', key, 'tokens', 'ts')\n" \
+"  local tokens = tonumber(b[1]) or burst\n" \
+"  local ts = tonumber(b[2]) or now\n" \
+"  tokens = math.min(burst, tokens + (now - ts) * rate / 1000)\n" \
+"  if tokens < 1 then return math.ceil((1 - tokens) * 1000 / rate) end\n" \
+"  redis.call('HSET', key, 'tokens', tokens - 1, 'ts', now)\n" \
+"  redis.call('PEXPIRE', key, math.ceil(burst * 1000 / rate) + 1000)\n" \
+"  return 0\n" \
+"end\n"
+
+/* KEYS: 1 bucket. ARGV: 1 rate, 2 burst. */
+static const char bus_rate_lua[] = BUS_BUCKET_LUA
+"return bucket(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n";
+
+/*
  * The send path, atomically: idempotency check, seq = INCR (re-seeded from
  * PostgreSQL's maximum if Redis lost the counter), the event into the room
  * stream (id seq-0, trimmed, expiring) and the sync stream, the ack kept
  * for the dedupe window, PUBLISH. One script, so publish order is seq order.
  *
- * KEYS: 1 seq, 2 room stream, 3 sync stream, 4 dedupe key
+ * The rate limit is checked after the dedupe (a retry costs nothing).
+ *
+ * KEYS: 1 seq, 2 room stream, 3 sync stream, 4 dedupe key, 5 rate bucket
  * ARGV: 1-3 event text around the two seq numbers, 4 channel, 5 maxlen,
  *       6 stream ttl, 7 dedupe ttl, 8 msg id, 9 ts, 10 seq floor or "",
- *       11 tenant, 12 room
- * Returns {1, ack} new, {0, ack} repeat, {-1, "seed"} counter missing.
+ *       11 tenant, 12 room, 13 rate, 14 burst
+ * Returns {1, ack} new, {0, ack} repeat, {-1, "seed"} counter missing,
+ * {-2, retry_after_ms} rate limited.
  */
-static const char bus_send_lua[] =
+static const char bus_send_lua[] = BUS_BUCKET_LUA
 "local prev = redis.call('GET', KEYS[4])\n"
 "if prev then return {0, prev} end\n"
+"local wait = bucket(KEYS[5], tonumber(ARGV[13]), tonumber(ARGV[14]))\n"
+"if wait > 0 then return {-2, tostring(wait)} end\n"
 "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
 "  if ARGV[10] == '' then return {-1, 'seed'} end\n"
 "  local floor = tonumber(ARGV[10])\n"
@@ -66,6 +94,7 @@ static const char bus_hist_lua[] =
 
 static char send_sha[41];
 static char hist_sha[41];
+static char rate_sha[41];
 static int scripts_loaded;
 static uv_timer_t ping_timer;
 static uint64_t ping_sent_us;
@@ -77,6 +106,8 @@ bus_key(char *buf, size_t len, const char *tenant, const char *room_id, const ch
 	snprintf(buf, len, "chatd:{%s/%s}:%s", tenant, room_id, what);
 }
 
+static int scripts_loading;
+
 static void
 bus__loaded(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -84,24 +115,45 @@ bus__loaded(redisAsyncContext *ac, void *reply, void *priv)
 	char *dst = priv;
 
 	(void)ac;
+	scripts_loading--;
 	if (rlink_failed(r) || r->type != REDIS_REPLY_STRING || r->len != 40) {
 		log_warn("redis: SCRIPT LOAD failed: %s", r ? r->str : "link lost");
 		return;
 	}
 	memcpy(dst, r->str, 41);
-	if (send_sha[0] && hist_sha[0])
+	if (send_sha[0] && hist_sha[0] && rate_sha[0])
 		scripts_loaded = 1;
+}
+
+/* Also again from the ping timer while a load failed (a restarted Redis
+ * answers LOADING until its AOF is read). */
+static void
+bus__load_scripts(struct rlink *l)
+{
+	scripts_loaded = 0;
+	send_sha[0] = hist_sha[0] = rate_sha[0] = '\0';
+	scripts_loading = 0;
+	if (rlink_cmd(l, bus__loaded, send_sha, "SCRIPT LOAD %s", bus_send_lua) == 0)
+		scripts_loading++;
+	if (rlink_cmd(l, bus__loaded, hist_sha, "SCRIPT LOAD %s", bus_hist_lua) == 0)
+		scripts_loading++;
+	if (rlink_cmd(l, bus__loaded, rate_sha, "SCRIPT LOAD %s", bus_rate_lua) == 0)
+		scripts_loading++;
+}
+
+void
+bus_scripts_missing(void)
+{
+	if (scripts_loading == 0 && rlink_up(srv.rcmd))
+		bus__load_scripts(srv.rcmd);
 }
 
 static void
 bus__cmd_up(struct rlink *l, void *arg)
 {
 	(void)arg;
-	scripts_loaded = 0;
-	send_sha[0] = hist_sha[0] = '\0';
 	ping_outstanding = 0;
-	rlink_cmd(l, bus__loaded, send_sha, "SCRIPT LOAD %s", bus_send_lua);
-	rlink_cmd(l, bus__loaded, hist_sha, "SCRIPT LOAD %s", bus_hist_lua);
+	bus__load_scripts(l);
 	metrics_set(M_REDIS_CONNECTED, 1);
 }
 
@@ -164,6 +216,8 @@ bus__ping(uv_timer_t *t)
 {
 	(void)t;
 	metrics_set(M_REDIS_CONNECTED, rlink_up(srv.rcmd) && rlink_up(srv.rsub) ? 1 : 0);
+	if (!scripts_loaded && scripts_loading == 0 && rlink_up(srv.rcmd))
+		bus__load_scripts(srv.rcmd);
 	if (ping_outstanding || !rlink_up(srv.rcmd))
 		return;
 	ping_sent_us = bus__now_us();
@@ -209,6 +263,18 @@ const char *
 bus_send_sha(void)
 {
 	return send_sha;
+}
+
+const char *
+bus_rate_sha(void)
+{
+	return rate_sha;
+}
+
+void
+bus_rate_key(char *buf, size_t len, const char *tenant, const char *user, const char *op)
+{
+	snprintf(buf, len, "chatd:rl:{%s/%s}:%s", tenant, user, op);
 }
 
 const char *

@@ -12,7 +12,12 @@ void bus_stop(void);
 int bus_ready(void);
 
 const char *bus_send_sha(void);
+/* A script call answered NOSCRIPT (SCRIPT FLUSH, a failover): load again. */
+void bus_scripts_missing(void);
 const char *bus_hist_sha(void);
+/* EVALSHA rate 1 <bucket> <rate> <burst> -> 0 or retry_after_ms. */
+const char *bus_rate_sha(void);
+void bus_rate_key(char *buf, size_t len, const char *tenant, const char *user, const char *op);
 
 /* Key names; '{tenant/room}' is the Redis Cluster hash tag of a room. */
 void bus_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what);

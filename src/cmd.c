@@ -1,9 +1,11 @@
 #include "cmd.h"
+#include "auth.h"
 #include "conn.h"
 #include "join.h"
 #include "log.h"
 #include "metrics.h"
 #include "msgcmd.h"
+#include "proto.h"
 #include "roomcmd.h"
 #include "srv.h"
 #include "util.h"
@@ -15,6 +17,7 @@
 typedef void cmd_handler(struct conn *c, const char *idjson, json_t *msg);
 
 static void cmd__ping(struct conn *c, const char *idjson, json_t *msg);
+static void cmd__refresh(struct conn *c, const char *idjson, json_t *msg);
 
 static const struct {
 	const char *type;
@@ -27,6 +30,7 @@ static const struct {
 	{ "room:leave", roomcmd_leave },
 	{ "message:send", msgcmd_send },
 	{ "message:history", msgcmd_history },
+	{ "auth:refresh", cmd__refresh },
 };
 
 static void
@@ -48,22 +52,42 @@ cmd__set_id(json_t *obj, const char *idjson)
 		json_object_set_new(obj, "id", json_loads(idjson, JSON_DECODE_ANY, NULL));
 }
 
-void
-cmd_error(struct conn *c, const char *idjson, const char *code, const char *fmt, ...)
+static void
+cmd__verror(struct conn *c, const char *idjson, const char *code, long long retry_ms,
+    const char *fmt, va_list ap)
 {
 	char msg[256];
-	va_list ap;
 	json_t *o = json_object();
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	json_object_set_new(o, "type", json_string("error"));
 	cmd__set_id(o, idjson);
 	json_object_set_new(o, "code", json_string(code));
 	json_object_set_new(o, "message", json_string(msg));
+	if (retry_ms >= 0)
+		json_object_set_new(o, "retry_after_ms", json_integer(retry_ms));
 	metrics_add(M_ERRORS_SENT, 1);
 	cmd__send_json(c, o);
+}
+
+void
+cmd_error(struct conn *c, const char *idjson, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cmd__verror(c, idjson, code, -1, fmt, ap);
+	va_end(ap);
+}
+
+void
+cmd_error_retry(struct conn *c, const char *idjson, long long retry_ms, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cmd__verror(c, idjson, "rate_limited", retry_ms, fmt, ap);
+	va_end(ap);
 }
 
 void
@@ -158,62 +182,50 @@ cmd__ping(struct conn *c, const char *idjson, json_t *msg)
 	conn_send_text(c, text, (size_t)n);
 }
 
-/* The request id, as JSON text: a string of at most 64 characters or an
- * integer. 0 ok (*out NULL when absent), -1 invalid. */
-static int
-cmd__request_id(json_t *msg, char **out)
+/* auth:refresh {token}: a new token for the same user and tenant moves
+ * the connection's expiry; without one it is closed with 4001 at exp. */
+static void
+cmd__refresh(struct conn *c, const char *idjson, json_t *msg)
 {
-	json_t *id = json_object_get(msg, "id");
+	struct auth_identity id;
+	const char *reason;
 
-	*out = NULL;
-	if (id == NULL || json_is_null(id))
-		return 0;
-	if (!(json_is_string(id) && json_string_length(id) <= 64) && !json_is_integer(id))
-		return -1;
-	*out = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
-	return *out ? 0 : -1;
+	if (auth_verify(srv.cfg, json_string_value(json_object_get(msg, "token")), &id, &reason) != 0) {
+		cmd_error(c, idjson, "unauthorized", "%s", reason);
+		return;
+	}
+	if (strcmp(id.user, c->id.user) != 0 || strcmp(id.tenant, c->id.tenant) != 0) {
+		cmd_error(c, idjson, "forbidden", "the token is for another user or tenant");
+		return;
+	}
+	c->id.exp = id.exp;
+	c->id.admin = id.admin;
+	cmd_ack(c, idjson, json_pack("{s:I}", "exp", (json_int_t)id.exp));
 }
 
 void
 cmd_dispatch(struct conn *c, const char *text, size_t len)
 {
-	json_error_t jerr;
-	json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	json_t *type;
-	char *idjson = NULL;
-	const char *t;
+	struct proto_limits lim = { (size_t)srv.cfg->max_body_bytes };
+	struct proto_frame f;
+	struct proto_error err;
 
 	metrics_add(M_FRAMES_IN, 1);
-	if (msg == NULL) {
-		cmd_error(c, NULL, "bad_request", "not JSON: %s", jerr.text);
-		return;
-	}
-	if (!json_is_object(msg)) {
-		cmd_error(c, NULL, "bad_request", "a frame must be a JSON object");
+	if (proto_decode(text, len, &lim, &f, &err) != 0) {
+		cmd_error(c, f.idjson, err.code, "%s", err.message);
 		goto done;
 	}
-	if (cmd__request_id(msg, &idjson) != 0) {
-		cmd_error(c, NULL, "bad_request", "id must be a string of at most 64 characters or an integer");
-		goto done;
-	}
-	type = json_object_get(msg, "type");
-	if (!json_is_string(type)) {
-		cmd_error(c, idjson, "bad_request", "missing field \"type\"");
-		goto done;
-	}
-	t = json_string_value(type);
 	if (srv.draining) {
-		cmd_error(c, idjson, "unavailable", "server draining; reconnect");
+		cmd_error(c, f.idjson, "unavailable", "server draining; reconnect");
 		goto done;
 	}
 	for (size_t i = 0; i < sizeof(cmd_table) / sizeof(cmd_table[0]); i++) {
-		if (strcmp(cmd_table[i].type, t) == 0) {
-			cmd_table[i].fn(c, idjson, msg);
+		if (strcmp(cmd_table[i].type, f.type) == 0) {
+			cmd_table[i].fn(c, f.idjson, f.msg);
 			goto done;
 		}
 	}
-	cmd_error(c, idjson, "bad_request", "unknown type \"%.64s\"", t);
+	cmd_error(c, f.idjson, "bad_request", "type \"%.64s\" is not supported yet", f.type);
 done:
-	free(idjson);
-	json_decref(msg);
+	proto_frame_free(&f);
 }

@@ -13,6 +13,9 @@ void cmd_dispatch(struct conn *c, const char *text, size_t len);
 /* Replies. idjson is the request's id as JSON text, or NULL. */
 void cmd_error(struct conn *c, const char *idjson, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* error{code:"rate_limited", retry_after_ms}. */
+void cmd_error_retry(struct conn *c, const char *idjson, long long retry_ms, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* {"type":"ack","id":..} plus the fields of obj (stolen). */
 void cmd_ack(struct conn *c, const char *idjson, json_t *obj);
 /* {"type":"ack","id":..,<inner>} where inner is "key":value,... text. */

@@ -1,6 +1,7 @@
 #include "config.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +35,31 @@ static const struct cfg_key cfg_keys[] = {
 	S(database_url, "DATABASE_URL", "postgresql://chatd@127.0.0.1:5440/chatd"),
 	S(jwt_alg, NULL, "HS256"),
 	S(jwt_secret, "CHATD_JWT_SECRET", ""),
+	S(jwt_public_key_file, "CHATD_JWT_PUBLIC_KEY_FILE", ""),
+	S(jwt_issuer, NULL, ""),
+	S(jwt_audience, NULL, ""),
 	I(jwt_leeway_s, NULL, 0, 3600, "30"),
 	S(default_tenant, NULL, "default"),
+	S(allowed_origins, "CHATD_ALLOWED_ORIGINS", ""),
+	I(allow_missing_origin, NULL, 0, 1, "1"),
+	I(handshake_timeout_s, NULL, 1, 300, "10"),
+	I(rate_send_per_s, NULL, 1, 1000000, "10"),
+	I(rate_send_burst, NULL, 1, 1000000, "30"),
+	I(rate_join_per_s, NULL, 1, 1000000, "5"),
+	I(rate_join_burst, NULL, 1, 1000000, "20"),
+	I(conn_attempts_per_ip, NULL, 1, 10000000, "60"),
+	I(conn_attempts_window_s, NULL, 1, 3600, "10"),
+	I(auth_failures_per_ip, NULL, 1, 10000000, "5"),
+	I(auth_failures_window_s, NULL, 1, 86400, "300"),
+	I(max_conns_per_ip, NULL, 1, 10000000, "1000"),
+	I(max_conns_per_user, NULL, 1, 10000000, "20"),
 	I(heartbeat_ms, NULL, 1000, 3600000, "30000"),
 	I(max_frame_bytes, NULL, 1024, 64 * 1024 * 1024, "1048576"),
 	I(max_body_bytes, NULL, 1, 1024 * 1024, "16384"),
 	I(max_rooms_per_conn, NULL, 1, 10000, "100"),
 	I(outbound_max_frames, NULL, 16, 1000000, "4096"),
+	I(outbound_max_bytes, NULL, 4096, 1 << 30, "1048576"),
+	I(stall_timeout_ms, NULL, 1000, 3600000, "30000"),
 	I(history_on_join, NULL, 0, 1000, "50"),
 	I(stream_maxlen, NULL, 10, 1000000, "1000"),
 	I(stream_ttl_s, NULL, 10, 30 * 86400, "1200"),
@@ -125,12 +144,15 @@ cfg__from_file(struct cfg *c, const char *path, char *err, size_t errlen)
 			}
 			text = config_setting_get_string(s);
 		} else {
-			if (config_setting_type(s) != CONFIG_TYPE_INT &&
-			    config_setting_type(s) != CONFIG_TYPE_INT64) {
+			if (config_setting_type(s) == CONFIG_TYPE_BOOL) {
+				snprintf(num, sizeof(num), "%d", config_setting_get_bool(s));
+			} else if (config_setting_type(s) == CONFIG_TYPE_INT ||
+			    config_setting_type(s) == CONFIG_TYPE_INT64) {
+				snprintf(num, sizeof(num), "%lld", config_setting_get_int64(s));
+			} else {
 				snprintf(err, errlen, "%s: %s must be a whole number", origin, name);
 				goto fail;
 			}
-			snprintf(num, sizeof(num), "%lld", config_setting_get_int64(s));
 			text = num;
 		}
 		if (cfg__set(c, k, text, origin, err, errlen) != 0)
@@ -187,17 +209,48 @@ bad:
 	return -1;
 }
 
+/* RS256/ES256 verify with a public key in PEM form, read once here. */
+static int
+cfg__read_key(struct cfg *c, char *err, size_t errlen)
+{
+	FILE *f;
+	size_t n;
+
+	if (c->jwt_public_key_file[0] == '\0') {
+		snprintf(err, errlen, "jwt_public_key_file must be set when jwt_alg is %s", c->jwt_alg);
+		return -1;
+	}
+	f = fopen(c->jwt_public_key_file, "r");
+	if (f == NULL) {
+		snprintf(err, errlen, "jwt_public_key_file: cannot read \"%s\"", c->jwt_public_key_file);
+		return -1;
+	}
+	n = fread(c->jwt_key, 1, sizeof(c->jwt_key) - 1, f);
+	fclose(f);
+	c->jwt_key[n] = '\0';
+	if (n == 0 || n == sizeof(c->jwt_key) - 1 || strstr(c->jwt_key, "-----BEGIN") == NULL ||
+	    strstr(c->jwt_key, "PRIVATE KEY") != NULL) {
+		snprintf(err, errlen, "jwt_public_key_file: \"%s\" is not a PEM public key",
+		    c->jwt_public_key_file);
+		return -1;
+	}
+	return 0;
+}
+
 static int
 cfg__validate(struct cfg *c, char *err, size_t errlen)
 {
-	if (strcmp(c->jwt_alg, "HS256") != 0) {
-		snprintf(err, errlen, "jwt_alg must be HS256 (the only algorithm so far), not \"%s\"",
-		    c->jwt_alg);
-		return -1;
-	}
-	if (strlen(c->jwt_secret) < 8) {
-		snprintf(err, errlen, "jwt_secret must be set, at least 8 characters "
-		    "(or CHATD_JWT_SECRET in the environment)");
+	if (strcmp(c->jwt_alg, "HS256") == 0) {
+		if (strlen(c->jwt_secret) < 8) {
+			snprintf(err, errlen, "jwt_secret must be set, at least 8 characters "
+			    "(or CHATD_JWT_SECRET in the environment)");
+			return -1;
+		}
+	} else if (strcmp(c->jwt_alg, "RS256") == 0 || strcmp(c->jwt_alg, "ES256") == 0) {
+		if (cfg__read_key(c, err, errlen) != 0)
+			return -1;
+	} else {
+		snprintf(err, errlen, "jwt_alg must be HS256, RS256 or ES256, not \"%s\"", c->jwt_alg);
 		return -1;
 	}
 	if (!util_valid_id(c->default_tenant)) {
@@ -217,6 +270,15 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 	if (c->database_url[0] == '\0') {
 		snprintf(err, errlen, "database_url must be set (or DATABASE_URL in the environment)");
 		return -1;
+	}
+	{
+		unsigned char addr[4];
+
+		if (inet_pton(AF_INET, c->listen, addr) != 1) {
+			snprintf(err, errlen, "listen must be an IPv4 address such as 127.0.0.1 or 0.0.0.0, "
+			    "not \"%s\"", c->listen);
+			return -1;
+		}
 	}
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -19,14 +19,34 @@ struct cfg {
 
 	char jwt_alg[16];
 	char jwt_secret[CFG_STR_MAX];
+	char jwt_public_key_file[CFG_STR_MAX];
+	char jwt_issuer[CFG_STR_MAX];
+	char jwt_audience[CFG_STR_MAX];
 	int jwt_leeway_s;
 	char default_tenant[65];
+
+	char allowed_origins[2048];
+	int allow_missing_origin;
+	int handshake_timeout_s;
+
+	int rate_send_per_s;
+	int rate_send_burst;
+	int rate_join_per_s;
+	int rate_join_burst;
+	int conn_attempts_per_ip;
+	int conn_attempts_window_s;
+	int auth_failures_per_ip;
+	int auth_failures_window_s;
+	int max_conns_per_ip;
+	int max_conns_per_user;
 
 	int heartbeat_ms;
 	int max_frame_bytes;
 	int max_body_bytes;
 	int max_rooms_per_conn;
 	int outbound_max_frames;
+	int outbound_max_bytes;
+	int stall_timeout_ms;
 	int history_on_join;
 
 	int stream_maxlen;
@@ -39,6 +59,7 @@ struct cfg {
 	char durability[16];	/* "redis" or "postgres" */
 
 	/* Derived, not keys. */
+	char jwt_key[8192];		/* the public key PEM (RS256, ES256) */
 	char redis_host[256];
 	int redis_port;
 	int redis_db;

@@ -43,14 +43,8 @@ conn__kill_cb(uv_timer_t *t)
 }
 
 static void
-conn__kill_later(struct conn *c, int code)
+conn__kill_later(struct conn *c, int code, const char *why)
 {
-	static const char *const why_drain = "server draining";
-	static const char *const why_slow = "slow consumer";
-	static const char *const why_big = "frame too large";
-	const char *why = code == CONN_CLOSE_DRAIN ? why_drain :
-	    code == CONN_CLOSE_SLOW ? why_slow : why_big;
-
 	if (c->killing || c->wsi == NULL)
 		return;
 	c->killing = 1;
@@ -69,7 +63,7 @@ conn__kill_later(struct conn *c, int code)
 }
 
 void
-conn_kill(struct conn *c, int code)
+conn_kill(struct conn *c, int code, const char *why)
 {
 	if (c->wsi == NULL)
 		return;
@@ -77,7 +71,7 @@ conn_kill(struct conn *c, int code)
 		c->close_code = code;
 	conn__drop_queue(c);
 	lws_rx_flow_control(c->wsi, 0);
-	conn__kill_later(c, code);
+	conn__kill_later(c, code, why);
 }
 
 void
@@ -122,6 +116,7 @@ conn__drop_queue(struct conn *c)
 		c->qhead = (c->qhead + 1) % c->qcap;
 		c->qlen--;
 	}
+	c->qbytes = 0;
 }
 
 void
@@ -169,20 +164,11 @@ conn_open(const struct conn *c)
 	return c->wsi != NULL && c->close_code == 0;
 }
 
-void
-conn_send(struct conn *c, struct obuf *b)
+static void
+conn__push(struct conn *c, struct obuf *b)
 {
-	/* Replies still go out while a drain waits for in-flight requests. */
-	if (c->wsi == NULL || c->close_code == CONN_CLOSE_SLOW)
-		return;
 	if (c->qlen == c->qcap) {
-		if (c->qcap >= (uint32_t)srv.cfg->outbound_max_frames) {
-			log_info("conn %s (%s): outbound queue full, closing 1013",
-			    c->cid, c->id.user);
-			conn_close(c, CONN_CLOSE_SLOW);
-			return;
-		}
-		/* Grow the ring, unrolling it. */
+		/* Grow the ring, unrolling it; the limits bound it. */
 		uint32_t ncap = c->qcap * 2;
 		struct obuf **nq = xcalloc(ncap, sizeof(*nq));
 
@@ -193,9 +179,110 @@ conn_send(struct conn *c, struct obuf *b)
 		c->qcap = ncap;
 		c->qhead = 0;
 	}
+	if (c->qlen == 0)
+		c->progress_ms = util_mono_ms();
 	obuf_ref(b);
 	c->q[(c->qhead + c->qlen) % c->qcap] = b;
 	c->qlen++;
+	c->qbytes += b->len;
+}
+
+static int
+conn__full(const struct conn *c, const struct obuf *b)
+{
+	return c->qlen >= (uint32_t)srv.cfg->outbound_max_frames ||
+	    c->qbytes + b->len > (size_t)srv.cfg->outbound_max_bytes;
+}
+
+static int
+conn__is_event(const struct obuf *b)
+{
+	return b->seq != 0 && b->room[0] != '\0';
+}
+
+/*
+ * The queue is full. Room events are what may go: each room's queued
+ * events are dropped and replaced by one room:gap {room, after_seq} with
+ * the seq before the first one dropped, from which the client resumes with
+ * room:join {since}; the subscription then stays quiet until it does.
+ * Replies and other frames are kept. The incoming frame b is dropped too
+ * if it is a room event.
+ */
+static void
+conn__overflow(struct conn *c, struct obuf *b)
+{
+	struct obuf **old = c->q;
+	uint32_t head = c->qhead, len = c->qlen, cap = c->qcap;
+	struct obuf **gaps = xcalloc(len + 1, sizeof(*gaps));	/* first event per room */
+	int ngaps = 0;
+
+	for (uint32_t i = 0; i <= len; i++) {
+		struct obuf *e = i < len ? old[(head + i) % cap] : b;
+		int g;
+
+		if (!conn__is_event(e))
+			continue;
+		for (g = 0; g < ngaps && strcmp(gaps[g]->room, e->room) != 0; g++)
+			;
+		if (g == ngaps) {
+			obuf_ref(e);
+			gaps[ngaps++] = e;
+		}
+	}
+	c->q = xcalloc(cap, sizeof(*c->q));
+	c->qhead = c->qlen = 0;
+	c->qbytes = 0;
+	for (uint32_t i = 0; i < len; i++) {
+		struct obuf *e = old[(head + i) % cap];
+
+		if (conn__is_event(e)) {
+			obuf_unref(e);
+		} else {
+			c->q[c->qlen++] = e;	/* the reference moves */
+			c->qbytes += e->len;
+		}
+	}
+	free(old);
+	for (int g = 0; g < ngaps; g++) {
+		struct sub *s = conn_find_sub(c, gaps[g]->room);
+		char text[160];
+		int n = snprintf(text, sizeof(text),
+		    "{\"type\":\"room:gap\",\"room\":\"%s\",\"after_seq\":%lld}",
+		    gaps[g]->room, (long long)(gaps[g]->seq - 1));
+		struct obuf *m = obuf_new(text, (size_t)n, 0);
+
+		if (s != NULL)
+			s->gapped = 1;
+		conn__push(c, m);
+		obuf_unref(m);
+		obuf_unref(gaps[g]);
+		metrics_add(M_GAPS, 1);
+	}
+	free(gaps);
+	if (!conn__is_event(b)) {
+		if (conn__full(c, b)) {
+			metrics_add(M_SLOW_CLOSES, 1);
+			log_info("conn %s (%s): outbound queue full of replies, closing 1013",
+			    c->cid, c->id.user);
+			conn_kill(c, CONN_CLOSE_SLOW, "slow consumer");
+			return;
+		}
+		conn__push(c, b);
+	}
+	lws_callback_on_writable(c->wsi);
+}
+
+void
+conn_send(struct conn *c, struct obuf *b)
+{
+	/* Replies still go out while a drain waits for in-flight requests. */
+	if (c->wsi == NULL || c->killing)
+		return;
+	if (conn__full(c, b)) {
+		conn__overflow(c, b);
+		return;
+	}
+	conn__push(c, b);
 	lws_callback_on_writable(c->wsi);
 }
 
@@ -229,9 +316,11 @@ conn_on_writable(struct conn *c)
 
 		if (n < (int)b->len)
 			return -1;
+		c->qbytes -= b->len;
 		obuf_unref(b);
 		c->qhead = (c->qhead + 1) % c->qcap;
 		c->qlen--;
+		c->progress_ms = util_mono_ms();
 		if (lws_send_pipe_choked(c->wsi))
 			break;
 	}
@@ -241,9 +330,31 @@ conn_on_writable(struct conn *c)
 	}
 	if (c->close_code && (c->refs <= 1 || c->close_code != CONN_CLOSE_DRAIN)) {
 		log_debug("conn %s: closing with %d", c->cid, c->close_code);
-		conn__kill_later(c, c->close_code);
+		conn__kill_later(c, c->close_code, c->close_code == CONN_CLOSE_DRAIN ?
+		    "server draining" : "slow consumer");
 	}
 	return 0;
+}
+
+void
+conn_sweep(void)
+{
+	int64_t now_s = util_now_ms() / 1000;
+	uint64_t now = util_mono_ms();
+
+	for (struct conn *c = conn_list; c != NULL; c = c->next) {
+		if (c->killing)
+			continue;
+		if (c->id.exp + srv.cfg->jwt_leeway_s < now_s) {
+			metrics_add(M_TOKEN_EXPIRED, 1);
+			conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
+		} else if (c->qlen > 0 && now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
+			metrics_add(M_SLOW_CLOSES, 1);
+			log_info("conn %s (%s): no write progress for %d ms, closing 1013",
+			    c->cid, c->id.user, srv.cfg->stall_timeout_ms);
+			conn_kill(c, CONN_CLOSE_SLOW, "slow consumer");
+		}
+	}
 }
 
 struct sub *

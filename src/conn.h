@@ -15,6 +15,8 @@ struct conn;
 #define CONN_CLOSE_DRAIN 1001
 #define CONN_CLOSE_SLOW 1013
 #define CONN_CLOSE_TOO_BIG 1009
+#define CONN_CLOSE_BAD_UTF8 1007
+#define CONN_CLOSE_TOKEN_EXPIRED 4001
 
 enum sub_state { SUB_JOINING, SUB_LIVE };
 
@@ -29,18 +31,26 @@ struct sub {
 	struct obuf **pend;	/* live events held while joining; owned refs */
 	int npend, pendcap;
 	char role[16];
+	char kind[16];		/* the room's kind */
+	int64_t muted_until_ms;
+	int gapped;		/* events were dropped: nothing more until the client rejoins */
+	int missed;		/* the subscriber link dropped while joining */
+	uint64_t gen;		/* unique per subscription: a freed one's address may come back */
 };
 
 struct conn {
 	struct lws *wsi;		/* NULL once lws closed it */
 	struct auth_identity id;
 	char cid[32];
+	char ip[48];
 	struct conn *prev, *next;	/* all connections of this worker */
 	char *rx;			/* frame being reassembled; owned */
 	size_t rxlen, rxcap;
 	int rx_too_big;
 	struct obuf **q;		/* ring of queued frames (refs); owned */
 	uint32_t qhead, qlen, qcap;
+	size_t qbytes;			/* payload bytes queued */
+	uint64_t progress_ms;		/* last write, or when the queue filled from empty */
 	struct sub **subs;		/* owned, with each sub */
 	int nsubs, subcap;
 	int refs;			/* 1 for the socket + 1 per request in flight */
@@ -62,7 +72,7 @@ void conn_send_text(struct conn *c, const char *text, size_t len);
 /* Close with code once what is queued and in flight is done. */
 void conn_close(struct conn *c, int code);
 /* Close now with code, dropping what is queued, without reading more. */
-void conn_kill(struct conn *c, int code);
+void conn_kill(struct conn *c, int code, const char *why);
 /* Worker exit: carry out scheduled closes, release the timer. */
 void conn_shutdown(void);
 /* Called in LWS_CALLBACK_SERVER_WRITEABLE: -1 means close now. */
@@ -71,6 +81,10 @@ int conn_on_writable(struct conn *c);
 struct sub *conn_find_sub(struct conn *c, const char *room_id);
 void conn_add_sub(struct conn *c, struct sub *s);
 void conn_remove_sub(struct conn *c, struct sub *s);
+
+/* Once a second: close connections whose token expired (4001) or whose
+ * queue made no progress for stall_timeout_ms (1013). */
+void conn_sweep(void);
 
 /* Every open connection of this worker. */
 struct conn *conn_first(void);

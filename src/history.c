@@ -193,9 +193,9 @@ history__cold(struct history_op *op)
 
 	op->cold = 1;
 	if (q->from < 0)
-		rc = history__query_pg(op, history_sql_newest, 1, to, q->count);
+		rc = history__query_pg(op, history_sql_newest, 1, to, q->count > 0 ? q->count : 1);
 	else
-		rc = history__query_pg(op, history_sql_first, q->from, to, q->count);
+		rc = history__query_pg(op, history_sql_first, q->from, to, q->count > 0 ? q->count : 1);
 	if (rc != 0)
 		history__finish(op, 0);
 }
@@ -210,8 +210,11 @@ history__from_redis(redisAsyncContext *ac, void *reply, void *priv)
 	(void)ac;
 	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER) {
-		if (r != NULL && r->type == REDIS_REPLY_ERROR)
+		if (r != NULL && r->type == REDIS_REPLY_ERROR) {
 			log_warn("history script failed: %s", r->str);
+			if (strncmp(r->str, "NOSCRIPT", 8) == 0)
+				bus_scripts_missing();
+		}
 		history__finish(op, 0);
 		return;
 	}
@@ -261,8 +264,8 @@ history_read(const char *tenant, const char *room_id, const struct history_query
 	snprintf(op->tenant, sizeof(op->tenant), "%s", tenant);
 	snprintf(op->room, sizeof(op->room), "%s", room_id);
 	op->q = *q;
-	if (op->q.count < 1)
-		op->q.count = 1;
+	if (op->q.count < 0)
+		op->q.count = 0;
 	op->res.recovered = 1;
 	op->cb = cb;
 	op->arg = arg;
@@ -270,7 +273,8 @@ history_read(const char *tenant, const char *room_id, const struct history_query
 	bus_key(kstream, sizeof(kstream), tenant, room_id, "stream");
 	snprintf(from, sizeof(from), "%lld", q->from);
 	snprintf(to, sizeof(to), "%lld", q->to);
-	snprintf(count, sizeof(count), "%d", op->q.count);
+	/* Redis' COUNT 0 means no limit: ask for one and use none. */
+	snprintf(count, sizeof(count), "%d", op->q.count > 0 ? op->q.count : 1);
 	if (rlink_cmd(srv.rcmd, history__from_redis, op, "EVALSHA %s 2 %s %s %s %s %s",
 	    bus_hist_sha(), kseq, kstream, from, to, count) != 0) {
 		free(op);

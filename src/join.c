@@ -1,5 +1,7 @@
 #include "join.h"
+#include "bus.h"
 #include "cmd.h"
+#include "rlink.h"
 #include "conn.h"
 #include "history.h"
 #include "log.h"
@@ -17,13 +19,15 @@
 
 static const char member_sql[] =
 "WITH r AS (SELECT kind, private FROM rooms WHERE tenant = $1 AND id = $2),"
-" m AS (SELECT role, banned FROM room_members WHERE tenant = $1 AND room_id = $2 AND user_id = $3),"
+" m AS (SELECT role, banned, muted_until FROM room_members"
+"  WHERE tenant = $1 AND room_id = $2 AND user_id = $3),"
 " ins AS ("
 "  INSERT INTO room_members (tenant, room_id, user_id, role)"
 "  SELECT $1, $2, $3, 'member' FROM r WHERE NOT r.private AND NOT EXISTS (SELECT 1 FROM m)"
 "  ON CONFLICT DO NOTHING RETURNING role)"
 "SELECT r.kind, coalesce((SELECT role FROM m), (SELECT role FROM ins)),"
-" coalesce((SELECT banned FROM m), false) FROM r";
+" coalesce((SELECT banned FROM m), false),"
+" coalesce((SELECT (extract(epoch FROM muted_until) * 1000)::bigint FROM m), 0) FROM r";
 
 struct resume_op;
 
@@ -35,11 +39,15 @@ struct join_op {
 	char room[UTIL_ID_MAX + 1];
 	long long since;		/* -1: the latest events */
 	struct sub *sub;
+	uint64_t gen;			/* of sub */
 	char role[16];
+	char kind[16];
+	int64_t muted_until_ms;
 	json_t *result;			/* owned */
 	int64_t last_seq;
 	const char *err_code;
 	char err_msg[160];
+	long long retry_ms;		/* rate_limited: when to retry */
 	void (*done)(struct join_op *op);
 	char *idjson;			/* room:join's id; owned */
 	struct resume_op *parent;
@@ -59,7 +67,12 @@ static void join__start(struct join_op *op);
 static int
 join__current(const struct join_op *op)
 {
-	return op->sub != NULL && conn_open(op->c) && conn_find_sub(op->c, op->room) == op->sub;
+	struct sub *s;
+
+	if (op->sub == NULL || !conn_open(op->c))
+		return 0;
+	s = conn_find_sub(op->c, op->room);
+	return s == op->sub && s->gen == op->gen;
 }
 
 static void
@@ -167,6 +180,8 @@ join__member_checked(const PGresult *res, void *arg)
 		return;
 	}
 	snprintf(op->role, sizeof(op->role), "%s", PQgetvalue(res, 0, 1));
+	snprintf(op->kind, sizeof(op->kind), "%s", PQgetvalue(res, 0, 0));
+	op->muted_until_ms = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
 	/* Joining again (say with a new since) replaces the subscription. */
 	old = conn_find_sub(c, op->room);
 	if (old != NULL)
@@ -178,6 +193,9 @@ join__member_checked(const PGresult *res, void *arg)
 		return;
 	}
 	op->sub = room_attach(c, c->id.tenant, op->room, op->role);
+	op->gen = op->sub->gen;
+	snprintf(op->sub->kind, sizeof(op->sub->kind), "%s", op->kind);
+	op->sub->muted_until_ms = op->muted_until_ms;
 	room_when_active(op->sub, join__subscribed, op);
 }
 
@@ -188,6 +206,40 @@ join__start(struct join_op *op)
 
 	if (pgq_exec(srv.pg, member_sql, 3, params, join__member_checked, op) != 0)
 		join__fail(op, "unavailable", "database unavailable; retry");
+}
+
+static void
+join__rate_checked(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct join_op *op = priv;
+
+	(void)ac;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_INTEGER) {
+		join__fail(op, "unavailable", "message bus unavailable; retry");
+		return;
+	}
+	if (r->integer > 0) {
+		metrics_add(M_RATE_LIMITED, 1);
+		op->retry_ms = r->integer;
+		join__fail(op, "rate_limited", "too many joins; retry later");
+		return;
+	}
+	join__start(op);
+}
+
+/* room:join is limited per user (session:resume is bounded by its size). */
+static void
+join__start_limited(struct join_op *op)
+{
+	char key[200], rate[16], burst[16];
+
+	bus_rate_key(key, sizeof(key), op->c->id.tenant, op->c->id.user, "join");
+	snprintf(rate, sizeof(rate), "%d", srv.cfg->rate_join_per_s);
+	snprintf(burst, sizeof(burst), "%d", srv.cfg->rate_join_burst);
+	if (!bus_ready() || rlink_cmd(srv.rcmd, join__rate_checked, op, "EVALSHA %s 1 %s %s %s",
+	    bus_rate_sha(), key, rate, burst) != 0)
+		join__fail(op, "unavailable", "message bus unavailable; retry");
 }
 
 static struct join_op *
@@ -209,6 +261,8 @@ join__reply(struct join_op *op)
 	if (op->result != NULL) {
 		cmd_ack(op->c, op->idjson, json_incref(op->result));
 		join__release(op);
+	} else if (conn_open(op->c) && strcmp(op->err_code, "rate_limited") == 0 && op->retry_ms > 0) {
+		cmd_error_retry(op->c, op->idjson, op->retry_ms, "%s", op->err_msg);
 	} else if (conn_open(op->c)) {
 		cmd_error(op->c, op->idjson, op->err_code, "%s", op->err_msg);
 	}
@@ -243,7 +297,7 @@ join_room_join(struct conn *c, const char *idjson, json_t *msg)
 	}
 	op = join__new(c, room_id, since, join__reply);
 	op->idjson = idjson ? xstrdup(idjson) : NULL;
-	join__start(op);
+	join__start_limited(op);
 }
 
 /* All rooms answered: one ack with a result or an error per room, and
@@ -333,6 +387,7 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 struct resync_op {
 	struct conn *c;		/* reference held */
 	struct sub *sub;
+	uint64_t gen;
 	char room[UTIL_ID_MAX + 1];
 	int64_t after;
 };
@@ -343,7 +398,7 @@ join__resync_done(const struct history_result *h, void *arg)
 	struct resync_op *op = arg;
 	struct conn *c = op->c;
 
-	if (!conn_open(c) || conn_find_sub(c, op->room) != op->sub)
+	if (!conn_open(c) || conn_find_sub(c, op->room) != op->sub || op->sub->gen != op->gen)
 		goto done;
 	if (h == NULL || !h->recovered) {
 		/* The client resumes itself with room:join {since}. */
@@ -359,6 +414,7 @@ join__resync_done(const struct history_result *h, void *arg)
 		struct obuf *b = obuf_new(h->events[i], strlen(h->events[i]),
 		    obuf_scan_seq(h->events[i], strlen(h->events[i])));
 
+		snprintf(b->room, sizeof(b->room), "%s", op->room);
 		if (b->seq > op->after)
 			conn_send(c, b);
 		obuf_unref(b);
@@ -380,6 +436,7 @@ join_resync(struct sub *s)
 	op->c = s->c;
 	conn_ref(op->c);
 	op->sub = s;
+	op->gen = s->gen;
 	op->after = s->delivered_seq;
 	snprintf(op->room, sizeof(op->room), "%s", room_sub_room_id(s));
 	s->state = SUB_JOINING;

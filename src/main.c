@@ -89,7 +89,8 @@ cmd_token(int argc, char **argv)
 		return 1;
 	tok = auth_issue(&c, user, tenant ? tenant : c.default_tenant, role, (long)ttl);
 	if (tok == NULL) {
-		fprintf(stderr, "chatd token: cannot sign the token\n");
+		fprintf(stderr, "chatd token: cannot sign the token (it signs HS256 only; jwt_alg is %s)\n",
+		    c.jwt_alg);
 		return 1;
 	}
 	printf("%s\n", tok);

@@ -1,4 +1,5 @@
 #include "master.h"
+#include "guard.h"
 #include "log.h"
 #include "metrics.h"
 #include "schema.h"
@@ -74,6 +75,7 @@ master__reap(const struct cfg *cfg, int stopping)
 			continue;
 		slots[i].pid = 0;
 		metrics_worker_died(i);
+		guard_worker_died(i);
 		if (stopping)
 			continue;
 		if (WIFSIGNALED(status))
@@ -116,6 +118,10 @@ master_run(const struct cfg *cfg)
 		return 1;
 	}
 	close(fd);
+	if (guard_init(cfg) != 0) {
+		log_err("cannot map the shared limits table: %s", strerror(errno));
+		return 1;
+	}
 	if (metrics_init(cfg->workers, util_now_ms()) != 0) {
 		log_err("cannot map the shared metrics: %s", strerror(errno));
 		return 1;

@@ -104,6 +104,13 @@ metrics__field(enum metrics_field f)
 	case M_SYNC_FAILED: return &w->sync_failed;
 	case M_SYNC_LAST_MS: return &w->sync_last_ms;
 	case M_SYNC_BATCH_US: return &w->sync_batch_us;
+	case M_REFUSED_AUTH: return &w->refused_auth;
+	case M_REFUSED_ORIGIN: return &w->refused_origin;
+	case M_REFUSED_RATE: return &w->refused_rate;
+	case M_RATE_LIMITED: return &w->rate_limited;
+	case M_GAPS: return &w->gaps;
+	case M_SLOW_CLOSES: return &w->slow_closes;
+	case M_TOKEN_EXPIRED: return &w->token_expired;
 	}
 	log_fatal("metrics: unknown field %d", (int)f);
 }
@@ -201,7 +208,7 @@ metrics_json(void)
 {
 	int64_t now = util_now_ms();
 	int n = (int)shm->nworkers;
-	int64_t sum[M_SYNC_BATCH_US + 1] = { 0 };
+	int64_t sum[M_TOKEN_EXPIRED + 1] = { 0 };
 	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
 	int64_t rooms = 0;
 	int redis_up = 1, pg_up = 1, live = 0;
@@ -226,6 +233,13 @@ metrics_json(void)
 		sum[M_PG_ERRORS] += LOAD(&w->pg_errors);
 		sum[M_SYNC_SYNCED] += LOAD(&w->sync_synced);
 		sum[M_SYNC_FAILED] += LOAD(&w->sync_failed);
+		sum[M_REFUSED_AUTH] += LOAD(&w->refused_auth);
+		sum[M_REFUSED_ORIGIN] += LOAD(&w->refused_origin);
+		sum[M_REFUSED_RATE] += LOAD(&w->refused_rate);
+		sum[M_RATE_LIMITED] += LOAD(&w->rate_limited);
+		sum[M_GAPS] += LOAD(&w->gaps);
+		sum[M_SLOW_CLOSES] += LOAD(&w->slow_closes);
+		sum[M_TOKEN_EXPIRED] += LOAD(&w->token_expired);
 		if (LOAD(&w->pid) == 0)
 			continue;
 		live++;
@@ -255,6 +269,8 @@ metrics_json(void)
 	    "messages", "sent", (json_int_t)sum[M_MSGS_SENT], "frames_in", (json_int_t)sum[M_FRAMES_IN],
 	    "deliveries", (json_int_t)sum[M_DELIVERIES],
 	    "errors_sent", (json_int_t)sum[M_ERRORS_SENT]);
+	json_object_set_new(json_object_get(root, "rooms"), "not_counted",
+	    json_integer(LOAD(&shm->rooms_overflow)));
 	json_object_set_new(root, "redis", json_pack("{s:b, s:f, s:I, s:I}",
 	    "connected", redis_up && live > 0,
 	    "last_ping_ms", (double)ping_us / 1000.0,
@@ -270,6 +286,14 @@ metrics_json(void)
 	    "lag", (json_int_t)LOAD(&shm->sync_lag_entries),
 	    "pending", (json_int_t)LOAD(&shm->sync_pending),
 	    "lag_s", (double)LOAD(&shm->sync_age_ms) / 1000.0));
+	json_object_set_new(root, "security", json_pack("{s:I, s:I, s:I, s:I, s:I}",
+	    "handshakes_refused_auth", (json_int_t)sum[M_REFUSED_AUTH],
+	    "handshakes_refused_origin", (json_int_t)sum[M_REFUSED_ORIGIN],
+	    "handshakes_refused_rate", (json_int_t)sum[M_REFUSED_RATE],
+	    "rate_limited", (json_int_t)sum[M_RATE_LIMITED],
+	    "tokens_expired", (json_int_t)sum[M_TOKEN_EXPIRED]));
+	json_object_set_new(root, "slow_consumers", json_pack("{s:I, s:I}",
+	    "gaps", (json_int_t)sum[M_GAPS], "closed", (json_int_t)sum[M_SLOW_CLOSES]));
 	json_object_set_new(root, "process", json_pack("{s:I}",
 	    "answering_worker_maxrss_kb", (json_int_t)ru.ru_maxrss));
 	out = json_dumps(root, JSON_COMPACT);

@@ -31,6 +31,13 @@ struct metrics_worker {
 	int64_t sync_failed;
 	int64_t sync_last_ms;
 	int64_t sync_batch_us;
+	int64_t refused_auth;
+	int64_t refused_origin;
+	int64_t refused_rate;
+	int64_t rate_limited;
+	int64_t gaps;
+	int64_t slow_closes;
+	int64_t token_expired;
 };
 
 enum metrics_field {
@@ -38,6 +45,8 @@ enum metrics_field {
 	M_MSGS_SENT, M_DELIVERIES, M_ERRORS_SENT, M_REDIS_CONNECTED, M_REDIS_PING_US,
 	M_REDIS_ERRORS, M_REDIS_RECONNECTS, M_PG_CONNECTED, M_PG_ERRORS,
 	M_SYNC_SYNCED, M_SYNC_FAILED, M_SYNC_LAST_MS, M_SYNC_BATCH_US,
+	M_REFUSED_AUTH, M_REFUSED_ORIGIN, M_REFUSED_RATE, M_RATE_LIMITED, M_GAPS,
+	M_SLOW_CLOSES, M_TOKEN_EXPIRED,
 };
 
 /* Parent, before forking: map the shared region. */

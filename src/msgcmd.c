@@ -59,6 +59,34 @@ msgcmd__persisted(const PGresult *res, void *arg)
 	msgcmd__free(sr);
 }
 
+static const char persisted_sql[] =
+"SELECT 1 FROM room_events WHERE tenant = $1 AND room_id = $2 AND seq = $3";
+
+static void
+msgcmd__persisted_check(const PGresult *res, void *arg)
+{
+	struct send_req *sr = arg;
+
+	if (pgq_ok(res) && PQntuples(res) == 1)
+		cmd_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
+	else
+		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
+		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
+	msgcmd__free(sr);
+}
+
+/* A repeat under durability = postgres: the first attempt's write may have
+ * failed, so ack only once the event is there (the sync consumer brings it). */
+static int
+msgcmd__check_persisted(struct send_req *sr)
+{
+	char seq[24];
+	const char *params[3] = { sr->req.c->id.tenant, sr->room, seq };
+
+	snprintf(seq, sizeof(seq), "%lld", (long long)obuf_scan_seq(sr->ack, strlen(sr->ack)));
+	return pgq_exec(srv.pg, persisted_sql, 3, params, msgcmd__persisted_check, sr);
+}
+
 /* durability = postgres: the ack waits for the event's own commit (the
  * sync consumer's later insert of the same event is a no-op). */
 static int
@@ -100,8 +128,11 @@ msgcmd__done(redisAsyncContext *ac, void *reply, void *priv)
 	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER ||
 	    r->element[1]->type != REDIS_REPLY_STRING) {
-		if (r != NULL && r->type == REDIS_REPLY_ERROR)
+		if (r != NULL && r->type == REDIS_REPLY_ERROR) {
 			log_warn("send script failed: %s", r->str);
+			if (strncmp(r->str, "NOSCRIPT", 8) == 0)
+				bus_scripts_missing();
+		}
 		cmd_error(sr->req.c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
 		goto done;
 	}
@@ -116,15 +147,22 @@ msgcmd__done(redisAsyncContext *ac, void *reply, void *priv)
 		cmd_error(sr->req.c, sr->req.idjson, "unavailable", "database unavailable; retry");
 		goto done;
 	}
+	if (status == -2) {
+		long long wait = strtoll(r->element[1]->str, NULL, 10);
+
+		metrics_add(M_RATE_LIMITED, 1);
+		cmd_error_retry(sr->req.c, sr->req.idjson, wait, "too many messages; retry in %lld ms", wait);
+		goto done;
+	}
 	if (status < 0) {
 		cmd_error(sr->req.c, sr->req.idjson, "internal", "sequence not seeded");
 		goto done;
 	}
 	if (status == 1)
 		metrics_add(M_MSGS_SENT, 1);
-	if (status == 1 && strcmp(srv.cfg->durability, "postgres") == 0) {
+	if (strcmp(srv.cfg->durability, "postgres") == 0) {
 		sr->ack = xstrdup(r->element[1]->str);
-		if (msgcmd__persist(sr) == 0)
+		if ((status == 1 ? msgcmd__persist(sr) : msgcmd__check_persisted(sr)) == 0)
 			return;
 		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
 		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
@@ -142,8 +180,8 @@ msgcmd__eval(struct send_req *sr, const char *floor)
 	const char *tenant = sr->req.c->id.tenant;
 	const char *user = sr->req.c->id.user;
 	char kseq[200], kstream[200], kidem[400], channel[200];
-	char maxlen[16], ttl[16], idem_ttl[16], ts[24];
-	const char *argv[19];
+	char maxlen[16], ttl[16], idem_ttl[16], ts[24], kbucket[200], rate[16], burst[16];
+	const char *argv[22];
 	int i = 0;
 
 	bus_key(kseq, sizeof(kseq), tenant, sr->room, "seq");
@@ -154,13 +192,17 @@ msgcmd__eval(struct send_req *sr, const char *floor)
 	snprintf(ttl, sizeof(ttl), "%d", cfg->stream_ttl_s);
 	snprintf(idem_ttl, sizeof(idem_ttl), "%d", cfg->dedupe_ttl_s);
 	snprintf(ts, sizeof(ts), "%lld", sr->ts);
+	bus_rate_key(kbucket, sizeof(kbucket), tenant, user, "send");
+	snprintf(rate, sizeof(rate), "%d", cfg->rate_send_per_s);
+	snprintf(burst, sizeof(burst), "%d", cfg->rate_send_burst);
 	argv[i++] = "EVALSHA";
 	argv[i++] = bus_send_sha();
-	argv[i++] = "4";
+	argv[i++] = "5";
 	argv[i++] = kseq;
 	argv[i++] = kstream;
 	argv[i++] = BUS_SYNC_STREAM;
 	argv[i++] = kidem;
+	argv[i++] = kbucket;
 	argv[i++] = sr->head;
 	argv[i++] = sr->mid;
 	argv[i++] = sr->tail;
@@ -173,6 +215,8 @@ msgcmd__eval(struct send_req *sr, const char *floor)
 	argv[i++] = floor;
 	argv[i++] = tenant;
 	argv[i++] = sr->room;
+	argv[i++] = rate;
+	argv[i++] = burst;
 	if (!bus_ready())
 		return -1;
 	return rlink_cmdargv(srv.rcmd, msgcmd__done, sr, i, argv, NULL);
@@ -202,6 +246,7 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 {
 	const char *room_id, *cmid, *body, *kind;
 	struct send_req *sr;
+	struct sub *sub;
 	int known = 0;
 
 	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0 ||
@@ -229,8 +274,18 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 		cmd_error(c, idjson, "forbidden", "only admins send system messages");
 		return;
 	}
-	if (conn_find_sub(c, room_id) == NULL) {
+	sub = conn_find_sub(c, room_id);
+	if (sub == NULL) {
 		cmd_error(c, idjson, "forbidden", "join room \"%s\" before sending to it", room_id);
+		return;
+	}
+	if (strcmp(sub->kind, "broadcast") == 0 && strcmp(sub->role, "admin") != 0 &&
+	    strcmp(sub->role, "moderator") != 0) {
+		cmd_error(c, idjson, "forbidden", "only admins and moderators post in a broadcast room");
+		return;
+	}
+	if (sub->muted_until_ms > util_now_ms()) {
+		cmd_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
 		return;
 	}
 	sr = xcalloc(1, sizeof(*sr));

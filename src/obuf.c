@@ -15,6 +15,7 @@ obuf_new(const char *payload, size_t len, int64_t seq)
 	b->refs = 1;
 	b->len = (uint32_t)len;
 	b->seq = seq;
+	b->room[0] = '\0';
 	memcpy(b->data + LWS_PRE, payload, len);
 	b->data[LWS_PRE + len] = '\0';
 	return b;
@@ -36,6 +37,7 @@ obuf_printf(const char *fmt, ...)
 	b->refs = 1;
 	b->len = (uint32_t)n;
 	b->seq = 0;
+	b->room[0] = '\0';
 	va_start(ap, fmt);
 	vsnprintf((char *)b->data + LWS_PRE, (size_t)n + 1, fmt, ap);
 	va_end(ap);

@@ -11,6 +11,7 @@ struct obuf {
 	uint32_t refs;
 	uint32_t len;		/* payload bytes */
 	int64_t seq;		/* room event seq, 0 for anything else */
+	char room[65];		/* the room of a room event */
 	unsigned char data[];	/* LWS_PRE + len + 1 (NUL) */
 };
 

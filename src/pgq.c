@@ -38,7 +38,7 @@ struct pgq {
 	struct pgq_item *head, *tail;	/* head is in flight when sent */
 	int sent;
 	int queued;
-	const PGresult *last;
+	PGresult *last;		/* owned: the newest result of the query in flight */
 };
 
 static void pgq__fail_conn(struct pgq *q, const char *why);
@@ -162,12 +162,17 @@ pgq__fail_conn(struct pgq *q, const char *why)
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
 		msg[--n] = '\0';
+	for (char *p = msg; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';	/* one log line */
 	if (q->state == PGQ_UP || q->backoff_ms == PGQ_BACKOFF_MIN_MS)
 		log_warn("postgres %s connection %s: %s", q->name,
 		    q->state == PGQ_UP ? "lost" : "failed", msg);
 	if (q->state == PGQ_UP)
 		metrics_add(M_PG_ERRORS, 1);
 	pgq__unwatch(q);
+	PQclear(q->last);
+	q->last = NULL;
 	if (q->conn != NULL) {
 		PQfinish(q->conn);
 		q->conn = NULL;
@@ -200,7 +205,7 @@ pgq__kick(struct pgq *q)
 static void
 pgq__read(struct pgq *q)
 {
-	PGresult *res, *last = NULL;
+	PGresult *res, *last;
 	struct pgq_item *it;
 
 	if (!PQconsumeInput(q->conn)) {
@@ -213,17 +218,19 @@ pgq__read(struct pgq *q)
 			pgq__fail_conn(q, PQerrorMessage(q->conn));
 		return;
 	}
-	while (!PQisBusy(q->conn)) {
+	/* A result may be complete before the end of the query arrives in a
+	 * later read: keep it until PQgetResult says the query is done. */
+	for (;;) {
+		if (PQisBusy(q->conn))
+			return;
 		res = PQgetResult(q->conn);
 		if (res == NULL)
 			break;
-		PQclear(last);
-		last = res;
+		PQclear(q->last);
+		q->last = res;
 	}
-	if (PQisBusy(q->conn)) {
-		PQclear(last);	/* multi-result queries are not used */
-		return;
-	}
+	last = q->last;
+	q->last = NULL;
 	it = q->head;
 	q->head = it->next;
 	if (q->head == NULL)
@@ -348,6 +355,8 @@ pgq_close(struct pgq *q)
 	q->closing = 1;
 	pgq__fail_all(q);
 	pgq__unwatch(q);
+	PQclear(q->last);
+	q->last = NULL;
 	if (q->conn != NULL) {
 		PQfinish(q->conn);
 		q->conn = NULL;

@@ -9,6 +9,7 @@
 
 #define RLINK_BACKOFF_MIN_MS 50
 #define RLINK_BACKOFF_MAX_MS 2000
+#define RLINK_CONNECT_TIMEOUT_MS 1000
 
 struct rlink {
 	uv_loop_t *loop;
@@ -28,12 +29,34 @@ struct rlink {
 };
 
 static void rlink__connect(struct rlink *l);
+static void rlink__schedule(struct rlink *l);
 static void rlink__maybe_free(struct rlink *l);
 
 static void
 rlink__timer_cb(uv_timer_t *t)
 {
 	rlink__connect(t->data);
+}
+
+/*
+ * hiredis 0.14's libuv adapter ignores a poll error, so a refused
+ * connection never reaches the connect callback: give up on it here.
+ * A context that never connected is freed without callbacks.
+ */
+static void
+rlink__connect_timeout(uv_timer_t *t)
+{
+	struct rlink *l = t->data;
+	redisAsyncContext *ac = l->ac;
+
+	if (l->up || ac == NULL)
+		return;
+	l->ac = NULL;
+	redisAsyncFree(ac);
+	if (l->backoff_ms <= RLINK_BACKOFF_MIN_MS)
+		log_warn("redis %s link: cannot connect to %s:%d (no answer in %d ms)", l->name,
+		    l->host, l->port, RLINK_CONNECT_TIMEOUT_MS);
+	rlink__schedule(l);
 }
 
 static void
@@ -72,12 +95,14 @@ rlink__on_connect(const redisAsyncContext *ac, int status)
 
 	if (status != REDIS_OK) {
 		/* hiredis frees ac after this callback. */
+		uv_timer_stop(&l->timer);
 		if (l->backoff_ms <= RLINK_BACKOFF_MIN_MS && !l->closing)
 			log_warn("redis %s link: cannot connect to %s:%d: %s", l->name, l->host,
 			    l->port, ac->errstr);
 		rlink__lost(l, ac->errstr);
 		return;
 	}
+	uv_timer_stop(&l->timer);
 	if (l->ever_up)
 		metrics_add(M_REDIS_RECONNECTS, 1);
 	l->ever_up = 1;
@@ -126,6 +151,7 @@ rlink__connect(struct rlink *l)
 		log_fatal("redis: cannot attach to the loop");
 	redisAsyncSetConnectCallback(ac, rlink__on_connect);
 	redisAsyncSetDisconnectCallback(ac, rlink__on_disconnect);
+	uv_timer_start(&l->timer, rlink__connect_timeout, RLINK_CONNECT_TIMEOUT_MS, 0);
 }
 
 struct rlink *

@@ -85,12 +85,16 @@ room__fanout(struct room *r, const char *payload, size_t len)
 	struct obuf *b = obuf_new(payload, len, seq);
 	int64_t n = 0;
 
+	snprintf(b->room, sizeof(b->room), "%s", r->id);
 	for (int i = 0; i < r->nsubs; i++) {
 		struct sub *s = r->subs[i];
 
+		if (s->gapped)
+			continue;	/* it resumes from its room:gap */
 		if (s->state == SUB_JOINING) {
 			if (s->npend >= srv.cfg->outbound_max_frames) {
-				conn_close(s->c, CONN_CLOSE_SLOW);
+				metrics_add(M_SLOW_CLOSES, 1);
+				conn_kill(s->c, CONN_CLOSE_SLOW, "slow consumer");
 				continue;
 			}
 			if (s->npend == s->pendcap) {
@@ -139,7 +143,7 @@ room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv)
 			/* Back after an outage: fetch what live subscribers missed. */
 			r->resync = 0;
 			for (int i = 0; i < r->nsubs; i++)
-				if (r->subs[i]->state == SUB_LIVE)
+				if (r->subs[i]->state == SUB_LIVE && !r->subs[i]->gapped)
 					join_resync(r->subs[i]);
 		}
 		room__fire_waiters(r, 1);
@@ -175,7 +179,10 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 		hmap_put(room_by_channel, r->channel, r);
 		metrics_set(M_ROOMS_LOCAL, (int64_t)hmap_count(room_by_channel));
 	}
+	static uint64_t gen;
+
 	s = xcalloc(1, sizeof(*s));
+	s->gen = ++gen;
 	s->c = c;
 	s->room = r;
 	s->state = SUB_JOINING;
@@ -250,6 +257,16 @@ room_sub_live(struct sub *s, int64_t after_seq)
 	if (after_seq > s->delivered_seq)
 		s->delivered_seq = after_seq;
 	s->state = SUB_LIVE;
+	if (s->missed) {
+		/* The subscriber link dropped while this join was reading:
+		 * what was published meanwhile comes by a catch-up read. */
+		s->missed = 0;
+		for (int i = 0; i < s->npend; i++)
+			obuf_unref(s->pend[i]);
+		s->npend = 0;
+		join_resync(s);
+		return;
+	}
 	for (int i = 0; i < s->npend; i++) {
 		struct obuf *b = s->pend[i];
 
@@ -305,6 +322,9 @@ room_link_down(void)
 	/* A waiter may detach subscriptions of its own room only, so the
 	 * other rooms in the list stay valid. */
 	for (struct room **p = all; p < end; p++) {
+		for (int i = 0; i < (*p)->nsubs; i++)
+			if ((*p)->subs[i]->state == SUB_JOINING)
+				(*p)->subs[i]->missed = 1;
 		(*p)->resync = 1;
 		(*p)->state = RS_NONE;
 		room__fire_waiters(*p, 0);

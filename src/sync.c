@@ -37,6 +37,7 @@ static int reading;		/* an XREADGROUP is outstanding */
 static int writing;		/* a batch is in PostgreSQL */
 static int pending_mode;	/* re-read our own unacked entries first */
 static int stopped;
+static int need_group;		/* (re)create the consumer group first */
 static uv_timer_t retry_timer;
 static uv_timer_t lag_timer;
 static uv_timer_t claim_timer;
@@ -157,9 +158,11 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	if (r == NULL)
 		return;		/* link lost: sync_link_up() starts again */
 	if (r->type == REDIS_REPLY_ERROR) {
-		if (strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0)
+		if (strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0 &&
+		    strncmp(r->str, "LOADING", 7) != 0)
 			log_warn("sync: XREADGROUP failed: %s", r->str);
-		sync_link_up();
+		need_group = 1;
+		sync__retry_later(200);
 		return;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
@@ -259,6 +262,10 @@ sync__read(void)
 		sync__retry_later(200);
 		return;
 	}
+	if (need_group) {
+		sync_link_up();
+		return;
+	}
 	snprintf(count, sizeof(count), "%d", srv.cfg->sync_batch_size);
 	snprintf(block, sizeof(block), "%d", srv.cfg->sync_batch_wait_ms);
 	if (rlink_cmd(srv.rsync, sync__got, NULL,
@@ -277,10 +284,16 @@ sync__group_made(redisAsyncContext *ac, void *reply, void *priv)
 
 	(void)ac;
 	(void)priv;
+	reading = 0;
 	if (r == NULL)
 		return;
-	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
-		log_warn("sync: XGROUP CREATE failed: %s", r->str);
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0) {
+		if (strncmp(r->str, "LOADING", 7) != 0)
+			log_warn("sync: XGROUP CREATE failed: %s", r->str);
+		sync__retry_later(200);
+		return;
+	}
+	need_group = 0;
 	pending_mode = 1;
 	sync__read();
 }
@@ -288,10 +301,14 @@ sync__group_made(redisAsyncContext *ac, void *reply, void *priv)
 void
 sync_link_up(void)
 {
-	if (stopped)
+	if (stopped || reading)
 		return;
-	rlink_cmd(srv.rsync, sync__group_made, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
-	    BUS_SYNC_STREAM, BUS_SYNC_GROUP);
+	need_group = 1;
+	if (rlink_cmd(srv.rsync, sync__group_made, NULL, "XGROUP CREATE %s %s 0 MKSTREAM",
+	    BUS_SYNC_STREAM, BUS_SYNC_GROUP) == 0)
+		reading = 1;
+	else
+		sync__retry_later(200);
 }
 
 /* Worker 0 measures the whole group's lag and trims what the group has

@@ -25,6 +25,9 @@ void util_random_id(char out[23]);
 /* Bounded integer parsing: 0 ok, -1 not a number or out of [min, max]. */
 int util_parse_ll(const char *s, long long min, long long max, long long *out);
 
+/* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
+int util_valid_utf8(const char *s, size_t len);
+
 uint64_t util_hash(const void *data, size_t len);
 
 #endif

@@ -2,6 +2,8 @@
 #include "auth.h"
 #include "cmd.h"
 #include "conn.h"
+#include "guard.h"
+#include "metrics.h"
 #include "http.h"
 #include "log.h"
 #include "srv.h"
@@ -60,11 +62,60 @@ ws__identify(struct lws *wsi, struct auth_identity *id, const char **reason)
 	return auth_verify(srv.cfg, token, id, reason);
 }
 
+/* Does the entry [p, p+n) of a comma/space separated list equal s? */
+static int
+ws__listed(const char *list, const char *s)
+{
+	size_t len = strlen(s);
+
+	while (*list) {
+		size_t n;
+
+		while (*list == ',' || *list == ' ')
+			list++;
+		n = strcspn(list, ", ");
+		if (n == len && n > 0 && strncmp(list, s, n) == 0)
+			return 1;
+		list += n;
+	}
+	return 0;
+}
+
+/* Browsers send Origin; a page of another site must not open a socket
+ * with the user's credentials (cross-site WebSocket hijacking). The same
+ * origin as the Host header is always allowed. */
+static int
+ws__origin_ok(struct lws *wsi)
+{
+	char origin[512], host[256];
+	const char *o;
+
+	if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+		return srv.cfg->allow_missing_origin;
+	if (strcmp(srv.cfg->allowed_origins, "*") == 0 || ws__listed(srv.cfg->allowed_origins, origin))
+		return 1;
+	o = strstr(origin, "://");
+	return o != NULL && lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0 &&
+	    strcmp(o + 3, host) == 0;
+}
+
+static int
+ws__refuse(struct lws *wsi, int status, const char *why, enum metrics_field counter)
+{
+	char ip[64];
+
+	lws_get_peer_simple(wsi, ip, sizeof(ip));
+	log_info("handshake from %s refused (%d): %s", ip, status, why);
+	metrics_add(counter, 1);
+	lws_return_http_status(wsi, (unsigned int)status, why);
+	return 1;
+}
+
 /* The only place lws lets a handshake be refused with a status. */
 static int
 ws__confirm_upgrade(struct lws *wsi)
 {
-	char uri[256];
+	char uri[256], ip[64];
 	struct auth_identity id;
 	const char *reason = NULL;
 
@@ -76,10 +127,22 @@ ws__confirm_upgrade(struct lws *wsi)
 		lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server draining");
 		return 1;
 	}
+	if (!ws__origin_ok(wsi))
+		return ws__refuse(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed", M_REFUSED_ORIGIN);
+	lws_get_peer_simple(wsi, ip, sizeof(ip));
+	if (guard_attempt(ip) != 0)
+		return ws__refuse(wsi, 429, "too many connection attempts", M_REFUSED_RATE);
+	if (guard_auth_blocked(ip) != 0)
+		return ws__refuse(wsi, 429, "too many failed authentications", M_REFUSED_RATE);
 	if (ws__identify(wsi, &id, &reason) != 0) {
-		log_info("handshake refused (401): %s", reason);
-		lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, reason);
-		return 1;
+		guard_auth_failed(ip);
+		return ws__refuse(wsi, HTTP_STATUS_UNAUTHORIZED, reason, M_REFUSED_AUTH);
+	}
+	switch (guard_conn_check(ip, id.tenant, id.user)) {
+	case -1:
+		return ws__refuse(wsi, 429, "too many connections from this address", M_REFUSED_RATE);
+	case -2:
+		return ws__refuse(wsi, 429, "too many connections for this user", M_REFUSED_RATE);
 	}
 	return 0;
 }
@@ -95,6 +158,8 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 	if (ws__identify(wsi, &id, &reason) != 0)
 		return -1;	/* checked at CONFIRM_UPGRADE; cannot happen */
 	pss->c = conn_new(wsi, &id);
+	lws_get_peer_simple(wsi, pss->c->ip, sizeof(pss->c->ip));
+	guard_conn_opened(pss->c->ip, id.tenant, id.user);
 	pss->counted = 1;
 	ws_sockets++;
 	n = snprintf(hello, sizeof(hello),
@@ -119,7 +184,7 @@ ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 	if (c->rxlen + len > (size_t)srv.cfg->max_frame_bytes) {
 		log_info("conn %s (%s): frame over %d bytes, closing 1009", c->cid, c->id.user,
 		    srv.cfg->max_frame_bytes);
-		conn_kill(c, CONN_CLOSE_TOO_BIG);
+		conn_kill(c, CONN_CLOSE_TOO_BIG, "frame too large");
 		return 0;
 	}
 	if (c->rxlen + len + 1 > c->rxcap) {
@@ -132,10 +197,16 @@ ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 	c->rxlen += len;
 	if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
 		return 0;
-	if (lws_frame_is_binary(wsi))
+	if (lws_frame_is_binary(wsi)) {
 		cmd_error(c, NULL, "bad_request", "frames must be text (UTF-8 JSON)");
-	else
+	} else if (!util_valid_utf8(c->rx, c->rxlen)) {
+		/* RFC 6455 8.1: fail the connection. */
+		log_info("conn %s (%s): invalid UTF-8, closing 1007", c->cid, c->id.user);
+		conn_kill(c, CONN_CLOSE_BAD_UTF8, "invalid UTF-8");
+		return 0;
+	} else {
 		cmd_dispatch(c, c->rx, c->rxlen);
+	}
 	c->rxlen = 0;
 	if (c->rxcap > WS_RX_KEEP) {
 		free(c->rx);
@@ -162,6 +233,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		return pss->c ? conn_on_writable(pss->c) : 0;
 	case LWS_CALLBACK_CLOSED:
 		if (pss->c != NULL) {
+			guard_conn_closed(pss->c->ip, pss->c->id.tenant, pss->c->id.user);
 			conn_closed(pss->c);
 			pss->c = NULL;
 		}

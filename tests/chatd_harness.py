@@ -206,7 +206,12 @@ def default_conf():
     env = chatd_env()
     return {"listen": "127.0.0.1", "workers": 2, "redis_url": env["REDIS_URL"],
             "database_url": env["DATABASE_URL"], "jwt_secret": SECRET,
-            "assets": str(REPO / "assets"), "drain_timeout_ms": 5000}
+            "assets": str(REPO / "assets"), "drain_timeout_ms": 5000,
+            # Abuse limits out of the way, except in the tests about them.
+            "rate_send_per_s": 1000000, "rate_send_burst": 1000000,
+            "rate_join_per_s": 1000000, "rate_join_burst": 1000000,
+            "conn_attempts_per_ip": 1000000, "auth_failures_per_ip": 1000000,
+            "max_conns_per_ip": 1000000, "max_conns_per_user": 1000000}
 
 
 def write_config(path, **overrides):

@@ -1,0 +1,107 @@
+/* libFuzzer target: proto_decode(), the decoder and validator every client
+ * frame goes through (src/proto.c), plus proto_depth().
+ *
+ * Invariants checked on every input:
+ *   - success: out.type != NULL, out.msg is an object whose "type" is
+ *     out.type, the real nesting of out.msg is at most proto_depth() of the
+ *     text (and so at most PROTO_MAX_DEPTH);
+ *   - failure: err.code is "bad_request" or "too_large", err.message is
+ *     NUL-terminated;
+ *   - either way, out.idjson (when set) is JSON that cmd.c can load back.
+ * proto_frame_free() is always called, so leaks show up too. */
+#include "proto.h"
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond) do { \
+	if (!(cond)) { \
+		fprintf(stderr, "fuzz_proto: invariant failed: %s (%s:%d)\n", \
+		    #cond, __FILE__, __LINE__); \
+		abort(); \
+	} \
+} while (0)
+
+static volatile size_t sink;
+
+static int
+json_depth(const json_t *v)
+{
+	const char *key;
+	json_t *e;
+	size_t i;
+	int max = 0, d;
+
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, key, e) {
+			sink += strlen(key);
+			if ((d = json_depth(e)) > max)
+				max = d;
+		}
+		return max + 1;
+	}
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, e) {
+			if ((d = json_depth(e)) > max)
+				max = d;
+		}
+		return max + 1;
+	}
+	return 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* The server's default max_body_bytes. */
+	const struct proto_limits lim = { 16384 };
+	const char *text = (const char *)data;
+	struct proto_frame out;
+	struct proto_error err;
+	int depth, rc;
+
+	depth = proto_depth(text, size);
+	CHECK(depth >= 0);
+
+	memset(&err, 0, sizeof(err));
+	rc = proto_decode(text, size, &lim, &out, &err);
+	if (out.idjson != NULL) {
+		json_t *id = json_loads(out.idjson, JSON_DECODE_ANY, NULL);
+
+		CHECK(id != NULL);
+		CHECK(json_is_string(id) || json_is_integer(id));
+		sink += strlen(out.idjson);
+		json_decref(id);
+	}
+	if (rc == 0) {
+		json_t *t;
+		char *dump;
+
+		CHECK(out.type != NULL);
+		CHECK(json_is_object(out.msg));
+		t = json_object_get(out.msg, "type");
+		CHECK(json_is_string(t) && json_string_value(t) == out.type);
+		CHECK(depth <= PROTO_MAX_DEPTH);
+		CHECK(json_depth(out.msg) <= depth);
+		sink += strlen(out.type);
+		/* What a relay or an echo would do with the frame. */
+		dump = json_dumps(out.msg, JSON_COMPACT);
+		CHECK(dump != NULL);
+		sink += strlen(dump);
+		free(dump);
+	} else {
+		CHECK(rc == -1);
+		CHECK(err.code != NULL);
+		CHECK(strcmp(err.code, "bad_request") == 0 || strcmp(err.code, "too_large") == 0);
+		CHECK(memchr(err.message, '\0', sizeof(err.message)) != NULL);
+		sink += strlen(err.message);
+	}
+	proto_frame_free(&out);
+	CHECK(out.msg == NULL && out.idjson == NULL && out.type == NULL);
+	return 0;
+}

@@ -1,4 +1,5 @@
 #include "conn.h"
+#include "flush.h"
 #include "log.h"
 #include "metrics.h"
 #include "obuf.h"
@@ -269,7 +270,7 @@ conn__overflow(struct conn *c, struct obuf *b)
 		}
 		conn__push(c, b);
 	}
-	lws_callback_on_writable(c->wsi);
+	flush_want(c);
 }
 
 void
@@ -283,7 +284,7 @@ conn_send(struct conn *c, struct obuf *b)
 		return;
 	}
 	conn__push(c, b);
-	lws_callback_on_writable(c->wsi);
+	flush_want(c);
 }
 
 void
@@ -310,20 +311,10 @@ conn_close(struct conn *c, int code)
 int
 conn_on_writable(struct conn *c)
 {
-	while (c->qlen > 0) {
-		struct obuf *b = c->q[c->qhead];
-		int n = lws_write(c->wsi, obuf_payload(b), b->len, LWS_WRITE_TEXT);
-
-		if (n < (int)b->len)
-			return -1;
-		c->qbytes -= b->len;
-		obuf_unref(b);
-		c->qhead = (c->qhead + 1) % c->qcap;
-		c->qlen--;
-		c->progress_ms = util_mono_ms();
-		if (lws_send_pipe_choked(c->wsi))
-			break;
-	}
+	if (c->killing)
+		return 0;
+	if (flush_write(c) != 0)
+		return -1;
 	if (c->qlen > 0) {
 		lws_callback_on_writable(c->wsi);
 		return 0;

@@ -56,6 +56,7 @@ struct conn {
 	int refs;			/* 1 for the socket + 1 per request in flight */
 	int close_code;			/* close once the queue is written */
 	int killing;			/* a polite close is scheduled */
+	int flush_queued;		/* in flush.c's list for this loop turn */
 };
 
 struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);

@@ -1,6 +1,7 @@
 #include "worker.h"
 #include "bus.h"
 #include "conn.h"
+#include "flush.h"
 #include "guard.h"
 #include "log.h"
 #include "metrics.h"
@@ -101,6 +102,7 @@ worker__finish(void)
 	uv_signal_stop(&sig_int);
 	uv_close((uv_handle_t *)&sig_int, NULL);
 	sync_stop();
+	flush_shutdown();
 	conn_shutdown();
 	bus_stop();
 	pgq_close(srv.pg);

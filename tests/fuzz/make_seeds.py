@@ -6,7 +6,8 @@
 corpus/fuzz_proto/   client frames: every type of proto.c's command table, and
                      the edges (nesting, long ids, bad UTF-8, duplicate keys...)
 corpus/fuzz_token/   JWTs signed (or not) with fuzz_token.c's secret: valid,
-                     alg none, expired, bad signature, and claims at the edges
+                     alg none, expired, bad signature, and claims at the edges;
+                     claims_*: JSON claims that fuzz_token.c signs itself
 corpus/fuzz_config/  chatd configuration files, valid and invalid
 
 Only the standard library; the output does not depend on the clock, so
@@ -155,6 +156,14 @@ def token_seeds():
     w("four_parts", valid + ".x")
     w("garbage", "not.a.token")
     w("empty", b"")
+    # Claims for fuzz_token.c to sign itself (inputs starting with '{').
+    c = lambda obj: json.dumps(obj, separators=(",", ":"))
+    w("claims_valid", c(good))
+    w("claims_admin_nbf", c({"sub": "root", "role": "admin", "exp": FAR, "nbf": IAT}))
+    w("claims_iss_aud", c(dict(good, iss="https://id.example", aud="chatd")))
+    w("claims_expired", c(dict(good, exp=PAST)))
+    w("claims_types", c({"sub": ["alice"], "tenant": 7, "exp": 1.5e9, "nbf": "0",
+                         "role": None}))
     # exp/nbf at the ends of the integer range, validly signed, so that they
     # reach auth_verify's date arithmetic (see crashes/README.md).
     w("exp_llong_max", jwt(hs, {"sub": "alice", "exp": LLONG_MAX}))

@@ -1,0 +1,20 @@
+#ifndef CHATD_FLUSH_H
+#define CHATD_FLUSH_H
+
+struct conn;
+
+/*
+ * Writing to clients, corked per loop turn: frames queued to a connection
+ * during one turn of the loop (a burst of published events, a reply) leave
+ * together at the end of the turn, in as few socket writes as possible,
+ * straight from a uv_check handle when the socket can take them, and
+ * through LWS_CALLBACK_SERVER_WRITEABLE only when it could not.
+ */
+
+/* c has something new queued: write it at the end of this loop turn. */
+void flush_want(struct conn *c);
+/* Write what c has queued while the socket takes it. -1: the write failed. */
+int flush_write(struct conn *c);
+void flush_shutdown(void);
+
+#endif

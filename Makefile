@@ -173,7 +173,7 @@ run:
 # pytest's exit status is the recipe's, so a failing test fails make.
 test:
 	@scripts/deps.sh fuzz
-	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory asan all
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@scripts/services.sh start test
 	@scripts/migrate.sh "$(call env_of,test,DATABASE_URL)"

@@ -15,7 +15,7 @@ base_pkgs=(
     pkg-config gcc make
     redis-server redis-tools postgresql postgresql-client
     python3-pytest python3-websockets python3-psycopg2 python3-redis
-    procps curl
+    procps curl valgrind openssl
 )
 fuzz_pkgs=(clang libclang-rt-14-dev libfuzzer-14-dev)
 

@@ -61,19 +61,29 @@ auth_verify(const struct cfg *c, const char *token, struct auth_identity *id,
 		*reason = "token algorithm not allowed";
 		goto fail;
 	}
+	/* The leeway goes on now's side: a claim of LLONG_MAX must not
+	 * overflow. Non-integer times are refused, not ignored. */
 	errno = 0;
 	exp = jwt_get_grant_int(j, "exp");
 	if (errno == ENOENT) {
 		*reason = "token without exp";
 		goto fail;
 	}
-	if ((long long)exp + c->jwt_leeway_s < (long long)now) {
+	if (errno != 0) {
+		*reason = "token exp is not a whole number of seconds";
+		goto fail;
+	}
+	if ((long long)exp < (long long)now - c->jwt_leeway_s) {
 		*reason = "token expired";
 		goto fail;
 	}
 	errno = 0;
 	nbf = jwt_get_grant_int(j, "nbf");
-	if (errno != ENOENT && (long long)nbf - c->jwt_leeway_s > (long long)now) {
+	if (errno != 0 && errno != ENOENT) {
+		*reason = "token nbf is not a whole number of seconds";
+		goto fail;
+	}
+	if (errno == 0 && (long long)nbf > (long long)now + c->jwt_leeway_s) {
 		*reason = "token not yet valid";
 		goto fail;
 	}

@@ -336,7 +336,7 @@ conn_sweep(void)
 	for (struct conn *c = conn_list; c != NULL; c = c->next) {
 		if (c->killing)
 			continue;
-		if (c->id.exp + srv.cfg->jwt_leeway_s < now_s) {
+		if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
 			metrics_add(M_TOKEN_EXPIRED, 1);
 			conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
 		} else if (c->qlen > 0 && now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {

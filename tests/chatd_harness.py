@@ -237,6 +237,9 @@ class Server:
 
     def __init__(self, workdir, **conf):
         workdir.mkdir(parents=True, exist_ok=True)
+        # binary: another chatd build; prefix: a wrapper such as valgrind.
+        self.binary = conf.pop("binary", None) or chatd_env()["CHATD_BIN"]
+        self.prefix = list(conf.pop("prefix", None) or [])
         self.port = conf.pop("port", None) or free_port()
         self.workers = conf.get("workers", default_conf()["workers"])
         self.conf_path = write_config(workdir / "chatd.conf", port=self.port, **conf)
@@ -260,7 +263,7 @@ class Server:
     def start(self, wait=True, timeout=15):
         with open(self.log_path, "ab") as log:
             # Own process group: teardown can kill orphaned workers too.
-            self.proc = subprocess.Popen([chatd_env()["CHATD_BIN"], "-c", str(self.conf_path)],
+            self.proc = subprocess.Popen([*self.prefix, self.binary, "-c", str(self.conf_path)],
                                          stdout=log, stderr=subprocess.STDOUT, env=child_env(),
                                          cwd=REPO, start_new_session=True)
         if wait:

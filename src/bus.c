@@ -38,7 +38,8 @@ static const char bus_rate_lua[] = BUS_BUCKET_LUA
  * stream (id seq-0, trimmed, expiring) and the sync stream, the ack kept
  * for the dedupe window, PUBLISH. One script, so publish order is seq order.
  *
- * The rate limit is checked after the dedupe (a retry costs nothing).
+ * The rate limit is checked after the dedupe (a retry costs nothing) and
+ * after the seed check (the re-run with the seed costs one token, not two).
  *
  * KEYS: 1 seq, 2 room stream, 3 sync stream, 4 dedupe key, 5 rate bucket
  * ARGV: 1-3 event text around the two seq numbers, 4 channel, 5 maxlen,
@@ -50,10 +51,11 @@ static const char bus_rate_lua[] = BUS_BUCKET_LUA
 static const char bus_send_lua[] = BUS_BUCKET_LUA
 "local prev = redis.call('GET', KEYS[4])\n"
 "if prev then return {0, prev} end\n"
+"local missing = redis.call('EXISTS', KEYS[1]) == 0\n"
+"if missing and ARGV[10] == '' then return {-1, 'seed'} end\n"
 "local wait = bucket(KEYS[5], tonumber(ARGV[13]), tonumber(ARGV[14]))\n"
 "if wait > 0 then return {-2, tostring(wait)} end\n"
-"if redis.call('EXISTS', KEYS[1]) == 0 then\n"
-"  if ARGV[10] == '' then return {-1, 'seed'} end\n"
+"if missing then\n"
 "  local floor = tonumber(ARGV[10])\n"
 "  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
 "  if last[1] then\n"

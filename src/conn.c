@@ -71,7 +71,8 @@ conn_kill(struct conn *c, int code, const char *why)
 	if (!c->close_code)
 		c->close_code = code;
 	conn__drop_queue(c);
-	lws_rx_flow_control(c->wsi, 0);
+	/* Input is ignored from now on (ws.c), but still read: lws must see
+	 * the client's close reply to finish the close at once. */
 	conn__kill_later(c, code, why);
 }
 
@@ -277,7 +278,7 @@ void
 conn_send(struct conn *c, struct obuf *b)
 {
 	/* Replies still go out while a drain waits for in-flight requests. */
-	if (c->wsi == NULL || c->killing)
+	if (c->wsi == NULL || c->killing || c->close_code == CONN_CLOSE_SLOW)
 		return;
 	if (conn__full(c, b)) {
 		conn__overflow(c, b);
@@ -302,6 +303,7 @@ conn_close(struct conn *c, int code)
 	if (c->wsi == NULL || c->close_code)
 		return;
 	c->close_code = code;
+	c->close_ms = util_mono_ms();
 	/* A slow consumer loses what it has not read; others finish writing. */
 	if (code == CONN_CLOSE_SLOW)
 		conn__drop_queue(c);
@@ -339,11 +341,16 @@ conn_sweep(void)
 		if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
 			metrics_add(M_TOKEN_EXPIRED, 1);
 			conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
+		} else if (c->close_code == CONN_CLOSE_SLOW) {
+			/* The close frame waits behind what lws still holds; a
+			 * client that reads nothing at all is dropped. */
+			if (now - c->close_ms > CONN_CLOSE_GRACE_MS)
+				lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 		} else if (c->qlen > 0 && now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
 			metrics_add(M_SLOW_CLOSES, 1);
 			log_info("conn %s (%s): no write progress for %d ms, closing 1013",
 			    c->cid, c->id.user, srv.cfg->stall_timeout_ms);
-			conn_kill(c, CONN_CLOSE_SLOW, "slow consumer");
+			conn_close(c, CONN_CLOSE_SLOW);
 		}
 	}
 }

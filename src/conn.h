@@ -17,6 +17,8 @@ struct conn;
 #define CONN_CLOSE_TOO_BIG 1009
 #define CONN_CLOSE_BAD_UTF8 1007
 #define CONN_CLOSE_TOKEN_EXPIRED 4001
+/* A 1013 close waits this long for the client to read before the drop. */
+#define CONN_CLOSE_GRACE_MS 5000
 
 enum sub_state { SUB_JOINING, SUB_LIVE };
 
@@ -55,6 +57,7 @@ struct conn {
 	int nsubs, subcap;
 	int refs;			/* 1 for the socket + 1 per request in flight */
 	int close_code;			/* close once the queue is written */
+	uint64_t close_ms;		/* when close_code was set */
 	int killing;			/* a polite close is scheduled */
 	int flush_queued;		/* in flush.c's list for this loop turn */
 };

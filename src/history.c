@@ -164,7 +164,8 @@ history__from_pg(const PGresult *res, void *arg)
 			op->hot[i] = NULL;
 		}
 	}
-	if (op->cold)
+	/* Redis lost the room, or its stream expired after stream_ttl_s. */
+	if (op->cold || op->nhot == 0)
 		history__warm(op);
 	history__finish(op, 1);
 }

@@ -167,6 +167,7 @@ worker__lws(const struct cfg *cfg)
 	info.foreign_loops = loops;
 	info.retry_and_idle_policy = &retry;
 	info.timeout_secs = (unsigned int)cfg->handshake_timeout_s;
+	info.timeout_secs_ah_idle = (uint16_t)cfg->handshake_timeout_s;	/* header reading */
 	info.vhost_name = "default";
 	srv.lws = lws_create_context(&info);
 	if (srv.lws == NULL)

@@ -10,6 +10,9 @@
 #   make fuzz-build build/fuzz/fuzz_{proto,token,config} (clang + libFuzzer)
 #   make fuzz       run each fuzz target FUZZ_SECONDS (60) seconds, in parallel
 #   make fuzz-smoke the same for FUZZ_SMOKE_SECONDS (10) seconds (part of make test)
+#   make bench      build/chatd and build/bench/loadgen, then bench/run.py:
+#                   the scenarios of issue 5 (< ~10 min; bench/README.md)
+#   make bench-quick the same in 1-2 minutes
 #   make clean      rm -rf build
 #
 # `make run` (set dev) and `make test` (set test) use separate services and
@@ -73,7 +76,7 @@ fuzz_objs = $(1:%=build/fuzz/obj/%.o)
 env_of = $$(sed -n 's/^$(2)=//p' .run/$(1)/env)
 
 .PHONY: all asan deps run test stop migrate clean check pkgs-ok
-.PHONY: fuzz-build fuzz fuzz-smoke fuzz-ok
+.PHONY: fuzz-build fuzz fuzz-smoke fuzz-ok bench bench-quick
 
 all: $(BIN)
 
@@ -194,6 +197,14 @@ migrate:
 
 check: $(BIN)
 	./$(BIN) -t -c chatd.conf
+
+# The benchmark lives in bench/ (its own Makefile); it starts the `bench`
+# services (Redis 6392, PostgreSQL 5442) itself.
+bench: all
+	@$(MAKE) --no-print-directory -f bench/Makefile run
+
+bench-quick: all
+	@$(MAKE) --no-print-directory -f bench/Makefile quick
 
 clean:
 	rm -rf build

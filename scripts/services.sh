@@ -5,7 +5,8 @@
 #   scripts/services.sh start-redis|stop-redis|restart-redis SET
 #   scripts/services.sh start-pg|stop-pg SET
 #
-# SET is dev (Redis 6390, PostgreSQL 5440) or test (6391, 5441); the ports can
+# SET is dev (Redis 6390, PostgreSQL 5440), test (6391, 5441) or bench (6392,
+# 5442, used by bench/run.py); the ports can
 # be changed with CHATD_REDIS_PORT / CHATD_PG_PORT. Once started, a set keeps
 # the ports recorded in .run/SET/env until a full `stop`, so the single-service
 # commands work without repeating the override. Everything lives under
@@ -29,7 +30,8 @@ usage() {
     cat >&2 <<EOF
 usage: $0 COMMAND SET
   COMMAND: start stop status restart-redis stop-redis start-redis stop-pg start-pg
-  SET:     dev (redis 6390, pg 5440) or test (redis 6391, pg 5441)
+  SET:     dev (redis 6390, pg 5440), test (redis 6391, pg 5441) or
+           bench (redis 6392, pg 5442; used by bench/run.py)
   env:     CHATD_REDIS_PORT, CHATD_PG_PORT override the ports
 EOF
     exit 2
@@ -72,6 +74,7 @@ SET=$2
 case $SET in
     dev) default_redis_port=6390 default_pg_port=5440 ;;
     test) default_redis_port=6391 default_pg_port=5441 ;;
+    bench) default_redis_port=6392 default_pg_port=5442 ;;
     *) usage ;;
 esac
 

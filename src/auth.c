@@ -46,8 +46,12 @@ auth_verify(const struct cfg *c, const char *token, struct auth_identity *id,
 	time_t now = time(NULL);
 	int rc = -1;
 
-	if (token == NULL || *token == '\0' || strlen(token) > 4096) {
+	if (token == NULL || *token == '\0') {
 		*reason = "missing token";
+		return -1;
+	}
+	if (strlen(token) > 4096) {
+		*reason = "token longer than 4096 bytes";
 		return -1;
 	}
 	key = auth__alg(c) == JWT_ALG_HS256 ? c->jwt_secret : c->jwt_key;

@@ -189,11 +189,13 @@ conn__push(struct conn *c, struct obuf *b)
 	c->qbytes += b->len;
 }
 
+/* An empty queue takes any one frame, so a reply larger than the byte
+ * bound (a long history page) still goes out. */
 static int
 conn__full(const struct conn *c, const struct obuf *b)
 {
-	return c->qlen >= (uint32_t)srv.cfg->outbound_max_frames ||
-	    c->qbytes + b->len > (size_t)srv.cfg->outbound_max_bytes;
+	return c->qlen > 0 && (c->qlen >= (uint32_t)srv.cfg->outbound_max_frames ||
+	    c->qbytes + b->len > (size_t)srv.cfg->outbound_max_bytes);
 }
 
 static int
@@ -262,7 +264,9 @@ conn__overflow(struct conn *c, struct obuf *b)
 	}
 	free(gaps);
 	if (!conn__is_event(b)) {
-		if (conn__full(c, b)) {
+		/* Replies are bounded by the client's own requests: past the
+		 * byte bound they still queue, up to the frame bound. */
+		if (c->qlen >= (uint32_t)srv.cfg->outbound_max_frames) {
 			metrics_add(M_SLOW_CLOSES, 1);
 			log_info("conn %s (%s): outbound queue full of replies, closing 1013",
 			    c->cid, c->id.user);

@@ -48,7 +48,6 @@ struct conn {
 	struct conn *prev, *next;	/* all connections of this worker */
 	char *rx;			/* frame being reassembled; owned */
 	size_t rxlen, rxcap;
-	int rx_too_big;
 	struct obuf **q;		/* ring of queued frames (refs); owned */
 	uint32_t qhead, qlen, qcap;
 	size_t qbytes;			/* payload bytes queued */

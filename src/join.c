@@ -384,13 +384,23 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 }
 
 /* Catch-up after the subscriber link came back. */
+#define JOIN_RESYNC_TRIES 100	/* x 100 ms: Redis may still be loading its AOF */
+
 struct resync_op {
 	struct conn *c;		/* reference held */
 	struct sub *sub;
 	uint64_t gen;
+	int tries;
+	uv_timer_t timer;
 	char room[UTIL_ID_MAX + 1];
 	int64_t after;
 };
+
+static void
+join__resync_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
 
 static void
 join__resync_done(const struct history_result *h, void *arg)
@@ -407,6 +417,9 @@ join__resync_done(const struct history_result *h, void *arg)
 		    op->room, (long long)op->after);
 
 		conn_send_text(c, gap, (size_t)n);
+		metrics_add(M_GAPS, 1);
+		/* As after an overflow: quiet until the client joins again. */
+		op->sub->gapped = 1;
 		room_sub_live(op->sub, h ? h->last_seq : op->after);
 		goto done;
 	}
@@ -423,15 +436,35 @@ join__resync_done(const struct history_result *h, void *arg)
 	room_sub_live(op->sub, h->last_seq);
 done:
 	conn_unref(c);
-	free(op);
+	uv_close((uv_handle_t *)&op->timer, join__resync_closed);
+}
+
+static void
+join__resync_try(uv_timer_t *t)
+{
+	struct resync_op *op = t->data;
+	struct history_query q = { op->after + 1, -1, srv.cfg->max_resume_gap,
+	    srv.cfg->max_resume_gap };
+
+	if (!conn_open(op->c) || conn_find_sub(op->c, op->room) != op->sub ||
+	    op->sub->gen != op->gen) {
+		join__resync_done(NULL, op);
+		return;
+	}
+	/* After an outage the subscriber link may be back before the
+	 * command link and its scripts: wait for them a while. */
+	if (!bus_ready() && ++op->tries < JOIN_RESYNC_TRIES) {
+		uv_timer_start(&op->timer, join__resync_try, 100, 0);
+		return;
+	}
+	if (history_read(op->c->id.tenant, op->room, &q, join__resync_done, op) != 0)
+		join__resync_done(NULL, op);
 }
 
 void
 join_resync(struct sub *s)
 {
 	struct resync_op *op = xcalloc(1, sizeof(*op));
-	struct history_query q = { s->delivered_seq + 1, -1, srv.cfg->max_resume_gap,
-	    srv.cfg->max_resume_gap };
 
 	op->c = s->c;
 	conn_ref(op->c);
@@ -439,7 +472,8 @@ join_resync(struct sub *s)
 	op->gen = s->gen;
 	op->after = s->delivered_seq;
 	snprintf(op->room, sizeof(op->room), "%s", room_sub_room_id(s));
+	uv_timer_init(srv.loop, &op->timer);
+	op->timer.data = op;
 	s->state = SUB_JOINING;
-	if (history_read(s->c->id.tenant, op->room, &q, join__resync_done, op) != 0)
-		join__resync_done(NULL, op);
+	join__resync_try(&op->timer);
 }

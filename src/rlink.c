@@ -1,9 +1,9 @@
 #include "rlink.h"
+#include "rlink_uv.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -39,9 +39,9 @@ rlink__timer_cb(uv_timer_t *t)
 }
 
 /*
- * hiredis 0.14's libuv adapter ignores a poll error, so a refused
- * connection never reaches the connect callback: give up on it here.
- * A context that never connected is freed without callbacks.
+ * A connect that gets no answer (a dropped SYN, an address that does not
+ * answer) is given up here; a context that never connected is freed
+ * without callbacks.
  */
 static void
 rlink__connect_timeout(uv_timer_t *t)
@@ -147,7 +147,7 @@ rlink__connect(struct rlink *l)
 	}
 	ac->data = l;
 	l->ac = ac;
-	if (redisLibuvAttach(ac, l->loop) != REDIS_OK)
+	if (rlink_uv_attach(ac, l->loop) != REDIS_OK)
 		log_fatal("redis: cannot attach to the loop");
 	redisAsyncSetConnectCallback(ac, rlink__on_connect);
 	redisAsyncSetDisconnectCallback(ac, rlink__on_disconnect);

@@ -93,7 +93,8 @@ room__fanout(struct room *r, const char *payload, size_t len)
 			continue;	/* it resumes from its room:gap */
 		if (s->state == SUB_JOINING) {
 			if (s->npend >= srv.cfg->outbound_max_frames) {
-				metrics_add(M_SLOW_CLOSES, 1);
+				if (!s->c->killing)
+					metrics_add(M_SLOW_CLOSES, 1);
 				conn_kill(s->c, CONN_CLOSE_SLOW, "slow consumer");
 				continue;
 			}

@@ -34,6 +34,7 @@ struct sync_batch {
 
 static char consumer[160];
 static int reading;		/* an XREADGROUP is outstanding */
+static int reading_pending;	/* ...and it reads our own pending entries */
 static int writing;		/* a batch is in PostgreSQL */
 static int pending_mode;	/* re-read our own unacked entries first */
 static int stopped;
@@ -167,7 +168,10 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 ||
 	    r->element[0]->elements < 2 || r->element[0]->element[1]->elements == 0) {
-		pending_mode = 0;	/* nothing (left) of our own */
+		/* Nothing (left) of our own; a claim or failure that came while
+		 * a ">" read was out keeps pending_mode set for the next read. */
+		if (reading_pending)
+			pending_mode = 0;
 		sync__read();
 		return;
 	}
@@ -192,12 +196,13 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	json[len++] = ']';
 	json[len] = '\0';
+	/* Set before the call: a failing send calls sync__written at once. */
+	writing = 1;
 	if (sync_write(srv.pgsync, json, sync__written, b) != 0) {
+		writing = 0;
 		sync__batch_free(b);
 		pending_mode = 1;
 		sync__retry_later(200);
-	} else {
-		writing = 1;
 	}
 	free(json);
 }
@@ -271,10 +276,12 @@ sync__read(void)
 	if (rlink_cmd(srv.rsync, sync__got, NULL,
 	    "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s %s", BUS_SYNC_GROUP,
 	    consumer, count, pending_mode ? "0" : block, BUS_SYNC_STREAM,
-	    pending_mode ? "0" : ">") == 0)
+	    pending_mode ? "0" : ">") == 0) {
 		reading = 1;
-	else
+		reading_pending = pending_mode;
+	} else {
 		sync__retry_later(200);
+	}
 }
 
 static void

@@ -14,7 +14,7 @@ import redis
 import websockets
 
 import chatd_harness
-from chatd_harness import REPO, chatd_env, make_token
+from chatd_harness import REPO, chatd_env, make_token, unique_id
 
 SERVICES = REPO / "scripts" / "services.sh"
 
@@ -190,6 +190,39 @@ async def send_pipelined(session, room, messages, window=50, timeout=15):
 
 def message_events(frames, room):
     return [f for f in frames if f.get("type") == "message:new" and f.get("room") == room]
+
+
+async def new_room(creator, *others):
+    room = unique_id("room")
+    ack = await creator.ok("room:create", room=room, name=f"name of {room}")
+    assert ack["room"]["id"] == room, ack
+    for session in (creator, *others):
+        await session.ok("room:join", room=room)
+    return room
+
+
+def record(acks, bodies):
+    """[(seq, msg_id, client_msg_id, body)] by seq, as every reader should see it."""
+    return sorted((a["seq"], a["msg_id"], cmid, bodies[cmid]) for cmid, a in acks.items())
+
+
+def as_record(events):
+    return [(e["seq"], e["msg"]["id"], e["msg"]["client_msg_id"], e["msg"]["body"])
+            for e in events]
+
+
+def describe_difference(seen, expected):
+    """A short account of how a subscriber's record differs from the acks."""
+    got = [s[0] for s in seen]
+    want = {e[0]: e for e in expected}
+    dups = sorted({s for s in got if got.count(s) > 1}) if len(got) != len(set(got)) else []
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    disorder = [(a, b) for a, b in zip(got, got[1:]) if b <= a][:5]
+    wrong = [s for s in seen if s[0] in want and s != want[s[0]]][:3]
+    return (f"{len(got)} events for {len(want)} acks; duplicates {dups[:10]}; "
+            f"missing {missing[:10]} ({len(missing)}); extra {extra[:10]}; "
+            f"out of order {disorder}; differing {wrong}")
 
 
 # ---------------------------------------------------------------- services

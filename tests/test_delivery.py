@@ -6,9 +6,10 @@ import asyncio
 import os
 import signal
 
-from chatd_harness import eventually, eventually_async, run, seqs, unique_id
-from delivery_harness import (ConnectionLost, Session, drop_waiters, message_events,
-                              pg_messages, pg_rows, redis_client, send_pipelined)
+from chatd_harness import eventually, eventually_async, run, seqs
+from delivery_harness import (ConnectionLost, Session, as_record, describe_difference,
+                              drop_waiters, message_events, new_room, pg_messages, pg_rows,
+                              record, redis_client, send_pipelined)
 
 
 def parent_of(pid):
@@ -29,39 +30,6 @@ async def open_on(server, want, user, tenant, attempts=60, **kw):
     raise AssertionError(f"no suitable worker in {attempts} connections (saw {sorted(set(seen))})")
 
 
-async def new_room(creator, *others):
-    room = unique_id("room")
-    ack = await creator.ok("room:create", room=room, name=f"name of {room}")
-    assert ack["room"]["id"] == room, ack
-    for session in (creator, *others):
-        await session.ok("room:join", room=room)
-    return room
-
-
-def record(acks, bodies):
-    """[(seq, msg_id, client_msg_id, body)] by seq, as every reader should see it."""
-    return sorted((a["seq"], a["msg_id"], cmid, bodies[cmid]) for cmid, a in acks.items())
-
-
-def as_record(events):
-    return [(e["seq"], e["msg"]["id"], e["msg"]["client_msg_id"], e["msg"]["body"])
-            for e in events]
-
-
-def describe_difference(seen, expected):
-    """A short account of how a subscriber's record differs from the acks."""
-    got = [s[0] for s in seen]
-    want = {e[0]: e for e in expected}
-    dups = sorted({s for s in got if got.count(s) > 1}) if len(got) != len(set(got)) else []
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    disorder = [(a, b) for a, b in zip(got, got[1:]) if b <= a][:5]
-    wrong = [s for s in seen if s[0] in want and s != want[s[0]]][:3]
-    return (f"{len(got)} events for {len(want)} acks; duplicates {dups[:10]}; "
-            f"missing {missing[:10]} ({len(missing)}); extra {extra[:10]}; "
-            f"out of order {disorder}; differing {wrong}")
-
-
 # ---------------------------------------------------------- 1. worker crash
 
 SENDERS = 4
@@ -79,7 +47,7 @@ def test_worker_crash_loses_and_doubles_nothing(make_server, tenant):
     async def main():
         acks, bodies = {}, {}
         half, replaced = asyncio.Event(), asyncio.Event()
-        stats = {"reconnects": 0, "acked_at_kill": None, "retried_unavailable": 0}
+        stats = {"reconnects": 0, "acked_at_kill": None, "retried_unavailable": 0, "resent": 0}
         room_box = []
 
         class Listener:
@@ -162,7 +130,7 @@ def test_worker_crash_loses_and_doubles_nothing(make_server, tenant):
                                 stats["retried_unavailable"] += 1
                                 queue.insert(0, cmid)
                 except ConnectionLost:
-                    pass
+                    stats["resent"] += len(inflight) + 1  # unanswered: sent again
                 finally:
                     drop_waiters(inflight)
             return session
@@ -224,6 +192,7 @@ def test_worker_crash_loses_and_doubles_nothing(make_server, tenant):
 
         assert 0 < stats["acked_at_kill"] < TOTAL, stats
         assert stats["reconnects"] >= 3, f"the victim's 3 clients did not all reconnect: {stats}"
+        assert stats["resent"] > 0, f"no send was in flight at the crash: {stats}"
         assert len(acks) == TOTAL
         assert len({a["msg_id"] for a in acks.values()}) == TOTAL, "one msg_id for two messages"
         # Every message created was acked (resent ones included): no orphan seq.

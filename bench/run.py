@@ -1,0 +1,771 @@
+#!/usr/bin/python3
+"""bench/run.py: chatd's benchmark driver (bench/README.md).
+
+Starts the bench services (scripts/services.sh start bench: Redis 6392,
+PostgreSQL 5442), migrates, and runs the scenarios of issue 5 against a fresh
+build/chatd for every run, configured by bench/bench.conf, pinned to core 0,
+with build/bench/loadgen pinned to core 1:
+
+  S1     1 room x 1,000 connections, 1 sender, a sweep of rates
+  light  S1 at 100 msgs/s
+  S2     10,000 connections in 1,000 rooms of 10, 1,000 senders, 10,000 msgs/s
+  S3     19,000 idle connections, each joined to a room (rooms of 10)
+
+Each run appends one JSON line to bench/results.jsonl; the end prints a
+Markdown table. Every wait is bounded; a run never takes more than its
+loadgen's own cap plus a minute. Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "bench" / "bench.conf"
+LOADGEN = REPO / "build" / "bench" / "loadgen"
+CHATD = REPO / "build" / "chatd"
+RESULTS = REPO / "bench" / "results.jsonl"
+LOG_DIR = REPO / "build" / "bench"
+SERVICES_SET = "bench"
+SERVER_CPU = "0"
+LOADGEN_CPU = "1"
+SRC_IPS = "127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4"
+# A process may open 20,000 files here: a loadgen process holds at most this
+# many connections (plus its epoll descriptor and stdio).
+MAX_CONNS_PER_PROC = 19000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Environment variables that would override bench.conf (docs/configuration.md).
+CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANCE",
+                   "REDIS_URL", "DATABASE_URL", "CHATD_JWT_SECRET", "CHATD_ASSETS",
+                   "CHATD_LOG_LEVEL", "CHATD_DURABILITY", "CHATD_ALLOWED_ORIGINS",
+                   "CHATD_JWT_PUBLIC_KEY_FILE")
+
+# The targets of issue 5.
+TARGET_S1_DELIVERIES = 5_000_000
+TARGET_S1_P99_MS = 50
+TARGET_S2_P99_MS = 5
+TARGET_S3_KIB = 1.0
+TARGET_S3_HANDSHAKES = 45_000
+TARGET_LIGHT_P50_MS = 1
+TARGET_LIGHT_P99_MS = 3
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg):
+    log(msg)
+    sys.exit(1)
+
+
+# ------------------------------------------------------------------ helpers
+
+def conf_values(path):
+    """The `key = value;` lines of a libconfig file (enough for bench.conf)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*("(?:[^"\\]|\\.)*"|[^;#]+?)\s*;', line)
+        if m:
+            v = m.group(2)
+            values[m.group(1)] = v[1:-1] if v.startswith('"') else int(v)
+    return values
+
+
+def git_commit():
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "src"))
+    return commit, dirty
+
+
+def http_json(port, path, timeout=2):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def proc_children(pid):
+    kids = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            kids += [int(x) for x in text.split()]
+    except OSError:
+        pass
+    return kids
+
+
+def proc_rss_kib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def proc_cpu_s(pid):
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cores_ticks():
+    """{cpuN: [user, nice, system, idle, iowait, irq, softirq, steal]} ticks."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f and re.fullmatch(r"cpu\d+", f[0]):
+            out[f[0]] = [int(x) for x in f[1:9]]
+    return out
+
+
+def cores_delta(a, b):
+    """Seconds each core spent per kind between two cores_ticks()."""
+    out = {}
+    for cpu in sorted(b):
+        d = [(y - x) / CLK_TCK for x, y in zip(a.get(cpu, b[cpu]), b[cpu])]
+        out[cpu] = {"user": round(d[0] + d[1], 2), "system": round(d[2], 2),
+                    "softirq": round(d[5] + d[6], 2), "steal": round(d[7], 2),
+                    "idle": round(d[3] + d[4], 2)}
+    return out
+
+
+def service_pids():
+    """The bench Redis and PostgreSQL processes (all of the postmaster's)."""
+    run = REPO / ".run" / SERVICES_SET
+    pids = {"redis": [], "postgres": []}
+    try:
+        pids["redis"] = [int((run / "redis.pid").read_text().split()[0])]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pm = int((run / "pg" / "postmaster.pid").read_text().split()[0])
+        pids["postgres"] = [pm] + proc_children(pm)
+    except (OSError, ValueError, IndexError):
+        pass
+    return pids
+
+
+class CpuSnap:
+    """CPU seconds of chatd, Redis, PostgreSQL, the loadgens (reaped
+    children) and each core, at one moment."""
+
+    def __init__(self, chatd):
+        self.t = time.monotonic()
+        self.chatd = chatd.cpu_s()
+        self.services = {k: sum(proc_cpu_s(p) for p in v) for k, v in service_pids().items()}
+        self.kids = children_cpu_s()
+        self.cores = cores_ticks()
+
+    def since(self, a):
+        return {"wall_s": round(self.t - a.t, 2), "chatd_s": round(self.chatd - a.chatd, 2),
+                **{f"{k}_s": round(self.services[k] - a.services.get(k, 0), 2)
+                   for k in self.services},
+                "cores": cores_delta(a.cores, self.cores)}
+
+
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# The histogram of lg_hist.c: 64 linear sub-buckets per power of two (ns).
+HIST_SUB_BITS = 6
+HIST_SUB = 1 << HIST_SUB_BITS
+
+
+def bucket_mid_ns(i):
+    if i < HIST_SUB:
+        return i
+    e = (i - HIST_SUB) // HIST_SUB + HIST_SUB_BITS
+    m = (i - HIST_SUB) % HIST_SUB + HIST_SUB
+    width = 1 << (e - HIST_SUB_BITS)
+    return m * width + width // 2
+
+
+def merged_quantiles(bucket_lists, maxima):
+    """p50..p99.9 in microseconds of several loadgens' histograms together."""
+    counts = {}
+    for buckets in bucket_lists:
+        for i, c in buckets:
+            counts[i] = counts.get(i, 0) + c
+    total = sum(counts.values())
+    out = {"count": total}
+    mx = max(maxima) if maxima else 0
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)):
+        if total == 0:
+            out[name] = 0.0
+            continue
+        rank = max(1, min(total, int(q * total + 0.999999)))
+        seen = 0
+        for i in sorted(counts):
+            seen += counts[i]
+            if seen >= rank:
+                out[name] = round(min(bucket_mid_ns(i), mx * 1000) / 1000, 1)
+                break
+    out["max"] = mx
+    return out
+
+
+# ------------------------------------------------------------------- chatd
+
+class Chatd:
+    """build/chatd -c bench/bench.conf, pinned, in its own process group."""
+
+    def __init__(self, port, tag):
+        self.port = port
+        self.log_path = LOG_DIR / f"chatd-{tag}.log"
+        self.proc = None
+
+    def start(self, timeout=20):
+        env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
+        env["CHATD_PORT"] = str(self.port)
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                ["taskset", "-c", SERVER_CPU, str(CHATD), "-c", str(CONF)],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=REPO, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chatd exited with {self.proc.returncode}:\n"
+                                   + self.log_path.read_text(errors="replace")[-2000:])
+            try:
+                if http_json(self.port, "/ready", timeout=1).get("ready", True) is not False:
+                    m = self.monitoring()
+                    if m["workers_live"] >= 1 and all(w["pid"] for w in m["workers"]):
+                        return self
+            except (OSError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"chatd not ready within {timeout}s (log {self.log_path})")
+            time.sleep(0.1)
+
+    def monitoring(self):
+        return http_json(self.port, "/api/monitoring/websocket")
+
+    def pids(self):
+        """The parent and every process below it."""
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += proc_children(pid)
+        return out
+
+    def rss_kib(self):
+        return sum(proc_rss_kib(p) for p in self.pids())
+
+    def cpu_s(self):
+        return sum(proc_cpu_s(p) for p in self.pids())
+
+    def wait_sync(self, timeout=20):
+        """Until the PostgreSQL sync has caught up with this run's messages,
+        so that the next run does not inherit a backlog. Returns the wait."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                s = self.monitoring()["sync"]
+                if not s.get("lag") and not s.get("pending"):
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        return round(time.monotonic() - t0, 2)
+
+    def stop(self, timeout=15):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log("chatd did not stop after SIGTERM; killing it")
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# -------------------------------------------------------------------- perf
+
+class Perf:
+    """perf record of chatd's processes until finish(), which gives the top
+    symbols (and leaves build/bench/perf-TAG.data for perf report)."""
+
+    def __init__(self, chatd, tag):
+        self.data = LOG_DIR / f"perf-{tag}.data"
+        pids = ",".join(str(p) for p in chatd.pids())
+        self.proc = subprocess.Popen(
+            ["perf", "record", "-F", "499", "-g", "-p", pids, "-o", str(self.data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(self, top=15):
+        try:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(60)
+            rep = subprocess.run(["perf", "report", "-i", str(self.data), "--no-children",
+                                  "--sort", "dso,sym", "--stdio", "-g", "none"],
+                                 capture_output=True, text=True, timeout=120).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            return None
+        rows = []
+        for line in rep.splitlines():
+            m = re.match(r"\s+([0-9.]+)%\s+(\S+)\s+\[.\]\s+(.*)", line)
+            if m:
+                rows.append([float(m.group(1)), m.group(2), m.group(3).strip()])
+        return rows[:top]
+
+
+# ----------------------------------------------------------------- loadgen
+
+class Loadgens:
+    """Several loadgen processes for one run; connections split between
+    them (each its own rooms and id prefix)."""
+
+    def __init__(self, port, secret, prefix, spec):
+        self.procs, self.outputs, self.setup_lines = [], [], []
+        self.lock = threading.Lock()
+        self.all_setup = threading.Event()
+        conns = spec["conns"]
+        nproc = max(1, -(-conns // MAX_CONNS_PER_PROC))
+        if nproc > 1 and spec.get("senders"):
+            raise ValueError("several loadgen processes are only for idle runs")
+        self.nproc = nproc
+        rooms_per_conn = spec["rooms"] / conns
+        for k in range(nproc):
+            n = conns // nproc + (1 if k < conns % nproc else 0)
+            args = ["taskset", "-c", LOADGEN_CPU, str(LOADGEN), "--json",
+                    "--port", str(port), "--secret", secret, "--tenant", "bench",
+                    "--id-prefix", f"{prefix}p{k}-", "--conns", str(n),
+                    "--rooms", str(max(1, round(n * rooms_per_conn))),
+                    "--src-ips", SRC_IPS, "--create-rooms"]
+            for key in ("senders", "rate", "warmup", "duration", "drain", "body_bytes",
+                        "setup_timeout", "max_pending", "max_joins"):
+                if spec.get(key) is not None:
+                    args += ["--" + key.replace("_", "-"), str(spec[key])]
+            if spec.get("idle"):
+                args.append("--idle")
+            self.cap = (spec.get("setup_timeout", 60) + spec.get("warmup", 1) +
+                        spec.get("duration", 5) + spec.get("drain", 3) + 60)
+            p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL, text=True, cwd=REPO)
+            self.procs.append(p)
+            threading.Thread(target=self._stderr, args=(p,), daemon=True).start()
+
+    def _stderr(self, p):
+        for line in p.stderr:
+            line = line.rstrip()
+            if "setup done" in line:
+                with self.lock:
+                    self.setup_lines.append(line)
+                    if len(self.setup_lines) == self.nproc:
+                        self.all_setup.set()
+            else:
+                log(f"loadgen: {line}")
+
+    def wait(self):
+        deadline = time.monotonic() + self.cap
+        for p in self.procs:
+            try:
+                out, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+                log("loadgen exceeded its time cap and was killed")
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"loadgen failed (exit {p.returncode}): {out[-500:]}")
+            self.outputs.append(json.loads(lines[-1]))
+        return self.outputs
+
+    def kill(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def merge_outputs(outs):
+    """One result from several loadgens: counters summed, histograms merged."""
+    if len(outs) == 1:
+        r = dict(outs[0])
+        r.pop("buckets", None)
+        return r
+    r = {}
+    for key in ("conns", "rooms", "senders", "senders_active", "sent", "sent_warmup",
+                "send_skipped", "acked", "expected", "received", "lost", "received_warmup",
+                "received_other", "gaps", "lost_conns", "pings", "frames_in", "bytes_in",
+                "msgs_per_s", "deliveries_per_s"):
+        r[key] = sum(o.get(key, 0) for o in outs)
+    for key in ("rate", "warmup_s", "duration_s", "drain_s", "body_bytes", "idle"):
+        r[key] = outs[0][key]
+    errors, setup_errors = {}, {}
+    for o in outs:
+        for k, v in o["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+        for k, v in o["setup"]["errors"].items():
+            setup_errors[k] = setup_errors.get(k, 0) + v
+    r["errors"] = errors
+    hello_s = max(o["setup"]["hello_seconds"] for o in outs)
+    hellos = sum(o["setup"]["hellos"] for o in outs)
+    r["setup"] = {
+        "hellos": hellos, "joined": sum(o["setup"]["joined"] for o in outs),
+        "failed": sum(o["setup"]["failed"] for o in outs),
+        "join_retries": sum(o["setup"]["join_retries"] for o in outs),
+        "seconds": max(o["setup"]["seconds"] for o in outs), "hello_seconds": hello_s,
+        # The processes connect at the same time: all hellos over the longest.
+        "hellos_per_s": round(hellos / hello_s, 1) if hello_s else 0,
+        "joins_per_s": round(sum(o["setup"]["joins_per_s"] for o in outs), 1),
+        "errors": setup_errors,
+        "handshake_us": merged_quantiles([o["buckets"]["handshake"] for o in outs],
+                                         [o["setup"]["handshake_us"]["max"] for o in outs]),
+    }
+    r["latency_us"] = merged_quantiles([o["buckets"]["latency"] for o in outs],
+                                       [o["latency_us"]["max"] for o in outs])
+    for key in ("ack_us", "send_lag_us"):
+        r[key] = max((o[key] for o in outs), key=lambda h: h["p99"])
+    return r
+
+
+# ------------------------------------------------------------------- a run
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.port = args.port
+        conf = conf_values(CONF)
+        self.secret = conf["jwt_secret"]
+        self.workers = conf.get("workers")
+        self.commit, self.dirty = git_commit()
+        self.session = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+        self.records = []
+        self.seq = 0
+
+    def run(self, scenario, label, spec, measure_idle=False):
+        """One fresh chatd, one set of loadgens, one JSON line."""
+        self.seq += 1
+        tag = f"{self.session}-{self.seq:02d}"
+        prefix = f"b{self.session[4:8]}{self.session[9:]}n{self.seq}"
+        log(f"{label}: starting ({spec['conns']} connections)")
+        chatd = Chatd(self.port, tag).start()
+        lg = None
+        try:
+            # Let the worker settle before the baseline; meanwhile, see whether
+            # something else keeps the machine busy (it would skew the run).
+            quiet0 = CpuSnap(chatd)
+            time.sleep(1.0)
+            quiet = CpuSnap(chatd).since(quiet0)
+            busy_before = round(sum(v["user"] + v["system"] + v["softirq"] + v["steal"]
+                                    for v in quiet["cores"].values()) - quiet["chatd_s"], 2)
+            if busy_before > 0.2:
+                log(f"{label}: warning: {busy_before:.2f} CPU seconds per second used by "
+                    "other processes before the run")
+            rss0 = chatd.rss_kib()
+            mon0 = chatd.monitoring()
+            profile = bool(self.args.perf) and scenario in self.args.perf
+            perf = Perf(chatd, tag) if profile and measure_idle else None
+            snap0 = CpuSnap(chatd)
+            lg = Loadgens(self.port, self.secret, prefix, spec)
+            rss1 = None
+            # Set-up (handshakes, joins) and the run proper are measured apart;
+            # an idle run is profiled during its set-up, the others after it.
+            if not lg.all_setup.wait(lg.cap):
+                raise RuntimeError("the loadgens did not finish their set-up")
+            snap1 = CpuSnap(chatd)
+            perf_top = perf.finish() if perf else None
+            perf = Perf(chatd, tag) if profile and not measure_idle else None
+            if measure_idle:
+                time.sleep(1.0)   # the last joins' buffers settle
+                rss1 = chatd.rss_kib()
+            outs = lg.wait()
+            snap2 = CpuSnap(chatd)
+            perf_top = perf.finish() if perf else perf_top
+            mon1 = chatd.monitoring()
+            sync_wait = chatd.wait_sync()
+        finally:
+            if lg is not None:
+                lg.kill()
+            chatd.stop()
+        r = merge_outputs(outs)
+        setup_cpu, run_cpu = snap1.since(snap0), snap2.since(snap1)
+        lg_cpu = snap2.kids - snap0.kids
+        rec = {
+            "session": self.session, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "commit": self.commit, "src_dirty": self.dirty, "quick": self.args.quick,
+            "scenario": scenario, "label": label, "workers": self.workers,
+            "loadgens": len(outs), **r,
+            "server": {
+                # Busy share of its core after set-up (sending and draining).
+                "cpu_util": round(run_cpu["chatd_s"] / max(run_cpu["wall_s"], 0.01), 2),
+                "rss_kib_before": rss0, "rss_kib_idle": rss1,
+                "deliveries": mon1["deliveries"] - mon0["deliveries"],
+                "messages": mon1["messages"]["sent"] - mon0["messages"]["sent"],
+                "slow_consumer_gaps": (mon1["slow_consumers"]["gaps"] -
+                                       mon0["slow_consumers"]["gaps"]),
+                "slow_consumer_closed": (mon1["slow_consumers"]["closed"] -
+                                         mon0["slow_consumers"]["closed"]),
+                "sync_wait_s": sync_wait,
+            },
+            # CPU seconds of each part, during set-up and after it, and of
+            # each core (softirq: loopback TCP; steal: the hypervisor).
+            "cpu": {"setup": setup_cpu, "run": run_cpu, "loadgen_total_s": round(lg_cpu, 2)},
+            "wall_s": round(snap2.t - snap0.t, 1),
+            "loadavg_before": self.loadavg0,
+            # CPU seconds per second used by other processes just before.
+            "busy_before": busy_before,
+        }
+        if perf_top:
+            rec["perf_top"] = perf_top
+        if rss1 is not None and r["setup"]["joined"]:
+            rec["server"]["kib_per_conn"] = round((rss1 - rss0) / r["setup"]["joined"], 2)
+        rec["ok"] = self.ok(rec)
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self.records.append(rec)
+        log(f"{label}: {summary_line(rec)}")
+        return rec
+
+    @staticmethod
+    def ok(rec):
+        """S1's criterion: p99 under 50 ms, nothing lost, nothing failed."""
+        if rec.get("idle"):
+            return rec["setup"]["failed"] == 0
+        return (rec["setup"]["failed"] == 0 and rec["lost"] == 0 and rec["lost_conns"] == 0 and
+                rec["gaps"] == 0 and not rec["errors"] and rec["sent"] > 0 and
+                rec["latency_us"]["p99"] < TARGET_S1_P99_MS * 1000)
+
+    def main(self):
+        a = self.args
+        self.loadavg0 = os.getloadavg()[0]
+        if self.loadavg0 > 0.7:
+            log(f"warning: load average {self.loadavg0:.2f} before the benchmark: something "
+                "else is running, the figures will suffer")
+        quick = a.quick
+        w, d, drain = (1, 3, 3) if quick else (2, 5, 3)
+        s1 = {"conns": 1000, "rooms": 1, "senders": 1, "warmup": w, "duration": d,
+              "drain": drain}
+        only = set(a.only.split(",")) if a.only else {"S1", "light", "S2", "S3"}
+        if "S1" in only:
+            for rate in a.s1_rates:
+                for _ in range(a.repeat):
+                    self.run("S1", f"S1 {rate} msgs/s", {**s1, "rate": rate})
+        if "light" in only:
+            for _ in range(a.repeat):
+                self.run("light", "light 100 msgs/s",
+                         {**s1, "rate": 100, "duration": 5 if quick else 10})
+        if "S2" in only:
+            for _ in range(a.repeat):
+                self.run("S2", "S2 10000 msgs/s",
+                         {"conns": 10000, "rooms": 1000, "senders": 1000, "rate": 10000,
+                          "warmup": w, "duration": d, "drain": drain})
+        if "S3" in only:
+            n = a.s3_conns
+            self.run("S3", f"S3 {n} idle", {"conns": n, "rooms": max(1, n // 10), "idle": True,
+                                            "warmup": 0, "duration": 4, "drain": 0,
+                                            "setup_timeout": 120, "max_pending": 1024},
+                     measure_idle=True)
+        print(markdown(self.records))
+
+
+# ------------------------------------------------------------------ report
+
+def cpu_line(c):
+    cores = ", ".join(f"{k} steal {v['steal']:.1f} s softirq {v['softirq']:.1f} s idle "
+                      f"{v['idle']:.1f} s" for k, v in c["cores"].items())
+    return (f"{c['wall_s']:.1f} s: chatd {c['chatd_s']:.1f} s, redis {c.get('redis_s', 0):.1f} s, "
+            f"postgres {c.get('postgres_s', 0):.1f} s; {cores}")
+
+
+def summary_line(r):
+    log(f"  cpu during set-up {cpu_line(r['cpu']['setup'])}")
+    log(f"  cpu after set-up  {cpu_line(r['cpu']['run'])}")
+    if r.get("idle"):
+        s = r["setup"]
+        return (f"{s['joined']} joined, {s['hellos_per_s']:.0f} handshakes/s, "
+                f"{r['server'].get('kib_per_conn')} KiB/conn, errors {s['errors']}")
+    lat = r["latency_us"]
+    return (f"{r['msgs_per_s']:.0f} msgs/s, {r['deliveries_per_s']:.0f} deliveries/s, "
+            f"p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms, "
+            f"lost {r['lost']}, conns lost {r['lost_conns']}, gaps {r['gaps']}, "
+            f"server cpu {r['server']['cpu_util']:.0%}")
+
+
+def ms(us):
+    return f"{us / 1000:.2f}" if us < 100_000 else f"{us / 1000:.0f}"
+
+
+def pick(records, scenario, label=None):
+    rs = [r for r in records if r["scenario"] == scenario and (label is None or r["label"] == label)]
+    if not rs:
+        return None
+    # Several repeats: the one with the median p99 (or handshake rate).
+    key = ((lambda r: r["setup"]["hellos_per_s"]) if scenario == "S3"
+           else (lambda r: r["latency_us"]["p99"]))
+    rs.sort(key=key)
+    return rs[(len(rs) - 1) // 2]
+
+
+def markdown(records):
+    if not records:
+        return "(no runs)"
+    first = records[0]
+    out = [f"chatd benchmark, {first['date'][:10]}, commit {first['commit']}"
+           f"{' (src/ modified)' if first['src_dirty'] else ''}"
+           f"{', quick' if first['quick'] else ''}; workers = {first['workers']}, "
+           f"server on core {SERVER_CPU}, loadgen on core {LOADGEN_CPU}", ""]
+    out += ["| run | conns | msgs/s in | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | "
+            "max ms | lost | conns lost | gaps | errors | server CPU | ok |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        if r.get("idle"):
+            continue
+        lat = r["latency_us"]
+        errs = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["setup"]["errors"]}.items())
+        out.append(f"| {r['label']} | {r['setup']['joined']} | {r['msgs_per_s']:,.0f} | "
+                   f"{r['deliveries_per_s']:,.0f} | {ms(lat['p50'])} | {ms(lat['p90'])} | "
+                   f"{ms(lat['p99'])} | {ms(lat['p999'])} | {ms(lat['max'])} | {r['lost']:,} | "
+                   f"{r['lost_conns']} | {r['gaps']} | {errs or '-'} | "
+                   f"{r['server']['cpu_util']:.0%} | {'yes' if r['ok'] else 'no'} |")
+    idle = [r for r in records if r.get("idle")]
+    if idle:
+        out += ["", "| run | joined | handshakes/s | handshake p50 ms | p99 ms | joins/s | "
+                "RSS before KiB | RSS held KiB | KiB/conn | setup errors |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in idle:
+            s, sv = r["setup"], r["server"]
+            errs = ", ".join(f"{k} {v}" for k, v in s["errors"].items())
+            out.append(f"| {r['label']} | {s['joined']} | {s['hellos_per_s']:,.0f} | "
+                       f"{ms(s['handshake_us']['p50'])} | {ms(s['handshake_us']['p99'])} | "
+                       f"{s['joins_per_s']:,.0f} | {sv['rss_kib_before']:,} | "
+                       f"{(sv['rss_kib_idle'] or 0):,} | {sv.get('kib_per_conn')} | {errs or '-'} |")
+    out += ["", "| target (issue 5) | measured | met |", "|---|---|---|"]
+    s1 = [r for r in records if r["scenario"] == "S1"]
+    if s1:
+        good = [r for r in s1 if r["ok"]]
+        best = max(good, key=lambda r: r["rate"]) if good else None
+        sus = best["rate"] * best["setup"]["joined"] if best else 0
+        measured = (f"{sus:,.0f} deliveries/s ({best['rate']:,.0f} msgs/s)" if best
+                    else "none of the rates tried")
+        out.append(f"| S1 sustainable >= {TARGET_S1_DELIVERIES:,} deliveries/s "
+                   f"(p99 < {TARGET_S1_P99_MS} ms, 0 lost) | {measured} | "
+                   f"{'yes' if sus >= TARGET_S1_DELIVERIES else 'no'} |")
+        top = pick(records, "S1", f"S1 {TARGET_S1_DELIVERIES // 1000} msgs/s")
+        if top:
+            out.append(f"| S1 at 5,000 msgs/s: p99 < {TARGET_S1_P99_MS} ms, 0 lost | p99 "
+                       f"{ms(top['latency_us']['p99'])} ms, {top['deliveries_per_s']:,.0f} "
+                       f"deliveries/s, lost {top['lost']:,} | {'yes' if top['ok'] else 'no'} |")
+    s2 = pick(records, "S2")
+    if s2:
+        p99 = s2["latency_us"]["p99"] / 1000
+        met = p99 < TARGET_S2_P99_MS and s2["lost"] == 0 and s2["msgs_per_s"] >= 9900
+        out.append(f"| S2 p99 < {TARGET_S2_P99_MS} ms at 10,000 msgs/s | p99 {p99:.2f} ms at "
+                   f"{s2['msgs_per_s']:,.0f} msgs/s, lost {s2['lost']:,} | {'yes' if met else 'no'} |")
+    s3 = pick(records, "S3")
+    if s3:
+        kib = s3["server"].get("kib_per_conn")
+        hs = s3["setup"]["hellos_per_s"]
+        out.append(f"| S3 < {TARGET_S3_KIB:g} KiB per idle connection | {kib} KiB "
+                   f"({s3['setup']['joined']:,} connections) | "
+                   f"{'yes' if kib is not None and kib < TARGET_S3_KIB else 'no'} |")
+        out.append(f"| S3 >= {TARGET_S3_HANDSHAKES:,} handshakes/s | {hs:,.0f} | "
+                   f"{'yes' if hs >= TARGET_S3_HANDSHAKES else 'no'} |")
+    light = pick(records, "light")
+    if light:
+        p50, p99 = light["latency_us"]["p50"] / 1000, light["latency_us"]["p99"] / 1000
+        met = p50 < TARGET_LIGHT_P50_MS and p99 < TARGET_LIGHT_P99_MS and light["lost"] == 0
+        out.append(f"| light load (100 msgs/s into S1): p50 < {TARGET_LIGHT_P50_MS} ms, "
+                   f"p99 < {TARGET_LIGHT_P99_MS} ms | p50 {p50:.2f} ms, p99 {p99:.2f} ms | "
+                   f"{'yes' if met else 'no'} |")
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------- main
+
+def prepare():
+    for path, what in ((CHATD, "make"), (LOADGEN, "make -f bench/Makefile loadgen")):
+        if not os.access(path, os.X_OK):
+            die(f"no {path.relative_to(REPO)}: run `{what}` (or `make bench`)")
+    rc = subprocess.run(["scripts/services.sh", "start", SERVICES_SET], cwd=REPO, timeout=180)
+    if rc.returncode != 0:
+        die(f"scripts/services.sh start {SERVICES_SET} failed")
+    env_file = REPO / ".run" / SERVICES_SET / "env"
+    url = re.search(r"^DATABASE_URL=(.*)$", env_file.read_text(), re.M).group(1)
+    if subprocess.run(["scripts/migrate.sh", url], cwd=REPO, timeout=120).returncode != 0:
+        die("migration failed")
+    conf = conf_values(CONF)
+    if str(conf.get("database_url", "")) != url:
+        die(f"bench.conf's database_url is not the bench services' {url}")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description="chatd benchmark (bench/README.md)")
+    p.add_argument("--quick", action="store_true", help="a 1-2 minute version")
+    p.add_argument("--only", help="comma list of S1,light,S2,S3")
+    p.add_argument("--s1-rates", help="comma list of S1 rates, msgs/s")
+    p.add_argument("--s3-conns", type=int, help="idle connections for S3")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each S1/light/S2 point")
+    p.add_argument("--port", type=int, default=None, help="chatd's port (bench.conf's)")
+    p.add_argument("--perf", default="",
+                   help="comma list of scenarios to profile with perf record (-g)")
+    p.add_argument("--report", action="store_true",
+                   help="print the table of the last session in bench/results.jsonl")
+    a = p.parse_args()
+    a.perf = set(a.perf.split(",")) if a.perf else set()
+    if a.s1_rates:
+        a.s1_rates = [int(x) for x in a.s1_rates.split(",")]
+    else:
+        a.s1_rates = [1000, 5000] if a.quick else [250, 500, 1000, 2000, 5000]
+    if a.s3_conns is None:
+        a.s3_conns = 5000 if a.quick else 19000
+    if a.port is None:
+        a.port = conf_values(CONF)["port"]
+    return a
+
+
+def report_last():
+    lines = [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+    if not lines:
+        die("bench/results.jsonl is empty")
+    last = lines[-1]["session"]
+    print(markdown([r for r in lines if r["session"] == last]))
+
+
+def main():
+    args = parse_args()
+    if args.report:
+        report_last()
+        return
+    prepare()
+    t0 = time.monotonic()
+    Bench(args).main()
+    log(f"done in {time.monotonic() - t0:.0f} s; results appended to "
+        f"{RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

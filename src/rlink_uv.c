@@ -1,0 +1,107 @@
+#include "rlink_uv.h"
+#include "util.h"
+
+#include <stdlib.h>
+
+struct rlink_uv {
+	redisAsyncContext *ac;	/* NULL once hiredis cleaned up */
+	uv_poll_t poll;
+	int events;
+};
+
+static void
+rlink_uv__io(uv_poll_t *h, int status, int events)
+{
+	struct rlink_uv *p = h->data;
+
+	/* On an error let hiredis try what it waits for: it finds the error. */
+	if (status < 0)
+		events = p->events;
+	if (p->ac != NULL && (events & UV_READABLE))
+		redisAsyncHandleRead(p->ac);
+	if (p->ac != NULL && (events & UV_WRITABLE))
+		redisAsyncHandleWrite(p->ac);
+}
+
+static void
+rlink_uv__update(struct rlink_uv *p)
+{
+	if (p->events)
+		uv_poll_start(&p->poll, p->events, rlink_uv__io);
+	else
+		uv_poll_stop(&p->poll);
+}
+
+static void
+rlink_uv__add_read(void *data)
+{
+	struct rlink_uv *p = data;
+
+	p->events |= UV_READABLE;
+	rlink_uv__update(p);
+}
+
+static void
+rlink_uv__del_read(void *data)
+{
+	struct rlink_uv *p = data;
+
+	p->events &= ~UV_READABLE;
+	rlink_uv__update(p);
+}
+
+static void
+rlink_uv__add_write(void *data)
+{
+	struct rlink_uv *p = data;
+
+	p->events |= UV_WRITABLE;
+	rlink_uv__update(p);
+}
+
+static void
+rlink_uv__del_write(void *data)
+{
+	struct rlink_uv *p = data;
+
+	p->events &= ~UV_WRITABLE;
+	rlink_uv__update(p);
+}
+
+static void
+rlink_uv__closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void
+rlink_uv__cleanup(void *data)
+{
+	struct rlink_uv *p = data;
+
+	p->ac = NULL;
+	uv_close((uv_handle_t *)&p->poll, rlink_uv__closed);
+}
+
+int
+rlink_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+	struct rlink_uv *p;
+
+	if (ac->ev.data != NULL)
+		return REDIS_ERR;
+	p = xcalloc(1, sizeof(*p));
+	if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+		free(p);
+		return REDIS_ERR;
+	}
+	p->poll.data = p;
+	p->ac = ac;
+	ac->ev.data = p;
+	ac->ev.addRead = rlink_uv__add_read;
+	ac->ev.delRead = rlink_uv__del_read;
+	ac->ev.addWrite = rlink_uv__add_write;
+	ac->ev.delWrite = rlink_uv__del_write;
+	ac->ev.cleanup = rlink_uv__cleanup;
+	return REDIS_OK;
+}

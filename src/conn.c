@@ -97,9 +97,7 @@ conn_new(struct lws *wsi, const struct auth_identity *id)
 	c->id = *id;
 	snprintf(c->cid, sizeof(c->cid), "%d-%llu", srv.index,
 	    (unsigned long long)++srv.conn_counter);
-	c->refs = 1;
-	c->qcap = 16;
-	c->q = xcalloc(c->qcap, sizeof(*c->q));
+	c->refs = 1;	/* the queue ring is allocated on first use */
 	c->next = conn_list;
 	if (conn_list)
 		conn_list->prev = c;
@@ -171,7 +169,7 @@ conn__push(struct conn *c, struct obuf *b)
 {
 	if (c->qlen == c->qcap) {
 		/* Grow the ring, unrolling it; the limits bound it. */
-		uint32_t ncap = c->qcap * 2;
+		uint32_t ncap = c->qcap ? c->qcap * 2 : 4;
 		struct obuf **nq = xcalloc(ncap, sizeof(*nq));
 
 		for (uint32_t i = 0; i < c->qlen; i++)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #define WS_RX_KEEP 65536	/* a larger reassembly buffer is freed after use */
+#define WS_RX_CHUNK 1024	/* lws' per-connection receive buffer */
 
 struct ws_pss {
 	struct conn *c;		/* owned reference; NULL for plain HTTP */
@@ -174,11 +175,37 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 	return 0;
 }
 
+/* One complete client frame. */
+static int
+ws__frame(struct lws *wsi, struct conn *c, const char *text, size_t len)
+{
+	if (lws_frame_is_binary(wsi)) {
+		cmd_error(c, NULL, "bad_request", "frames must be text (UTF-8 JSON)");
+	} else if (!util_valid_utf8(text, len)) {
+		/* RFC 6455 8.1: fail the connection. */
+		log_info("conn %s (%s): invalid UTF-8, closing 1007", c->cid, c->id.user);
+		conn_kill(c, CONN_CLOSE_BAD_UTF8, "invalid UTF-8");
+	} else {
+		cmd_dispatch(c, text, len);
+	}
+	return 0;
+}
+
 static int
 ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 {
 	if (c->killing)
 		return 0;	/* closing: ignore what is still arriving */
+	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) &&
+	    lws_remaining_packet_payload(wsi) == 0) {
+		/* The whole frame in one piece (the usual case): no copy, and
+		 * no reassembly buffer kept per connection. */
+		if (len > (size_t)srv.cfg->max_frame_bytes) {
+			conn_kill(c, CONN_CLOSE_TOO_BIG, "frame too large");
+			return 0;
+		}
+		return ws__frame(wsi, c, in, len);
+	}
 	if (lws_is_first_fragment(wsi))
 		c->rxlen = 0;
 	if (c->rxlen + len > (size_t)srv.cfg->max_frame_bytes) {
@@ -197,16 +224,7 @@ ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 	c->rxlen += len;
 	if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi) > 0)
 		return 0;
-	if (lws_frame_is_binary(wsi)) {
-		cmd_error(c, NULL, "bad_request", "frames must be text (UTF-8 JSON)");
-	} else if (!util_valid_utf8(c->rx, c->rxlen)) {
-		/* RFC 6455 8.1: fail the connection. */
-		log_info("conn %s (%s): invalid UTF-8, closing 1007", c->cid, c->id.user);
-		conn_kill(c, CONN_CLOSE_BAD_UTF8, "invalid UTF-8");
-		return 0;
-	} else {
-		cmd_dispatch(c, c->rx, c->rxlen);
-	}
+	ws__frame(wsi, c, c->rx, c->rxlen);
 	c->rxlen = 0;
 	if (c->rxcap > WS_RX_KEEP) {
 		free(c->rx);
@@ -254,6 +272,8 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 }
 
 const struct lws_protocols ws_protocols[] = {
-	{ "chat.v1", ws_callback, sizeof(struct ws_pss), 0, 0, NULL, 0 },
+	/* A small receive buffer per connection: frames larger than it
+	 * arrive in pieces and are put together in conn->rx. */
+	{ "chat.v1", ws_callback, sizeof(struct ws_pss), WS_RX_CHUNK, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };

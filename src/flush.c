@@ -51,7 +51,10 @@ flush__pop(struct conn *c)
 int
 flush_write(struct conn *c)
 {
-	while (c->qlen > 0 && !lws_send_pipe_choked(c->wsi)) {
+	/* lws_send_pipe_choked() costs a poll() syscall per call: a write that
+	 * the socket cannot take whole is buffered by lws, and that is what
+	 * lws_partial_buffered() reports, for free. */
+	while (c->qlen > 0 && !lws_partial_buffered(c->wsi)) {
 		struct obuf *b = c->q[c->qhead];
 		size_t used = 0;
 

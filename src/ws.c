@@ -15,6 +15,7 @@
 
 #define WS_RX_KEEP 65536	/* a larger reassembly buffer is freed after use */
 #define WS_RX_CHUNK 1024	/* lws' per-connection receive buffer */
+#define WS_TX_CHUNK (256 * 1024)	/* at most this per send() (flush.c writes 64 KiB) */
 
 struct ws_pss {
 	struct conn *c;		/* owned reference; NULL for plain HTTP */
@@ -273,7 +274,9 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 
 const struct lws_protocols ws_protocols[] = {
 	/* A small receive buffer per connection: frames larger than it
-	 * arrive in pieces and are put together in conn->rx. */
-	{ "chat.v1", ws_callback, sizeof(struct ws_pss), WS_RX_CHUNK, 0, NULL, 0 },
+	 * arrive in pieces and are put together in conn->rx. The send size
+	 * must be set apart: lws otherwise caps every send() at the receive
+	 * buffer's size and queues the rest for the next POLLOUT. */
+	{ "chat.v1", ws_callback, sizeof(struct ws_pss), WS_RX_CHUNK, 0, NULL, WS_TX_CHUNK },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };

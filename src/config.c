@@ -59,6 +59,7 @@ static const struct cfg_key cfg_keys[] = {
 	I(max_rooms_per_conn, NULL, 1, 10000, "100"),
 	I(outbound_max_frames, NULL, 16, 1000000, "4096"),
 	I(outbound_max_bytes, NULL, 4096, 1 << 30, "1048576"),
+	I(socket_sndbuf, NULL, 0, 1 << 30, "0"),
 	I(stall_timeout_ms, NULL, 1000, 3600000, "30000"),
 	I(history_on_join, NULL, 0, 1000, "50"),
 	I(stream_maxlen, NULL, 10, 1000000, "1000"),

@@ -46,6 +46,7 @@ struct cfg {
 	int max_rooms_per_conn;
 	int outbound_max_frames;
 	int outbound_max_bytes;
+	int socket_sndbuf;
 	int stall_timeout_ms;
 	int history_on_join;
 

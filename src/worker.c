@@ -79,6 +79,11 @@ worker__on_accept(uv_poll_t *p, int status, int events)
 			return;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* 0 leaves the kernel's autotuning (up to tcp_wmem's max, 4 MiB
+		 * here) in charge of what a slow reader can pin in the kernel. */
+		if (srv.cfg->socket_sndbuf > 0)
+			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &srv.cfg->socket_sndbuf,
+			    sizeof(srv.cfg->socket_sndbuf));
 		if (lws_adopt_socket_vhost(srv.vhost, fd) == NULL) {
 			log_warn("lws refused an accepted socket");
 			close(fd);

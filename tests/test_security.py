@@ -693,7 +693,9 @@ async def recv_reply(recv, rid):
 def test_stalled_consumer_is_closed_1013(make_server, monkeypatch):
     small_asan_quarantine(monkeypatch)
     stall_ms = 3000
-    srv = make_server(stall_timeout_ms=stall_ms, outbound_max_frames=1000)
+    # A small kernel send buffer, so 3,000 messages are more than the
+    # kernel can hold for the stalled reader and chatd's own queue stalls.
+    srv = make_server(stall_timeout_ms=stall_ms, outbound_max_frames=1000, socket_sndbuf=65536)
     tenant = unique_id("t")
 
     async def main():

@@ -99,6 +99,8 @@ struct lg {
 	uint8_t *out;		/* owned: frame being built */
 	size_t outcap;
 	uint64_t now_read;	/* when the frames being handled were read */
+	uint64_t rx_ns;		/* when the kernel received them (CLOCK_MONOTONIC) */
+	uint64_t real_minus_mono;	/* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
 
 	/* set-up: every connection reaches hello, then they join */
 	uint32_t started, pending, hellos, joined, settled;
@@ -113,11 +115,13 @@ struct lg {
 
 	/* run */
 	uint64_t t_warm, t_meas, t_send_end, t_drain_end;
+	uint64_t t_last_rx;	/* last measured delivery received */
 	uint64_t sent, sent_warm, acked, acked_warm, expected, send_skipped;
 	uint64_t received, received_warm, received_other;
 	uint64_t frames_in, bytes_in, gaps, pings, lost_conns;
 	struct errtab err;	/* error frames by code, connection losses */
-	struct hist lat;	/* end to end, measured messages */
+	struct hist lat;	/* end to end, to the kernel's receive time */
+	struct hist lat_app;	/* end to end, to when loadgen read it */
 	struct hist acklat;	/* send to ack */
 	struct hist lag;	/* how late sends left after their due time */
 };

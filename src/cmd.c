@@ -52,6 +52,24 @@ cmd__set_id(json_t *obj, const char *idjson)
 		json_object_set_new(obj, "id", json_loads(idjson, JSON_DECODE_ANY, NULL));
 }
 
+/* A backend failure answered to a client: logged, at most once a second
+ * with the number of others, so an outage shows without flooding the log. */
+static void
+cmd__log_backend_error(const char *code, const char *msg)
+{
+	static uint64_t last_ms;
+	static unsigned suppressed;
+	uint64_t now = util_mono_ms();
+
+	if (now - last_ms < 1000) {
+		suppressed++;
+		return;
+	}
+	log_warn("answered %s: %s (and %u more in the last second)", code, msg, suppressed);
+	last_ms = now;
+	suppressed = 0;
+}
+
 static void
 cmd__verror(struct conn *c, const char *idjson, const char *code, long long retry_ms,
     const char *fmt, va_list ap)
@@ -60,6 +78,8 @@ cmd__verror(struct conn *c, const char *idjson, const char *code, long long retr
 	json_t *o = json_object();
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (strcmp(code, "unavailable") == 0 || strcmp(code, "internal") == 0)
+		cmd__log_backend_error(code, msg);
 	json_object_set_new(o, "type", json_string("error"));
 	cmd__set_id(o, idjson);
 	json_object_set_new(o, "code", json_string(code));

@@ -1,5 +1,7 @@
 #include "roomcmd.h"
+#include "bus.h"
 #include "cmd.h"
+#include "rlink.h"
 #include "conn.h"
 #include "log.h"
 #include "pgq.h"
@@ -51,6 +53,14 @@ roomcmd__created(const PGresult *res, void *arg)
 	} else if (strcmp(PQgetvalue(res, 0, 5), "f") == 0 && !cr->direct) {
 		cmd_error(c, idjson, "conflict", "a room with id \"%s\" exists", PQgetvalue(res, 0, 0));
 	} else {
+		if (PQgetvalue(res, 0, 5)[0] == 't') {
+			/* A new room's log starts at 0: its first message need not
+			 * ask PostgreSQL for a seq floor. NX: never over a live one. */
+			char key[200];
+
+			bus_key(key, sizeof(key), c->id.tenant, PQgetvalue(res, 0, 0), "seq");
+			rlink_cmd(srv.rcmd, NULL, NULL, "SET %s 0 NX", key);
+		}
 		cmd_ack(c, idjson, json_pack("{s:{s:s, s:s, s:s, s:b, s:s}, s:b}",
 		    "room", "id", PQgetvalue(res, 0, 0), "name", PQgetvalue(res, 0, 1),
 		    "kind", PQgetvalue(res, 0, 2), "private", PQgetvalue(res, 0, 3)[0] == 't',

@@ -42,7 +42,7 @@ static const char bus_rate_lua[] = BUS_BUCKET_LUA
  * after the seed check (the re-run with the seed costs one token, not two).
  *
  * KEYS: 1 seq, 2 room stream, 3 sync stream, 4 dedupe key, 5 rate bucket
- * ARGV: 1-3 event text around the two seq numbers, 4 channel, 5 maxlen,
+ * ARGV: 1-3 event text around the two seq numbers (2 empty: one seq), 4 channel, 5 maxlen,
  *       6 stream ttl, 7 dedupe ttl, 8 msg id, 9 ts, 10 seq floor or "",
  *       11 tenant, 12 room, 13 rate, 14 burst
  * Returns {1, ack} new, {0, ack} repeat, {-1, "seed"} counter missing,
@@ -65,7 +65,8 @@ static const char bus_send_lua[] = BUS_BUCKET_LUA
 "  redis.call('SET', KEYS[1], floor)\n"
 "end\n"
 "local seq = redis.call('INCR', KEYS[1])\n"
-"local ev = ARGV[1] .. seq .. ARGV[2] .. seq .. ARGV[3]\n"
+"local ev = ARGV[1] .. seq .. ARGV[3]\n"
+"if ARGV[2] ~= '' then ev = ARGV[1] .. seq .. ARGV[2] .. seq .. ARGV[3] end\n"
 "redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'e', ev)\n"
 "redis.call('EXPIRE', KEYS[2], ARGV[6])\n"
 "redis.call('XADD', KEYS[3], '*', 't', ARGV[11], 'r', ARGV[12], 's', seq, 'e', ev)\n"

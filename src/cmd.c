@@ -30,6 +30,7 @@ static const struct {
 	{ "room:leave", roomcmd_leave },
 	{ "message:send", msgcmd_send },
 	{ "message:history", msgcmd_history },
+	{ "message:edit", msgcmd_edit },
 	{ "auth:refresh", cmd__refresh },
 };
 

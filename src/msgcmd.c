@@ -26,8 +26,9 @@ struct send_req {
 	struct cmd_req req;
 	char room[UTIL_ID_MAX + 1];
 	char cmid[UTIL_ID_MAX + 1];
-	char msg_id[23];
+	char msg_id[UTIL_ID_MAX + 1];
 	long long ts;
+	int edit;			/* message:edit: no dedupe window, no count */
 	char *head, *mid, *tail;	/* owned: the event around its seq */
 	char *ack;			/* owned: durability = postgres waits */
 	int seeded;
@@ -158,7 +159,7 @@ msgcmd__done(redisAsyncContext *ac, void *reply, void *priv)
 		cmd_error(sr->req.c, sr->req.idjson, "internal", "sequence not seeded");
 		goto done;
 	}
-	if (status == 1)
+	if (status == 1 && !sr->edit)
 		metrics_add(M_MSGS_SENT, 1);
 	if (strcmp(srv.cfg->durability, "postgres") == 0) {
 		sr->ack = xstrdup(r->element[1]->str);
@@ -190,7 +191,8 @@ msgcmd__eval(struct send_req *sr, const char *floor)
 	room_channel(channel, sizeof(channel), tenant, sr->room);
 	snprintf(maxlen, sizeof(maxlen), "%d", cfg->stream_maxlen);
 	snprintf(ttl, sizeof(ttl), "%d", cfg->stream_ttl_s);
-	snprintf(idem_ttl, sizeof(idem_ttl), "%d", cfg->dedupe_ttl_s);
+	/* An edit's key only guards the script's own retry (the seed re-run). */
+	snprintf(idem_ttl, sizeof(idem_ttl), "%d", sr->edit ? 60 : cfg->dedupe_ttl_s);
 	snprintf(ts, sizeof(ts), "%lld", sr->ts);
 	bus_rate_key(kbucket, sizeof(kbucket), tenant, user, "send");
 	snprintf(rate, sizeof(rate), "%d", cfg->rate_send_per_s);
@@ -433,5 +435,101 @@ msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 	if (pgq_exec(srv.pg, can_read_sql, 3, params, msgcmd__page_allowed, pr) != 0) {
 		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
 		msgcmd__page_free(pr);
+	}
+}
+
+static const char author_sql[] =
+"SELECT user_id FROM messages WHERE tenant = $1 AND room_id = $2 AND id = $3 AND deleted_at IS NULL";
+
+struct edit_req {
+	struct send_req *sr;
+	char *body;		/* owned */
+};
+
+static void
+msgcmd__author_checked(const PGresult *res, void *arg)
+{
+	struct edit_req *er = arg;
+	struct send_req *sr = er->sr;
+	struct conn *c = sr->req.c;
+	json_t *js;
+	char *body_json;
+
+	if (!pgq_ok(res)) {
+		cmd_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
+		goto fail;
+	}
+	/* A message of another room (or tenant) is simply not there. */
+	if (PQntuples(res) == 0) {
+		cmd_error(c, sr->req.idjson, "not_found", "no message \"%s\" in room \"%s\"",
+		    sr->msg_id, sr->room);
+		goto fail;
+	}
+	if (strcmp(PQgetvalue(res, 0, 0), c->id.user) != 0) {
+		cmd_error(c, sr->req.idjson, "forbidden", "only the author edits a message");
+		goto fail;
+	}
+	js = json_string(er->body);
+	body_json = js ? json_dumps(js, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	json_decref(js);
+	if (body_json == NULL)
+		log_fatal("msgcmd: cannot encode a body jansson accepted");
+	if (asprintf(&sr->head, "{\"type\":\"message:edited\",\"room\":\"%s\",\"seq\":", sr->room) < 0 ||
+	    (sr->mid = xstrdup("")) == NULL ||
+	    asprintf(&sr->tail, ",\"msg_id\":\"%s\",\"user\":\"%s\",\"body\":%s,\"edited_at\":%lld}",
+	    sr->msg_id, c->id.user, body_json, sr->ts) < 0)
+		log_fatal("msgcmd: out of memory");
+	free(body_json);
+	free(er->body);
+	free(er);
+	if (msgcmd__eval(sr, "") != 0) {
+		cmd_error(c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
+		msgcmd__free(sr);
+	}
+	return;
+fail:
+	msgcmd__free(sr);
+	free(er->body);
+	free(er);
+}
+
+void
+msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
+{
+	const char *room_id = json_string_value(json_object_get(msg, "room"));
+	const char *msg_id = json_string_value(json_object_get(msg, "msg_id"));
+	const char *params[3];
+	struct send_req *sr;
+	struct edit_req *er;
+	struct sub *sub = conn_find_sub(c, room_id);
+	char rnd[23];
+
+	if (sub == NULL) {
+		cmd_error(c, idjson, "forbidden", "join room \"%s\" before editing in it", room_id);
+		return;
+	}
+	if (sub->muted_until_ms > util_now_ms()) {
+		cmd_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
+		return;
+	}
+	sr = xcalloc(1, sizeof(*sr));
+	sr->edit = 1;
+	snprintf(sr->room, sizeof(sr->room), "%s", room_id);
+	snprintf(sr->msg_id, sizeof(sr->msg_id), "%s", msg_id);
+	util_random_id(rnd);
+	snprintf(sr->cmid, sizeof(sr->cmid), "edit.%s", rnd);
+	sr->ts = util_now_ms();
+	cmd_req_init(&sr->req, c, idjson);
+	er = xcalloc(1, sizeof(*er));
+	er->sr = sr;
+	er->body = xstrdup(json_string_value(json_object_get(msg, "body")));
+	params[0] = c->id.tenant;
+	params[1] = room_id;
+	params[2] = msg_id;
+	if (pgq_exec(srv.pg, author_sql, 3, params, msgcmd__author_checked, er) != 0) {
+		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		msgcmd__free(sr);
+		free(er->body);
+		free(er);
 	}
 }

@@ -36,6 +36,9 @@ static const struct proto_cmd proto_cmds[] = {
 		{ "body", PK_BODY, 1, 0 }, { "kind", PK_STRING, 0, 16 },
 		{ "reply_to", PK_ID, 0, 0 }, { "mentions", PK_IDS, 0, 50 },
 		{ "attachments", PK_ARRAY, 0, 10 }, END } },
+	{ "message:edit", {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 },
+		{ "body", PK_BODY, 1, 0 }, END } },
 	{ "message:history", {
 		{ "room", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
 		{ "after", PK_SEQ, 0, 0 }, { "limit", PK_SEQ, 0, 0 }, END } },

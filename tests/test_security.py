@@ -23,7 +23,7 @@ import websockets
 from websockets.frames import Opcode
 
 import chatd_harness
-from chatd_harness import (SECRET, Client, b64url, eventually_async, make_room, make_token,
+from chatd_harness import (SECRET, Client, b64url, eventually, eventually_async, make_room, make_token,
                            run, unique_id, ws_handshake_status)
 from delivery_harness import Session, send_pipelined
 
@@ -856,9 +856,54 @@ def test_private_and_foreign_tenant_rooms(server):
     run(main())
 
 
-def test_message_ids_of_other_rooms():
-    pytest.skip("message:edit / message:delete / receipts by message id are not built yet "
-                "(docs/protocol.md section 7): no way to address another room's message by id")
+def test_message_ids_of_other_rooms(server, db):
+    """A message id is only good in its own room and tenant: through another
+    room or tenant it is not_found (not someone else's message); another
+    member's message is forbidden to edit."""
+    tenant, other_tenant = unique_id("t"), unique_id("t")
+
+    def body_in_db(msg_id):
+        with db.cursor() as cur:
+            cur.execute("SELECT body FROM messages WHERE tenant = %s AND id = %s", (tenant, msg_id))
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    async def main():
+        alice = await Client.connect(server, "alice", tenant)
+        bob = await Client.connect(server, "bob", tenant)
+        room_a = await make_room(alice, bob)
+        room_b = await make_room(alice, bob)
+        ack = await alice.say(room_a, "original")
+        def synced():
+            assert body_in_db(ack["msg_id"]) == "original"
+        await eventually_async(synced, what="the message in PostgreSQL")
+        edit = await alice.ok("message:edit", room=room_a, msg_id=ack["msg_id"], body="edited")
+        frame = await bob.take(lambda f: f.get("type") == "message:edited", 5, "message:edited")
+        assert (frame["room"], frame["msg_id"], frame["body"]) == (room_a, ack["msg_id"], "edited")
+        assert frame["seq"] == edit["seq"] == ack["seq"] + 1, (frame, edit, ack)
+        # The same id through another room of the same members: not there.
+        await alice.error("message:edit", "not_found", room=room_b, msg_id=ack["msg_id"], body="x")
+        # Another member's message.
+        await bob.error("message:edit", "forbidden", room=room_a, msg_id=ack["msg_id"], body="x")
+        # Another tenant with the same user id and the same room id.
+        foreigner = await Client.connect(server, "alice", other_tenant)
+        await foreigner.ok("room:create", room=room_a, name="same id, other tenant")
+        await foreigner.ok("room:join", room=room_a)
+        await foreigner.error("message:edit", "not_found", room=room_a, msg_id=ack["msg_id"],
+                              body="x")
+        # Reading: room_b's history does not hold room_a's message.
+        page = await alice.ok("message:history", room=room_b)
+        assert all(e.get("msg", {}).get("id") != ack["msg_id"] for e in page["events"]), page
+        assert not foreigner.buffered("message:edited")
+        await chat_works(server)
+    run(main())
+
+    def edited_in_db():
+        with db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM messages WHERE tenant = %s AND body = 'edited'"
+                        " AND edited_at IS NOT NULL", (tenant,))
+            assert cur.fetchone()[0] == 1
+    eventually(edited_in_db, what="the edit in the messages projection")
 
 
 # ------------------------------------------------------------- token expiry

@@ -176,6 +176,18 @@ cmd_get_id(struct conn *c, const char *idjson, json_t *msg, const char *field,
 	return 0;
 }
 
+int
+cmd_seq_value(json_t *v, long long *out)
+{
+	*out = -1;
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -1;
+	*out = (long long)json_integer_value(v);
+	return 0;
+}
+
 void
 cmd_req_init(struct cmd_req *r, struct conn *c, const char *idjson)
 {

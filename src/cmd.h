@@ -28,6 +28,10 @@ int cmd_get_id(struct conn *c, const char *idjson, json_t *msg, const char *fiel
 int cmd_get_string(struct conn *c, const char *idjson, json_t *msg, const char *field,
     int required, size_t maxlen, const char **out);
 
+/* An optional seq field's value: absent or null -> -1; else a whole number
+ * of 0 or more. 0 ok, -1 ill-formed. */
+int cmd_seq_value(json_t *v, long long *out);
+
 /* A request waiting for Redis or PostgreSQL: holds a conn reference and
  * the reply id. */
 struct cmd_req {

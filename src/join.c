@@ -269,19 +269,6 @@ join__reply(struct join_op *op)
 	join__free(op);
 }
 
-/* since: absent or null -> -1; else a seq of 0 or more. */
-static int
-join__since(json_t *v, long long *out)
-{
-	*out = -1;
-	if (v == NULL || json_is_null(v))
-		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return -1;
-	*out = (long long)json_integer_value(v);
-	return 0;
-}
-
 void
 join_room_join(struct conn *c, const char *idjson, json_t *msg)
 {
@@ -291,7 +278,7 @@ join_room_join(struct conn *c, const char *idjson, json_t *msg)
 
 	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
 		return;
-	if (join__since(json_object_get(msg, "since"), &since) != 0) {
+	if (cmd_seq_value(json_object_get(msg, "since"), &since) != 0) {
 		cmd_error(c, idjson, "bad_request", "since must be a seq number (0 or more)");
 		return;
 	}
@@ -359,7 +346,7 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 		return;
 	}
 	json_object_foreach(rooms, room, v) {
-		if (!util_valid_id(room) || join__since(v, &since) != 0) {
+		if (!util_valid_id(room) || cmd_seq_value(v, &since) != 0) {
 			cmd_error(c, idjson, "bad_request",
 			    "rooms: each key a room id, each value a seq number (0 or more)");
 			return;
@@ -371,7 +358,7 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 	r->idjson = idjson ? xstrdup(idjson) : NULL;
 	r->ops = xcalloc(json_object_size(rooms), sizeof(*r->ops));
 	json_object_foreach(rooms, room, v) {
-		join__since(v, &since);
+		cmd_seq_value(v, &since);
 		r->ops[r->n] = join__new(c, room, since, join__resume_child_done);
 		r->ops[r->n]->parent = r;
 		r->n++;

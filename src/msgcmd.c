@@ -377,20 +377,6 @@ msgcmd__page_allowed(const PGresult *res, void *arg)
 	msgcmd__page_free(pr);
 }
 
-static int
-msgcmd__seq_field(json_t *msg, const char *name, long long *out)
-{
-	json_t *v = json_object_get(msg, name);
-
-	*out = -1;
-	if (v == NULL || json_is_null(v))
-		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return -1;
-	*out = (long long)json_integer_value(v);
-	return 0;
-}
-
 void
 msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 {
@@ -401,9 +387,9 @@ msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 
 	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
 		return;
-	if (msgcmd__seq_field(msg, "before", &before) != 0 ||
-	    msgcmd__seq_field(msg, "after", &after) != 0 ||
-	    msgcmd__seq_field(msg, "limit", &limit) != 0 || (before >= 0 && after >= 0)) {
+	if (cmd_seq_value(json_object_get(msg, "before"), &before) != 0 ||
+	    cmd_seq_value(json_object_get(msg, "after"), &after) != 0 ||
+	    cmd_seq_value(json_object_get(msg, "limit"), &limit) != 0 || (before >= 0 && after >= 0)) {
 		cmd_error(c, idjson, "bad_request",
 		    "before, after (not both) and limit must be whole numbers (0 or more)");
 		return;

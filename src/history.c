@@ -252,6 +252,20 @@ history__from_redis(redisAsyncContext *ac, void *reply, void *priv)
 		history__finish(op, 0);
 }
 
+json_t *
+history_events_json(const struct history_result *h)
+{
+	json_t *events = json_array();
+
+	for (int i = 0; i < h->n; i++) {
+		json_t *ev = json_loads(h->events[i], 0, NULL);
+
+		if (ev != NULL)
+			json_array_append_new(events, ev);
+	}
+	return events;
+}
+
 int
 history_read(const char *tenant, const char *room_id, const struct history_query *q,
     void (*cb)(const struct history_result *h, void *arg), void *arg)

@@ -1,6 +1,7 @@
 #ifndef CHATD_HISTORY_H
 #define CHATD_HISTORY_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 /* Which room events to read. Seqs are gap-free, so a range says exactly
@@ -26,5 +27,8 @@ struct history_result {
  * when a backend failed. 0 started, -1 unavailable (cb not called). */
 int history_read(const char *tenant, const char *room_id, const struct history_query *q,
     void (*cb)(const struct history_result *h, void *arg), void *arg);
+
+/* The result's events as a JSON array (new reference), for an ack. */
+json_t *history_events_json(const struct history_result *h);
 
 #endif

@@ -116,13 +116,7 @@ join__history_done(const struct history_result *h, void *arg)
 		join__fail(op, "unavailable", "history unavailable; retry");
 		return;
 	}
-	events = json_array();
-	for (int i = 0; i < h->n; i++) {
-		json_t *ev = json_loads(h->events[i], 0, NULL);
-
-		if (ev != NULL)
-			json_array_append_new(events, ev);
-	}
+	events = history_events_json(h);
 	op->last_seq = h->last_seq;
 	op->result = json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:[]}",
 	    "room", op->room, "role", op->role, "last_seq", (json_int_t)h->last_seq,

@@ -336,13 +336,7 @@ msgcmd__page_done(const struct history_result *h, void *arg)
 		msgcmd__page_free(pr);
 		return;
 	}
-	events = json_array();
-	for (int i = 0; i < h->n; i++) {
-		json_t *ev = json_loads(h->events[i], 0, NULL);
-
-		if (ev != NULL)
-			json_array_append_new(events, ev);
-	}
+	events = history_events_json(h);
 	more = pr->after_mode ? h->n > 0 && h->to < h->last_seq : h->n > 0 && h->from > 1;
 	cmd_ack(pr->req.c, pr->req.idjson, json_pack("{s:s, s:o, s:b, s:I}", "room", pr->room,
 	    "events", events, "has_more", more, "last_seq", (json_int_t)h->last_seq));

@@ -142,15 +142,17 @@ def http_get(port, path, headers=None, timeout=5):
         conn.close()
 
 
-def ws_handshake_status(port, path="/ws", headers=None, timeout=5):
-    """Send a WebSocket upgrade by hand and return the status code of the answer
-    (lws answers errors as HTTP/1.0, so any version is accepted), or None when
-    the server hangs up without a status line."""
+def ws_handshake_status(port, path="/ws", headers=None, timeout=5, source=None):
+    """Send a WebSocket upgrade by hand (from the loopback address source, if
+    given) and return the status code of the answer (lws answers errors as
+    HTTP/1.0, so any version is accepted), or None when the server hangs up
+    without a status line."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                  source_address=(source, 0) if source else None) as s:
         s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         data = b""
         while b"\r\n" not in data:
@@ -347,6 +349,23 @@ class Server:
 
 # --------------------------------------------------------------------- client
 
+async def open_hello(server, token, bearer=False, timeout=5):
+    """Open a WebSocket (token in the query, or in an Authorization header
+    when bearer) and read the hello frame: (ws, hello)."""
+    headers = {"Authorization": f"Bearer {token}"} if bearer else None
+    ws = await asyncio.wait_for(
+        websockets.connect(server.ws_url(None if bearer else token), extra_headers=headers,
+                           max_size=None, max_queue=None, ping_interval=None,
+                           close_timeout=2, open_timeout=timeout),
+        timeout)
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        assert hello.get("type") == "hello", f"first frame is not hello: {hello}"
+    except BaseException:
+        await ws.close()
+        raise
+    return ws, hello
+
 _live_clients = set()
 
 
@@ -367,21 +386,8 @@ class Client:
                       bearer=False, timeout=5):
         """Connect (token in the query, or in an Authorization header when
         bearer) and return once the hello frame is read."""
-        token = token or make_token(user, tenant, role)
-        headers = {"Authorization": f"Bearer {token}"} if bearer else None
-
-        async def open_ws():
-            return await websockets.connect(server.ws_url(None if bearer else token),
-                                            extra_headers=headers, max_size=None,
-                                            max_queue=None, ping_interval=None,
-                                            close_timeout=2, open_timeout=timeout)
-        ws = await asyncio.wait_for(open_ws(), timeout)
-        try:
-            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-            assert hello.get("type") == "hello", f"first frame is not hello: {hello}"
-        except BaseException:
-            await ws.close()
-            raise
+        ws, hello = await open_hello(server, token or make_token(user, tenant, role),
+                                     bearer, timeout)
         client = cls(ws, hello)
         _live_clients.add(client)
         return client

@@ -49,17 +49,8 @@ class Session:
 
     @classmethod
     async def open(cls, server, user, tenant, on_frame=None, keep_events=True, timeout=5):
-        token = make_token(user, tenant)
-        ws = await asyncio.wait_for(
-            websockets.connect(server.ws_url(token), max_size=None, max_queue=None,
-                               ping_interval=None, close_timeout=2, open_timeout=timeout),
-            timeout)
-        try:
-            hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-            assert hello.get("type") == "hello", f"first frame is not hello: {hello}"
-        except BaseException:
-            await ws.close()
-            raise
+        ws, hello = await chatd_harness.open_hello(server, make_token(user, tenant),
+                                                   timeout=timeout)
         session = cls(ws, hello, on_frame, keep_events)
         # close_all_clients() in chatd_harness.run() closes it at the end.
         chatd_harness._live_clients.add(session)

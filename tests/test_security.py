@@ -7,18 +7,15 @@ still serves a normal client (connect, join, send, receive).
 """
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
 import os
-import re
 import select
 import socket
 import subprocess
 import time
 
-import pytest
 import websockets
 from websockets.frames import Opcode
 
@@ -98,25 +95,8 @@ def ec_keypair(tmp_path, name="ec"):
 def handshake(port, token=None, headers=None, source=None, path="/ws", timeout=5):
     """A WebSocket upgrade by hand, optionally from another loopback address;
     the status code of the answer, or None if the server hangs up."""
-    if source is None and not headers:
-        return ws_handshake_status(port, path + (f"?token={token}" if token else ""),
-                                   headers)
-    key = base64.b64encode(os.urandom(16)).decode()
-    target = path + (f"?token={token}" if token else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {HOST}:{port}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    with socket.create_connection((HOST, port), timeout=timeout,
-                                  source_address=(source, 0) if source else None) as s:
-        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    m = re.match(rb"HTTP/\d(?:\.\d)? (\d{3})", data)
-    return int(m.group(1)) if m else None
+    return ws_handshake_status(port, path + (f"?token={token}" if token else ""), headers,
+                               timeout, source)
 
 
 async def open_ws(server, token, source=None, rcvbuf=None, timeout=5, **options):

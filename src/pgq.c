@@ -9,6 +9,10 @@
 #define PGQ_BACKOFF_MIN_MS 100
 #define PGQ_BACKOFF_MAX_MS 2000
 #define PGQ_MAX_PARAMS 16
+/* Each distinct SQL text is prepared once per connection (the first time
+ * it runs) and executed by name after that: PostgreSQL then plans it once
+ * instead of for every join, history page and sync batch. */
+#define PGQ_MAX_STMTS 32
 
 struct pgq_item {
 	struct pgq_item *next;
@@ -39,10 +43,32 @@ struct pgq {
 	int sent;
 	int queued;
 	PGresult *last;		/* owned: the newest result of the query in flight */
+	char *stmts[PGQ_MAX_STMTS];	/* owned: SQL prepared as "chatd_<index>" */
+	int nstmts;
+	int preparing;		/* the head item's SQL is being prepared */
 };
 
 static void pgq__fail_conn(struct pgq *q, const char *why);
 static void pgq__kick(struct pgq *q);
+
+static void
+pgq__forget_stmts(struct pgq *q)
+{
+	for (int i = 0; i < q->nstmts; i++)
+		free(q->stmts[i]);
+	q->nstmts = 0;
+	q->preparing = 0;
+}
+
+/* The prepared statement of sql, or -1. */
+static int
+pgq__stmt(const struct pgq *q, const char *sql)
+{
+	for (int i = 0; i < q->nstmts; i++)
+		if (strcmp(q->stmts[i], sql) == 0)
+			return i;
+	return -1;
+}
 
 static void
 pgq__item_free(struct pgq_item *it)
@@ -177,6 +203,7 @@ pgq__fail_conn(struct pgq *q, const char *why)
 		PQfinish(q->conn);
 		q->conn = NULL;
 	}
+	pgq__forget_stmts(q);
 	q->state = PGQ_DOWN;
 	pgq__fail_all(q);
 	if (q->closing)
@@ -191,10 +218,25 @@ pgq__kick(struct pgq *q)
 {
 	struct pgq_item *it = q->head;
 
+	char name[24];
+	int stmt, ok;
+
 	if (q->state != PGQ_UP || q->sent || it == NULL)
 		return;
-	if (!PQsendQueryParams(q->conn, it->sql, it->nparams, NULL,
-	    (const char *const *)it->params, NULL, NULL, 0)) {
+	stmt = pgq__stmt(q, it->sql);
+	snprintf(name, sizeof(name), "chatd_%d", stmt >= 0 ? stmt : q->nstmts);
+	if (stmt >= 0) {
+		ok = PQsendQueryPrepared(q->conn, name, it->nparams,
+		    (const char *const *)it->params, NULL, NULL, 0);
+	} else if (q->nstmts < PGQ_MAX_STMTS && !q->preparing) {
+		ok = PQsendPrepare(q->conn, name, it->sql, it->nparams, NULL);
+		q->preparing = 1;
+	} else {
+		ok = PQsendQueryParams(q->conn, it->sql, it->nparams, NULL,
+		    (const char *const *)it->params, NULL, NULL, 0);
+		q->preparing = 0;
+	}
+	if (!ok) {
 		pgq__fail_conn(q, PQerrorMessage(q->conn));
 		return;
 	}
@@ -231,6 +273,32 @@ pgq__read(struct pgq *q)
 	}
 	last = q->last;
 	q->last = NULL;
+	if (q->preparing) {
+		/* The head item's statement is ready (or cannot be prepared:
+		 * then it runs unprepared, and its error comes from there). */
+		q->sent = 0;
+		if (last != NULL && pgq_ok(last))
+			q->stmts[q->nstmts++] = xstrdup(q->head->sql);
+		else
+			q->preparing = 2;
+		PQclear(last);
+		if (q->preparing == 2) {
+			struct pgq_item *h = q->head;
+
+			q->preparing = 0;
+			if (!PQsendQueryParams(q->conn, h->sql, h->nparams, NULL,
+			    (const char *const *)h->params, NULL, NULL, 0)) {
+				pgq__fail_conn(q, PQerrorMessage(q->conn));
+				return;
+			}
+			q->sent = 1;
+			pgq__watch(q, PQflush(q->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+			return;
+		}
+		q->preparing = 0;
+		pgq__kick(q);
+		return;
+	}
 	it = q->head;
 	q->head = it->next;
 	if (q->head == NULL)
@@ -361,6 +429,7 @@ pgq_close(struct pgq *q)
 		PQfinish(q->conn);
 		q->conn = NULL;
 	}
+	pgq__forget_stmts(q);
 	q->state = PGQ_DOWN;
 	uv_timer_stop(&q->timer);
 	uv_close((uv_handle_t *)&q->timer, pgq__timer_closed);

@@ -98,6 +98,7 @@ conn_new(struct lws *wsi, const struct auth_identity *id)
 	snprintf(c->cid, sizeof(c->cid), "%d-%llu", srv.index,
 	    (unsigned long long)++srv.conn_counter);
 	c->refs = 1;	/* the queue ring is allocated on first use */
+	c->rx_ms = c->ping_ms = uv_now(srv.loop);
 	c->next = conn_list;
 	if (conn_list)
 		conn_list->prev = c;
@@ -117,6 +118,7 @@ conn__drop_queue(struct conn *c)
 		c->qlen--;
 	}
 	c->qbytes = 0;
+	c->qframes = 0;
 }
 
 void
@@ -185,6 +187,7 @@ conn__push(struct conn *c, struct obuf *b)
 	c->q[(c->qhead + c->qlen) % c->qcap] = b;
 	c->qlen++;
 	c->qbytes += b->len;
+	c->qframes += b->nframes;
 }
 
 /* An empty queue takes any one frame, so a reply larger than the byte
@@ -192,7 +195,7 @@ conn__push(struct conn *c, struct obuf *b)
 static int
 conn__full(const struct conn *c, const struct obuf *b)
 {
-	return c->qlen > 0 && (c->qlen >= (uint32_t)srv.cfg->outbound_max_frames ||
+	return c->qlen > 0 && ((uint64_t)c->qframes + b->nframes > (uint64_t)srv.cfg->outbound_max_frames ||
 	    c->qbytes + b->len > (size_t)srv.cfg->outbound_max_bytes);
 }
 
@@ -210,9 +213,11 @@ conn__is_event(const struct obuf *b)
  * Replies and other frames are kept. The incoming frame b is dropped too
  * if it is a room event.
  */
-static void
+static int
 conn__overflow(struct conn *c, struct obuf *b)
 {
+	int queued = 0;
+
 	struct obuf **old = c->q;
 	uint32_t head = c->qhead, len = c->qlen, cap = c->qcap;
 	struct obuf **gaps = xcalloc(len + 1, sizeof(*gaps));	/* first event per room */
@@ -232,7 +237,7 @@ conn__overflow(struct conn *c, struct obuf *b)
 		}
 	}
 	c->q = xcalloc(cap, sizeof(*c->q));
-	c->qhead = c->qlen = 0;
+	c->qhead = c->qlen = c->qframes = 0;
 	c->qbytes = 0;
 	for (uint32_t i = 0; i < len; i++) {
 		struct obuf *e = old[(head + i) % cap];
@@ -242,6 +247,7 @@ conn__overflow(struct conn *c, struct obuf *b)
 		} else {
 			c->q[c->qlen++] = e;	/* the reference moves */
 			c->qbytes += e->len;
+			c->qframes += e->nframes;
 		}
 	}
 	free(old);
@@ -264,30 +270,31 @@ conn__overflow(struct conn *c, struct obuf *b)
 	if (!conn__is_event(b)) {
 		/* Replies are bounded by the client's own requests: past the
 		 * byte bound they still queue, up to the frame bound. */
-		if (c->qlen >= (uint32_t)srv.cfg->outbound_max_frames) {
+		if (c->qframes >= (uint32_t)srv.cfg->outbound_max_frames) {
 			metrics_add(M_SLOW_CLOSES, 1);
 			log_info("conn %s (%s): outbound queue full of replies, closing 1013",
 			    c->cid, c->id.user);
 			conn_kill(c, CONN_CLOSE_SLOW, "slow consumer");
-			return;
+			return 0;
 		}
 		conn__push(c, b);
+		queued = 1;
 	}
 	flush_want(c);
+	return queued;
 }
 
-void
+int
 conn_send(struct conn *c, struct obuf *b)
 {
 	/* Replies still go out while a drain waits for in-flight requests. */
 	if (c->wsi == NULL || c->killing || c->close_code == CONN_CLOSE_SLOW)
-		return;
-	if (conn__full(c, b)) {
-		conn__overflow(c, b);
-		return;
-	}
+		return 0;
+	if (conn__full(c, b))
+		return conn__overflow(c, b);
 	conn__push(c, b);
 	flush_want(c);
+	return 1;
 }
 
 void
@@ -332,10 +339,54 @@ conn_on_writable(struct conn *c)
 }
 
 void
+conn_heard(struct conn *c)
+{
+	c->rx_ms = uv_now(srv.loop);
+}
+
+/* A ping frame as it goes on the wire, shared. Not empty: the client's
+ * pong echoes the payload, and lws 4.1.6 passes no empty pong on to the
+ * protocol callback (LWS_CALLBACK_RECEIVE_PONG). */
+static struct obuf *
+conn__ping(void)
+{
+	static struct obuf *ping;
+
+	if (ping == NULL) {
+		ping = obuf_new("hb", 2, 0);
+		ping->data[0] = 0x89;
+	}
+	return ping;
+}
+
+/* The heartbeat, done here rather than by lws' retry policy: lws keeps a
+ * timer per connection for it in one list sorted by a linear walk, which
+ * made every new connection cost O(connections). 1 when c was closed. */
+static int
+conn__heartbeat(struct conn *c, uint64_t now)
+{
+	uint64_t hb = (uint64_t)srv.cfg->heartbeat_ms, silent = now - c->rx_ms;
+
+	if (now < c->rx_ms)
+		return 0;
+	if (silent >= 2 * hb) {
+		log_info("conn %s (%s): silent for %llu ms, closing 4008", c->cid, c->id.user,
+		    (unsigned long long)silent);
+		conn_kill(c, CONN_CLOSE_HEARTBEAT, "heartbeat timeout");
+		return 1;
+	}
+	if (silent >= hb && now - c->ping_ms >= hb) {
+		c->ping_ms = now;
+		conn_send(c, conn__ping());
+	}
+	return 0;
+}
+
+void
 conn_sweep(void)
 {
 	int64_t now_s = util_now_ms() / 1000;
-	uint64_t now = util_mono_ms();
+	uint64_t now = util_mono_ms(), loop_now = uv_now(srv.loop);
 
 	for (struct conn *c = conn_list; c != NULL; c = c->next) {
 		if (c->killing)
@@ -343,6 +394,8 @@ conn_sweep(void)
 		if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
 			metrics_add(M_TOKEN_EXPIRED, 1);
 			conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
+		} else if (c->close_code == 0 && conn__heartbeat(c, loop_now)) {
+			continue;
 		} else if (c->close_code == CONN_CLOSE_SLOW) {
 			/* The close frame waits behind what lws still holds; a
 			 * client that reads nothing at all is dropped. */

@@ -17,6 +17,7 @@ struct conn;
 #define CONN_CLOSE_TOO_BIG 1009
 #define CONN_CLOSE_BAD_UTF8 1007
 #define CONN_CLOSE_TOKEN_EXPIRED 4001
+#define CONN_CLOSE_HEARTBEAT 4008
 /* A 1013 close waits this long for the client to read before the drop. */
 #define CONN_CLOSE_GRACE_MS 5000
 
@@ -32,6 +33,7 @@ struct sub {
 	int64_t delivered_seq;	/* highest seq queued to the client */
 	struct obuf **pend;	/* live events held while joining; owned refs */
 	int npend, pendcap;
+	int pend_frames;
 	char role[16];
 	char kind[16];		/* the room's kind */
 	int64_t muted_until_ms;
@@ -48,10 +50,13 @@ struct conn {
 	struct conn *prev, *next;	/* all connections of this worker */
 	char *rx;			/* frame being reassembled; owned */
 	size_t rxlen, rxcap;
-	struct obuf **q;		/* ring of queued frames (refs); owned */
+	struct obuf **q;		/* ring of queued obufs (refs); owned */
 	uint32_t qhead, qlen, qcap;
-	size_t qbytes;			/* payload bytes queued */
+	uint32_t qframes;		/* frames in the queued obufs */
+	size_t qbytes;			/* bytes queued */
 	uint64_t progress_ms;		/* last write, or when the queue filled from empty */
+	uint64_t rx_ms;			/* last frame or pong from the client (loop time) */
+	uint64_t ping_ms;		/* last heartbeat ping sent (loop time) */
 	struct sub **subs;		/* owned, with each sub */
 	int nsubs, subcap;
 	int refs;			/* 1 for the socket + 1 per request in flight */
@@ -59,6 +64,7 @@ struct conn {
 	uint64_t close_ms;		/* when close_code was set */
 	int killing;			/* a polite close is scheduled */
 	int flush_queued;		/* in flush.c's list for this loop turn */
+	int rx_queued;			/* in ws.c's list of this turn's readers */
 };
 
 struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);
@@ -68,9 +74,12 @@ void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
 int conn_open(const struct conn *c);
 
-/* Queue a frame (takes a new ref) and ask for WRITEABLE. A full queue
- * closes the connection with 1013. */
-void conn_send(struct conn *c, struct obuf *b);
+/* Queue an obuf (takes a new ref) to be written at the end of the loop
+ * turn. A queue full of room events replaces them by room:gap; one full
+ * of replies closes the connection with 1013. An empty queue takes any one
+ * obuf (a long history page, or a room's whole batch of one turn, which is
+ * shared, not copied). 1 queued, 0 dropped. */
+int conn_send(struct conn *c, struct obuf *b);
 void conn_send_text(struct conn *c, const char *text, size_t len);
 /* Close with code once what is queued and in flight is done. */
 void conn_close(struct conn *c, int code);
@@ -85,8 +94,12 @@ struct sub *conn_find_sub(struct conn *c, const char *room_id);
 void conn_add_sub(struct conn *c, struct sub *s);
 void conn_remove_sub(struct conn *c, struct sub *s);
 
+/* The client sent something (a frame or a pong): it is alive. */
+void conn_heard(struct conn *c);
+
 /* Once a second: close connections whose token expired (4001) or whose
- * queue made no progress for stall_timeout_ms (1013). */
+ * queue made no progress for stall_timeout_ms (1013); ping connections
+ * silent for heartbeat_ms, close those silent for twice that (4008). */
 void conn_sweep(void);
 
 /* Every open connection of this worker. */

@@ -1,6 +1,9 @@
 #include "flush.h"
 #include "conn.h"
+#include "metrics.h"
 #include "obuf.h"
+#include "room.h"
+#include "ws.h"
 #include "srv.h"
 #include "util.h"
 
@@ -8,34 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FLUSH_BATCH 65536	/* bytes of frames per socket write */
+#define FLUSH_BATCH 65536	/* bytes gathered into one socket write */
+#define FLUSH_ALONE 8192	/* an obuf this big is written as it is */
 
 static struct conn **list;	/* references held */
 static int nlist, caplist;
 static uv_check_t check;
 static int check_ready;
-static unsigned char *scratch;	/* LWS_PRE + FLUSH_BATCH; owned */
-
-/* The header of an unmasked server text frame; returns its length. */
-static size_t
-flush__header(unsigned char *h, size_t len)
-{
-	h[0] = 0x81;
-	if (len < 126) {
-		h[1] = (unsigned char)len;
-		return 2;
-	}
-	if (len <= 0xffff) {
-		h[1] = 126;
-		h[2] = (unsigned char)(len >> 8);
-		h[3] = (unsigned char)len;
-		return 4;
-	}
-	h[1] = 127;
-	for (int i = 0; i < 8; i++)
-		h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-	return 10;
-}
+static unsigned char *scratch;	/* FLUSH_BATCH; owned */
 
 static void
 flush__pop(struct conn *c)
@@ -43,45 +26,58 @@ flush__pop(struct conn *c)
 	struct obuf *b = c->q[c->qhead];
 
 	c->qbytes -= b->len;
+	c->qframes -= b->nframes;
 	obuf_unref(b);
 	c->qhead = (c->qhead + 1) % c->qcap;
 	c->qlen--;
 }
 
+/* Raw bytes: the obufs hold complete frames, and lws passes
+ * LWS_WRITE_HTTP through as it is (a part the socket does not take is
+ * copied into lws' own buffer, which lws_partial_buffered() reports). */
+static int
+flush__send(struct conn *c, unsigned char *p, size_t len)
+{
+	if (lws_write(c->wsi, p, len, LWS_WRITE_HTTP) < (int)len)
+		return -1;
+	metrics_add(M_WRITES, 1);
+	metrics_add(M_WRITE_BYTES, (int64_t)len);
+	c->progress_ms = util_mono_ms();
+	return 0;
+}
+
 int
 flush_write(struct conn *c)
 {
-	/* lws_send_pipe_choked() costs a poll() syscall per call: a write that
-	 * the socket cannot take whole is buffered by lws, and that is what
-	 * lws_partial_buffered() reports, for free. */
+	/* lws_send_pipe_choked() costs a poll() syscall per call. */
 	while (c->qlen > 0 && !lws_partial_buffered(c->wsi)) {
 		struct obuf *b = c->q[c->qhead];
 		size_t used = 0;
 
-		if (c->qlen == 1 || b->len + 10 > FLUSH_BATCH) {
-			/* One frame: lws frames it in the headroom, no copy. */
-			if (lws_write(c->wsi, obuf_payload(b), b->len, LWS_WRITE_TEXT) < (int)b->len)
-				return -1;
+		if (c->qlen == 1 || b->len >= FLUSH_ALONE) {
+			/* Usually a room's batch of this loop turn: no copy. */
+			obuf_ref(b);
 			flush__pop(c);
-			c->progress_ms = util_mono_ms();
+			if (flush__send(c, b->data, b->len) != 0) {
+				obuf_unref(b);
+				return -1;
+			}
+			obuf_unref(b);
 			continue;
 		}
 		if (scratch == NULL)
-			scratch = xmalloc(LWS_PRE + FLUSH_BATCH);
-		/* Several frames framed here, one after the other, then sent as
-		 * raw bytes (lws passes LWS_WRITE_HTTP through unframed). */
+			scratch = xmalloc(FLUSH_BATCH);
+		/* Small obufs (replies, single events) gathered into one write. */
 		while (c->qlen > 0) {
 			b = c->q[c->qhead];
-			if (used + b->len + 10 > FLUSH_BATCH)
+			if (b->len >= FLUSH_ALONE || used + b->len > FLUSH_BATCH)
 				break;
-			used += flush__header(scratch + LWS_PRE + used, b->len);
-			memcpy(scratch + LWS_PRE + used, obuf_payload(b), b->len);
+			memcpy(scratch + used, b->data, b->len);
 			used += b->len;
 			flush__pop(c);
 		}
-		if (lws_write(c->wsi, scratch + LWS_PRE, used, LWS_WRITE_HTTP) < (int)used)
+		if (flush__send(c, scratch, used) != 0)
 			return -1;
-		c->progress_ms = util_mono_ms();
 	}
 	return 0;
 }
@@ -90,7 +86,10 @@ static void
 flush__run(uv_check_t *h)
 {
 	(void)h;
-	/* Entries added while running go round again next turn. */
+	/* First what clients still have to say, then the rooms' batches of
+	 * this turn into the queues, then the writes. */
+	ws_read_more();
+	room_seal_batches();
 	for (int i = 0; i < nlist; i++) {
 		struct conn *c = list[i];
 
@@ -108,14 +107,21 @@ flush__run(uv_check_t *h)
 }
 
 void
-flush_want(struct conn *c)
+flush_kick(void)
 {
-	if (c->flush_queued)
-		return;
 	if (!check_ready) {
 		uv_check_init(srv.loop, &check);
 		check_ready = 1;
 	}
+	if (!uv_is_active((uv_handle_t *)&check))
+		uv_check_start(&check, flush__run);
+}
+
+void
+flush_want(struct conn *c)
+{
+	if (c->flush_queued)
+		return;
 	if (nlist == caplist) {
 		caplist = caplist ? caplist * 2 : 256;
 		list = xrealloc(list, (size_t)caplist * sizeof(*list));
@@ -123,8 +129,7 @@ flush_want(struct conn *c)
 	c->flush_queued = 1;
 	conn_ref(c);
 	list[nlist++] = c;
-	if (nlist == 1)
-		uv_check_start(&check, flush__run);
+	flush_kick();
 }
 
 void

@@ -111,6 +111,8 @@ metrics__field(enum metrics_field f)
 	case M_GAPS: return &w->gaps;
 	case M_SLOW_CLOSES: return &w->slow_closes;
 	case M_TOKEN_EXPIRED: return &w->token_expired;
+	case M_WRITES: return &w->writes;
+	case M_WRITE_BYTES: return &w->write_bytes;
 	}
 	log_fatal("metrics: unknown field %d", (int)f);
 }
@@ -208,7 +210,7 @@ metrics_json(void)
 {
 	int64_t now = util_now_ms();
 	int n = (int)shm->nworkers;
-	int64_t sum[M_TOKEN_EXPIRED + 1] = { 0 };
+	int64_t sum[M_WRITE_BYTES + 1] = { 0 };
 	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
 	int64_t rooms = 0;
 	int redis_up = 1, pg_up = 1, live = 0;
@@ -240,6 +242,8 @@ metrics_json(void)
 		sum[M_GAPS] += LOAD(&w->gaps);
 		sum[M_SLOW_CLOSES] += LOAD(&w->slow_closes);
 		sum[M_TOKEN_EXPIRED] += LOAD(&w->token_expired);
+		sum[M_WRITES] += LOAD(&w->writes);
+		sum[M_WRITE_BYTES] += LOAD(&w->write_bytes);
 		if (LOAD(&w->pid) == 0)
 			continue;
 		live++;
@@ -294,6 +298,8 @@ metrics_json(void)
 	    "tokens_expired", (json_int_t)sum[M_TOKEN_EXPIRED]));
 	json_object_set_new(root, "slow_consumers", json_pack("{s:I, s:I}",
 	    "gaps", (json_int_t)sum[M_GAPS], "closed", (json_int_t)sum[M_SLOW_CLOSES]));
+	json_object_set_new(root, "output", json_pack("{s:I, s:I}",
+	    "socket_writes", (json_int_t)sum[M_WRITES], "bytes", (json_int_t)sum[M_WRITE_BYTES]));
 	json_object_set_new(root, "process", json_pack("{s:I}",
 	    "answering_worker_maxrss_kb", (json_int_t)ru.ru_maxrss));
 	out = json_dumps(root, JSON_COMPACT);

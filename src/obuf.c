@@ -1,47 +1,137 @@
 #include "obuf.h"
 #include "util.h"
 
-#include <libwebsockets.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define OBUF_HDR_MAX 10
+#define OBUF_BATCH_MIN 4096
+
+/* The header of an unmasked server text frame; returns its length. */
+static size_t
+obuf__header(unsigned char *h, size_t len)
+{
+	h[0] = 0x81;
+	if (len < 126) {
+		h[1] = (unsigned char)len;
+		return 2;
+	}
+	if (len <= 0xffff) {
+		h[1] = 126;
+		h[2] = (unsigned char)(len >> 8);
+		h[3] = (unsigned char)len;
+		return 4;
+	}
+	h[1] = 127;
+	for (int i = 0; i < 8; i++)
+		h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
+/* The frame at p (framed by obuf__header): its payload and length. */
+static const unsigned char *
+obuf__frame(const unsigned char *p, uint64_t *len)
+{
+	unsigned n = p[1] & 0x7f;
+
+	if (n < 126) {
+		*len = n;
+		return p + 2;
+	}
+	if (n == 126) {
+		*len = (uint64_t)p[2] << 8 | p[3];
+		return p + 4;
+	}
+	*len = 0;
+	for (int i = 0; i < 8; i++)
+		*len = *len << 8 | p[2 + i];
+	return p + 10;
+}
+
+static struct obuf *
+obuf__alloc(size_t cap)
+{
+	struct obuf *b;
+
+	if (cap > UINT32_MAX)
+		abort();	/* frames are bounded far below this */
+	b = xmalloc(sizeof(*b) + cap);
+	b->refs = 1;
+	b->len = 0;
+	b->cap = (uint32_t)cap;
+	b->nframes = 0;
+	b->seq = b->last_seq = 0;
+	b->room[0] = '\0';
+	return b;
+}
+
+static void
+obuf__put(struct obuf *b, const char *payload, size_t len, int64_t seq)
+{
+	b->len += (uint32_t)obuf__header(b->data + b->len, len);
+	memcpy(b->data + b->len, payload, len);
+	b->len += (uint32_t)len;
+	b->nframes++;
+	if (seq != 0) {
+		if (b->seq == 0 || seq < b->seq)
+			b->seq = seq;
+		if (seq > b->last_seq)
+			b->last_seq = seq;
+	}
+}
 
 struct obuf *
 obuf_new(const char *payload, size_t len, int64_t seq)
 {
-	struct obuf *b = xmalloc(sizeof(*b) + LWS_PRE + len + 1);
+	struct obuf *b = obuf__alloc(OBUF_HDR_MAX + len);
 
-	b->refs = 1;
-	b->len = (uint32_t)len;
-	b->seq = seq;
-	b->room[0] = '\0';
-	memcpy(b->data + LWS_PRE, payload, len);
-	b->data[LWS_PRE + len] = '\0';
+	obuf__put(b, payload, len, seq);
 	return b;
 }
 
-struct obuf *
-obuf_printf(const char *fmt, ...)
+void
+obuf_append(struct obuf **bp, const char *payload, size_t len, int64_t seq)
 {
-	va_list ap;
-	int n;
-	struct obuf *b;
+	struct obuf *b = *bp;
+	size_t need = OBUF_HDR_MAX + len;
 
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		abort();
-	b = xmalloc(sizeof(*b) + LWS_PRE + (size_t)n + 1);
-	b->refs = 1;
-	b->len = (uint32_t)n;
-	b->seq = 0;
-	b->room[0] = '\0';
-	va_start(ap, fmt);
-	vsnprintf((char *)b->data + LWS_PRE, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return b;
+	if (b == NULL) {
+		b = obuf__alloc(need > OBUF_BATCH_MIN ? need : OBUF_BATCH_MIN);
+	} else if (b->cap - b->len < need) {
+		size_t cap = (size_t)b->cap * 2;
+
+		if (cap < (size_t)b->len + need)
+			cap = (size_t)b->len + need;
+		if (cap > UINT32_MAX)
+			abort();
+		b = xrealloc(b, sizeof(*b) + cap);
+		b->cap = (uint32_t)cap;
+	}
+	obuf__put(b, payload, len, seq);
+	*bp = b;
+}
+
+struct obuf *
+obuf_after(const struct obuf *b, int64_t after_seq)
+{
+	struct obuf *out = NULL;
+	const unsigned char *p = b->data, *end = b->data + b->len;
+
+	while (p < end) {
+		uint64_t len;
+		const unsigned char *payload = obuf__frame(p, &len);
+		int64_t seq = obuf_scan_seq((const char *)payload, (size_t)len);
+
+		if (seq == 0 || seq > after_seq) {
+			if (out == NULL) {
+				out = obuf__alloc((size_t)(end - p));
+				memcpy(out->room, b->room, sizeof(out->room));
+			}
+			obuf__put(out, (const char *)payload, (size_t)len, seq);
+		}
+		p = payload + len;
+	}
+	return out;
 }
 
 void
@@ -55,12 +145,6 @@ obuf_unref(struct obuf *b)
 {
 	if (b != NULL && --b->refs == 0)
 		free(b);
-}
-
-unsigned char *
-obuf_payload(struct obuf *b)
-{
-	return b->data + LWS_PRE;
 }
 
 int64_t

@@ -4,23 +4,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* An outbound WebSocket text frame, encoded once and shared by reference
- * between every connection it is queued to. LWS_PRE bytes of headroom sit
- * in front of the payload for the frame header lws writes there. */
+/*
+ * Outbound bytes for WebSocket clients: one or more complete, unmasked
+ * text frames (header and payload), framed once and shared by reference
+ * between every connection they are queued to, and written to the socket
+ * as they are (no copy, no framing per recipient).
+ *
+ * A single frame (obuf_new) is a reply or one event. A batch (obuf_append)
+ * is the run of one room's events published during one loop turn: every
+ * subscriber of the room gets one reference to it, so fan-out costs a
+ * reference per subscriber per loop turn, not per event.
+ */
 struct obuf {
 	uint32_t refs;
-	uint32_t len;		/* payload bytes */
-	int64_t seq;		/* room event seq, 0 for anything else */
-	char room[65];		/* the room of a room event */
-	unsigned char data[];	/* LWS_PRE + len + 1 (NUL) */
+	uint32_t len;		/* framed bytes in data */
+	uint32_t cap;		/* bytes allocated for data */
+	uint32_t nframes;
+	int64_t seq;		/* room events: the lowest seq; 0 for anything else */
+	int64_t last_seq;	/* room events: the highest seq */
+	char room[65];		/* the room of room events */
+	unsigned char data[];
 };
 
+/* One frame. seq != 0 makes it a room event (the caller sets room). */
 struct obuf *obuf_new(const char *payload, size_t len, int64_t seq);
-/* Takes ownership of a NUL-terminated heap string's bytes (copied once). */
-struct obuf *obuf_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Append one room event frame to the batch *bp (created when NULL). Only
+ * while the caller holds the one reference: the batch may move. */
+void obuf_append(struct obuf **bp, const char *payload, size_t len, int64_t seq);
+/* A new obuf with the frames of b whose seq is 0 or above after_seq, or
+ * NULL if there are none. */
+struct obuf *obuf_after(const struct obuf *b, int64_t after_seq);
 void obuf_ref(struct obuf *b);
 void obuf_unref(struct obuf *b);
-unsigned char *obuf_payload(struct obuf *b);
 
 /* The "seq" of a room event JSON text that starts with the type and room
  * fields as chatd writes them; 0 when there is none. */

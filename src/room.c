@@ -1,5 +1,6 @@
 #include "room.h"
 #include "conn.h"
+#include "flush.h"
 #include "hmap.h"
 #include "join.h"
 #include "log.h"
@@ -30,9 +31,15 @@ struct room {
 	struct room_waiter *waiters;		/* owned */
 	int pinned;				/* waiters are running */
 	int resync;				/* events may have been missed */
+	struct obuf *batch;			/* this turn's events; owned */
+	int batch_idx;				/* in open_rooms, or -1 */
 };
 
 static struct hmap *room_by_channel;
+/* Rooms with a batch of events published during this loop turn, sealed
+ * (queued to their subscribers) at the end of the turn, before the write. */
+static struct room **open_rooms;
+static int nopen, capopen;
 
 void
 room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
@@ -68,22 +75,97 @@ room__fire_waiters(struct room *r, int ok)
 }
 
 static void
+room__close_batch(struct room *r)
+{
+	if (r->batch_idx < 0)
+		return;
+	open_rooms[r->batch_idx] = open_rooms[--nopen];
+	open_rooms[r->batch_idx]->batch_idx = r->batch_idx;
+	r->batch_idx = -1;
+	obuf_unref(r->batch);
+	r->batch = NULL;
+}
+
+static void
 room__maybe_free(struct room *r)
 {
 	if (r->nsubs > 0 || r->waiters != NULL || r->pinned || r->state != RS_NONE)
 		return;
+	room__close_batch(r);
 	hmap_del(room_by_channel, r->channel);
 	metrics_set(M_ROOMS_LOCAL, (int64_t)hmap_count(room_by_channel));
 	free(r->subs);
 	free(r);
 }
 
+/* A live event: framed once into the room's batch of this loop turn. */
 static void
 room__fanout(struct room *r, const char *payload, size_t len)
 {
-	int64_t seq = obuf_scan_seq(payload, len);
-	struct obuf *b = obuf_new(payload, len, seq);
-	int64_t n = 0;
+	if (r->nsubs == 0)
+		return;
+	if (r->batch == NULL) {
+		if (nopen == capopen) {
+			capopen = capopen ? capopen * 2 : 64;
+			open_rooms = xrealloc(open_rooms, (size_t)capopen * sizeof(*open_rooms));
+		}
+		r->batch_idx = nopen;
+		open_rooms[nopen++] = r;
+		flush_kick();
+	}
+	obuf_append(&r->batch, payload, len, obuf_scan_seq(payload, len));
+}
+
+/* Hold b for a joining subscriber; 1013 past the frame bound. */
+static void
+room__hold(struct sub *s, struct obuf *b)
+{
+	if (s->pend_frames + (int64_t)b->nframes > srv.cfg->outbound_max_frames) {
+		if (!s->c->killing)
+			metrics_add(M_SLOW_CLOSES, 1);
+		conn_kill(s->c, CONN_CLOSE_SLOW, "slow consumer");
+		return;
+	}
+	if (s->npend == s->pendcap) {
+		s->pendcap = s->pendcap ? s->pendcap * 2 : 8;
+		s->pend = xrealloc(s->pend, (size_t)s->pendcap * sizeof(*s->pend));
+	}
+	obuf_ref(b);
+	s->pend[s->npend++] = b;
+	s->pend_frames += (int)b->nframes;
+}
+
+/* Queue b to a live subscriber, without what it already has (seq up to
+ * delivered_seq, sent with its history or a catch-up); *cut caches the
+ * copy made for one delivered_seq, as every subscriber that joined in the
+ * same batch needs the same one. */
+static void
+room__deliver(struct sub *s, struct obuf *b, struct obuf **cut, int64_t *cut_seq)
+{
+	struct obuf *out = b;
+
+	if (b->seq != 0 && b->seq <= s->delivered_seq) {
+		if (*cut == NULL || *cut_seq != s->delivered_seq) {
+			obuf_unref(*cut);
+			*cut = obuf_after(b, s->delivered_seq);
+			*cut_seq = s->delivered_seq;
+		}
+		out = *cut;
+		if (out == NULL)
+			return;
+	}
+	if (out->last_seq > s->delivered_seq)
+		s->delivered_seq = out->last_seq;
+	if (conn_send(s->c, out))
+		metrics_add(M_DELIVERIES, out->nframes);
+}
+
+/* One room's batch: one reference per subscriber, whatever its size. */
+static void
+room__seal(struct room *r)
+{
+	struct obuf *b = r->batch, *cut = NULL;
+	int64_t cut_seq = 0;
 
 	snprintf(b->room, sizeof(b->room), "%s", r->id);
 	for (int i = 0; i < r->nsubs; i++) {
@@ -91,31 +173,24 @@ room__fanout(struct room *r, const char *payload, size_t len)
 
 		if (s->gapped)
 			continue;	/* it resumes from its room:gap */
-		if (s->state == SUB_JOINING) {
-			if (s->npend >= srv.cfg->outbound_max_frames) {
-				if (!s->c->killing)
-					metrics_add(M_SLOW_CLOSES, 1);
-				conn_kill(s->c, CONN_CLOSE_SLOW, "slow consumer");
-				continue;
-			}
-			if (s->npend == s->pendcap) {
-				s->pendcap = s->pendcap ? s->pendcap * 2 : 8;
-				s->pend = xrealloc(s->pend, (size_t)s->pendcap * sizeof(*s->pend));
-			}
-			obuf_ref(b);
-			s->pend[s->npend++] = b;
-			continue;
-		}
-		if (seq != 0) {
-			if (seq <= s->delivered_seq)
-				continue;	/* already sent with the history */
-			s->delivered_seq = seq;
-		}
-		conn_send(s->c, b);
-		n++;
+		if (s->state == SUB_JOINING)
+			room__hold(s, b);
+		else
+			room__deliver(s, b, &cut, &cut_seq);
 	}
-	metrics_add(M_DELIVERIES, n);
-	obuf_unref(b);
+	obuf_unref(cut);
+}
+
+void
+room_seal_batches(void)
+{
+	while (nopen > 0) {
+		struct room *r = open_rooms[0];
+
+		/* Queuing never frees a room: sealing detaches nobody. */
+		room__seal(r);
+		room__close_batch(r);
+	}
 }
 
 static void
@@ -174,6 +249,7 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 	r = hmap_get(room_by_channel, channel);
 	if (r == NULL) {
 		r = xcalloc(1, sizeof(*r));
+		r->batch_idx = -1;
 		snprintf(r->key, sizeof(r->key), "%s/%s", tenant, room_id);
 		snprintf(r->id, sizeof(r->id), "%s", room_id);
 		memcpy(r->channel, channel, sizeof(channel));
@@ -264,24 +340,21 @@ room_sub_live(struct sub *s, int64_t after_seq)
 		s->missed = 0;
 		for (int i = 0; i < s->npend; i++)
 			obuf_unref(s->pend[i]);
-		s->npend = 0;
+		s->npend = s->pend_frames = 0;
 		join_resync(s);
 		return;
 	}
 	for (int i = 0; i < s->npend; i++) {
-		struct obuf *b = s->pend[i];
+		struct obuf *cut = NULL;
+		int64_t cut_seq = 0;
 
-		if (b->seq == 0 || b->seq > s->delivered_seq) {
-			if (b->seq != 0)
-				s->delivered_seq = b->seq;
-			conn_send(s->c, b);
-			metrics_add(M_DELIVERIES, 1);
-		}
-		obuf_unref(b);
+		room__deliver(s, s->pend[i], &cut, &cut_seq);
+		obuf_unref(cut);
+		obuf_unref(s->pend[i]);
 	}
 	free(s->pend);
 	s->pend = NULL;
-	s->npend = s->pendcap = 0;
+	s->npend = s->pendcap = s->pend_frames = 0;
 }
 
 static void

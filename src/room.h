@@ -8,9 +8,11 @@ struct conn;
 struct sub;
 
 /* The rooms this worker has local subscribers in. A room is SUBSCRIBEd on
- * the worker's Redis subscriber link while it has subscribers; every
- * published event is framed once and queued by reference to each local
- * subscriber, in the order Redis delivered it (seq order). */
+ * the worker's Redis subscriber link while it has subscribers. The events
+ * Redis delivers for a room during one loop turn are framed once, one
+ * after the other, into the room's batch (in the order Redis delivered
+ * them: seq order); at the end of the turn the batch is queued by
+ * reference to each local subscriber (room_seal_batches, from flush.c). */
 
 /* Subscribes c to the room (state SUB_JOINING: live events are held). */
 struct sub *room_attach(struct conn *c, const char *tenant, const char *room_id,
@@ -26,6 +28,9 @@ void room_when_active(struct sub *s, void (*cb)(void *arg, int ok), void *arg);
 /* Join finished: the client got everything up to after_seq. Held events
  * after that go out now, in order; then the subscription is live. */
 void room_sub_live(struct sub *s, int64_t after_seq);
+
+/* End of the loop turn: queue every room's batch to its subscribers. */
+void room_seal_batches(void);
 
 /* The Redis subscriber link came up / went down. */
 void room_link_up(void);

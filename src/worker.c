@@ -108,6 +108,7 @@ worker__finish(void)
 	uv_close((uv_handle_t *)&sig_int, NULL);
 	sync_stop();
 	flush_shutdown();
+	ws_shutdown();
 	conn_shutdown();
 	bus_stop();
 	pgq_close(srv.pg);
@@ -157,20 +158,22 @@ worker__tick(uv_timer_t *t)
 static int
 worker__lws(const struct cfg *cfg)
 {
-	static lws_retry_bo_t retry;
+	/* No validity pings by lws (secs_since_valid_hangup 0; without a
+	 * policy lws applies its default of 300 s): the heartbeat is
+	 * conn_sweep's, as lws keeps each connection's validity timer in one
+	 * list sorted by a linear walk, O(connections) per new connection. */
+	static const lws_retry_bo_t no_validity;
 	struct lws_context_creation_info info;
 	void *loops[1] = { srv.loop };
 
 	memset(&info, 0, sizeof(info));
-	retry.secs_since_valid_ping = (uint16_t)(cfg->heartbeat_ms / 1000);
-	retry.secs_since_valid_hangup = (uint16_t)(2 * cfg->heartbeat_ms / 1000);
 	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = ws_protocols;
 	/* UTF-8 is checked in ws.c: lws' own 1007 close goes through the
 	 * double close of its debug build (see conn.c) and sends no frame. */
 	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
 	info.foreign_loops = loops;
-	info.retry_and_idle_policy = &retry;
+	info.retry_and_idle_policy = &no_validity;
 	info.timeout_secs = (unsigned int)cfg->handshake_timeout_s;
 	info.timeout_secs_ah_idle = (uint16_t)cfg->handshake_timeout_s;	/* header reading */
 	info.vhost_name = "default";

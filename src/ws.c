@@ -2,6 +2,7 @@
 #include "auth.h"
 #include "cmd.h"
 #include "conn.h"
+#include "flush.h"
 #include "guard.h"
 #include "metrics.h"
 #include "http.h"
@@ -12,9 +13,17 @@
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
-#define WS_RX_KEEP 65536	/* a larger reassembly buffer is freed after use */
-#define WS_RX_CHUNK 1024	/* lws' per-connection receive buffer */
+/* lws' receive buffer, allocated for every connection: small, as most
+ * frames are (a frame larger than it arrives in pieces, put together in
+ * conn->rx, which is freed after each such frame). */
+#define WS_RX_CHUNK 256
+/* lws reads at most WS_RX_CHUNK (+ LWS_PRE) bytes per socket per loop
+ * turn; a client with more waiting (a fast sender) is read again at the end
+ * of the turn, up to this many times (~34 KiB), so that its requests reach
+ * Redis in one pipelined burst instead of one or two per turn. */
+#define WS_RX_TURN_READS 128
 #define WS_TX_CHUNK (256 * 1024)	/* at most this per send() (flush.c writes 64 KiB) */
 
 struct ws_pss {
@@ -25,6 +34,61 @@ struct ws_pss {
 /* WebSocket sockets lws still holds, including those whose close
  * handshake is under way after LWS_CALLBACK_CLOSED. */
 static int ws_sockets;
+
+/* Connections that received something this loop turn; references held. */
+static struct conn **rx_list;
+static int rx_n, rx_cap;
+
+static void
+ws__rx_mark(struct conn *c)
+{
+	if (c->rx_queued)
+		return;
+	if (rx_n == rx_cap) {
+		rx_cap = rx_cap ? rx_cap * 2 : 64;
+		rx_list = xrealloc(rx_list, (size_t)rx_cap * sizeof(*rx_list));
+	}
+	c->rx_queued = 1;
+	conn_ref(c);
+	rx_list[rx_n++] = c;
+	flush_kick();
+}
+
+void
+ws_read_more(void)
+{
+	for (int i = 0; i < rx_n; i++) {
+		struct conn *c = rx_list[i];
+
+		for (int k = 1; k < WS_RX_TURN_READS && c->wsi != NULL && !c->killing; k++) {
+			struct lws_pollfd pfd;
+			int avail = 0;
+
+			pfd.fd = lws_get_socket_fd(c->wsi);
+			if (pfd.fd < 0 || ioctl(pfd.fd, FIONREAD, &avail) != 0 || avail <= 0)
+				break;
+			pfd.events = pfd.revents = LWS_POLLIN;
+			/* What lws does for a readable socket (its libuv poll
+			 * callback); the connection may close in it. */
+			lws_service_fd(srv.lws, &pfd);
+		}
+		c->rx_queued = 0;
+		conn_unref(c);
+	}
+	rx_n = 0;
+}
+
+void
+ws_shutdown(void)
+{
+	for (int i = 0; i < rx_n; i++) {
+		rx_list[i]->rx_queued = 0;
+		conn_unref(rx_list[i]);
+	}
+	free(rx_list);
+	rx_list = NULL;
+	rx_n = rx_cap = 0;
+}
 
 int
 ws_open_sockets(void)
@@ -197,6 +261,8 @@ ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 {
 	if (c->killing)
 		return 0;	/* closing: ignore what is still arriving */
+	ws__rx_mark(c);
+	conn_heard(c);
 	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) &&
 	    lws_remaining_packet_payload(wsi) == 0) {
 		/* The whole frame in one piece (the usual case): no copy, and
@@ -227,11 +293,9 @@ ws__receive(struct lws *wsi, struct conn *c, const char *in, size_t len)
 		return 0;
 	ws__frame(wsi, c, c->rx, c->rxlen);
 	c->rxlen = 0;
-	if (c->rxcap > WS_RX_KEEP) {
-		free(c->rx);
-		c->rx = NULL;
-		c->rxcap = 0;
-	}
+	free(c->rx);
+	c->rx = NULL;
+	c->rxcap = 0;
 	return 0;
 }
 
@@ -248,6 +312,10 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		return ws__established(wsi, pss);
 	case LWS_CALLBACK_RECEIVE:
 		return pss->c ? ws__receive(wsi, pss->c, in, len) : -1;
+	case LWS_CALLBACK_RECEIVE_PONG:
+		if (pss->c != NULL)
+			conn_heard(pss->c);
+		return 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return pss->c ? conn_on_writable(pss->c) : 0;
 	case LWS_CALLBACK_CLOSED:

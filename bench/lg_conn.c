@@ -424,6 +424,22 @@ json_field(const char *p, size_t len, const char *key, const char **v, size_t *v
 
 #define STARTS(p, n, lit) ((n) >= sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0)
 
+/* "body":" in [p, end): memchr for its 'y' and a fixed-length compare,
+ * several times faster than memmem on frames of a few hundred bytes (the
+ * load generator reads millions of them per second). */
+static const char *
+conn__find_body(const char *p, const char *end)
+{
+	const char *y = p + 4;
+
+	while (y + 4 <= end && (y = memchr(y, 'y', (size_t)(end - y))) != NULL) {
+		if (y + 4 <= end && memcmp(y - 4, "\"bod", 4) == 0 && memcmp(y + 1, "\":\"", 3) == 0)
+			return y - 4;
+		y++;
+	}
+	return NULL;
+}
+
 static void
 conn__message_new(const char *p, size_t len)
 {
@@ -434,9 +450,9 @@ conn__message_new(const char *p, size_t len)
 	uint64_t ts = 0;
 
 	if (len > tail)
-		b = memmem(end - tail, tail, "\"body\":\"", 8);
+		b = conn__find_body(end - tail, end);
 	if (b == NULL)
-		b = memmem(p, len, "\"body\":\"", 8);
+		b = conn__find_body(p, end);
 
 	if (b == NULL || b + 9 >= end) {
 		g.received_other++;

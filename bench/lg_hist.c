@@ -9,20 +9,6 @@ hist_init(struct hist *h)
 	h->min = UINT64_MAX;
 }
 
-static unsigned
-hist__index(uint64_t v)
-{
-	unsigned e;
-
-	if (v < HIST_SUB)
-		return (unsigned)v;
-	e = 63u - (unsigned)__builtin_clzll(v);	/* >= HIST_SUB_BITS */
-	if (e >= HIST_MAX_EXP)
-		return HIST_BUCKETS - 1;
-	return HIST_SUB + (e - HIST_SUB_BITS) * HIST_SUB +
-	    (unsigned)((v >> (e - HIST_SUB_BITS)) - HIST_SUB);
-}
-
 /* Lower bound and width of bucket i. */
 static void
 hist__bounds(unsigned i, uint64_t *lo, uint64_t *width)
@@ -38,18 +24,6 @@ hist__bounds(unsigned i, uint64_t *lo, uint64_t *width)
 	m = (i - HIST_SUB) % HIST_SUB + HIST_SUB;
 	*width = 1ull << (e - HIST_SUB_BITS);
 	*lo = (uint64_t)m * *width;
-}
-
-void
-hist_add(struct hist *h, uint64_t ns)
-{
-	h->b[hist__index(ns)]++;
-	h->count++;
-	h->sum += ns;
-	if (ns > h->max)
-		h->max = ns;
-	if (ns < h->min)
-		h->min = ns;
 }
 
 uint64_t

@@ -574,6 +574,12 @@ class Bench:
                 "slow_consumer_closed": (mon1["slow_consumers"]["closed"] -
                                          mon0["slow_consumers"]["closed"]),
             })
+            if "output" in mon1 and "output" in mon_s:
+                # Socket writes to clients: frames per write is the batching.
+                w = mon1["output"]["socket_writes"] - mon_s["output"]["socket_writes"]
+                rec["server"]["socket_writes"] = w
+                rec["server"]["deliveries_per_write"] = round(
+                    rec["server"]["deliveries"] / w, 2) if w else None
         if perf_top:
             rec["perf_top"] = perf_top
         if rss1 is not None and r["setup"]["joined"]:
@@ -651,7 +657,8 @@ def summary_line(r):
     return (f"{r['msgs_per_s']:.0f} msgs/s, {r['deliveries_per_s']:.0f} deliveries/s, "
             f"p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms, "
             f"lost {r['lost']}, conns lost {r['lost_conns']}, gaps {r['gaps']}, "
-            f"server cpu {r['server']['cpu_util']:.0%}")
+            f"server cpu {r['server']['cpu_util']:.0%}, "
+            f"deliveries/write {r['server'].get('deliveries_per_write')}")
 
 
 def ms(us):

@@ -716,8 +716,8 @@ def markdown(records):
             "bytes at the client socket; *at read*: to when the loadgen read it.", ""]
     out += ["| run | conns | msgs/s in | deliveries/s | chatd's deliveries/s | p50 ms | p90 ms | "
             "p99 ms | p99.9 ms | max ms | at read p50/p99 ms | lost | conns lost | gaps | errors | "
-            "server CPU | ok |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "server CPU | deliveries per write | ok |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, rs in groups(records).items():
         if rs[0].get("idle"):
             continue
@@ -732,7 +732,9 @@ def markdown(records):
                    f"{ms(lat['p99'])} | {ms(lat['p999'])} | {ms(lat['max'])} | "
                    f"{at_read(r)} | {r['lost']:,} | "
                    f"{r['lost_conns']} | {r['gaps']} | {errs or '-'} | "
-                   f"{r['server']['cpu_util']:.0%} | {sum(x['ok'] for x in rs)}/{len(rs)} |")
+                   f"{r['server']['cpu_util']:.0%} | "
+                   f"{r['server'].get('deliveries_per_write') or '-'} | "
+                   f"{sum(x['ok'] for x in rs)}/{len(rs)} |")
     idle = [r for r in records if r.get("idle")]
     if idle:
         out += ["", "| run | joined | handshakes/s | handshake p50 ms | p99 ms | joins/s | "

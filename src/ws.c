@@ -177,6 +177,15 @@ ws__refuse(struct lws *wsi, int status, const char *why, enum metrics_field coun
 	return 1;
 }
 
+/* The identity verified at HTTP_CONFIRM_UPGRADE, for ESTABLISHED: lws
+ * runs both for one connection within one service call, so one slot is
+ * enough, and a miss only means verifying the token again. Cleared at
+ * every upgrade, set only when it is accepted. */
+static struct {
+	const struct lws *wsi;
+	struct auth_identity id;
+} ws_confirmed;
+
 /* The only place lws lets a handshake be refused with a status. */
 static int
 ws__confirm_upgrade(struct lws *wsi)
@@ -184,6 +193,8 @@ ws__confirm_upgrade(struct lws *wsi)
 	char uri[256], ip[64];
 	struct auth_identity id;
 	const char *reason = NULL;
+
+	ws_confirmed.wsi = NULL;
 
 	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0) {
 		lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, "WebSocket endpoint is /ws");
@@ -210,6 +221,8 @@ ws__confirm_upgrade(struct lws *wsi)
 	case -2:
 		return ws__refuse(wsi, 429, "too many connections for this user", M_REFUSED_RATE);
 	}
+	ws_confirmed.wsi = wsi;
+	ws_confirmed.id = id;
 	return 0;
 }
 
@@ -221,8 +234,12 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 	char hello[768];
 	int n;
 
-	if (ws__identify(wsi, &id, &reason) != 0)
+	if (ws_confirmed.wsi == wsi) {
+		id = ws_confirmed.id;
+		ws_confirmed.wsi = NULL;
+	} else if (ws__identify(wsi, &id, &reason) != 0) {
 		return -1;	/* checked at CONFIRM_UPGRADE; cannot happen */
+	}
 	pss->c = conn_new(wsi, &id);
 	lws_get_peer_simple(wsi, pss->c->ip, sizeof(pss->c->ip));
 	guard_conn_opened(pss->c->ip, id.tenant, id.user);

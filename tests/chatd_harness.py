@@ -554,3 +554,47 @@ def check_message_new(frame, room, ack, user, body, client_msg_id):
 
 def seqs(frames):
     return [f["seq"] for f in frames]
+
+
+# ------------------------------------------------ connections on own sockets
+
+async def open_ws(server, token, source=None, rcvbuf=None, timeout=5, **options):
+    """websockets.connect over a socket of our own: bound to another loopback
+    address and/or with a small receive buffer (set before connect, so the
+    kernel does not autotune it and back-pressure reaches the server)."""
+    sock = None
+    if source or rcvbuf:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            sock.bind((source, 0))
+        sock.setblocking(False)
+    opts = dict(max_size=None, max_queue=None, ping_interval=None, close_timeout=2,
+                open_timeout=timeout)
+    opts.update(options)
+    try:
+        if sock is not None:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
+                sock, ("127.0.0.1", server.port)), timeout)
+        return await asyncio.wait_for(websockets.connect(server.ws_url(token), sock=sock, **opts),
+                                      timeout)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+
+
+async def connect_from(server, user, tenant, source=None, token=None, timeout=5, **options):
+    """A harness Client, connected from another source address if given."""
+    ws = await open_ws(server, token or make_token(user, tenant), source=source,
+                       timeout=timeout, **options)
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        assert hello.get("type") == "hello", hello
+    except BaseException:
+        await ws.close()
+        raise
+    client = Client(ws, hello)
+    _live_clients.add(client)
+    return client

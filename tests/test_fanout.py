@@ -11,13 +11,9 @@ room:gap and the re-join it asks for.
 
 import asyncio
 import json
-import socket
 
-import websockets
-
-import chatd_harness
-from chatd_harness import (Client, connect_on_worker, connect_where, eventually_async,
-                           make_room, make_token, run, seqs)
+from chatd_harness import (Client, connect_from, connect_on_worker, connect_where,
+                           eventually_async, make_room, run, seqs)
 from delivery_harness import Session, drop_waiters
 
 PATTERN = 'ab"c\\dé✓ '
@@ -283,29 +279,9 @@ LIVE_AFTER = 10			# fewer than MAX_FRAMES: these cannot overflow
 
 async def open_small_window(server, user, tenant, timeout=5):
     """A Client whose reads back-pressure the server at once: a 4 KiB kernel
-    receive buffer (set before connect, so the kernel does not autotune it),
-    and websockets' own buffering cut to one frame."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    try:
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
-            sock, ("127.0.0.1", server.port)), timeout)
-        ws = await asyncio.wait_for(websockets.connect(
-            server.ws_url(make_token(user, tenant)), sock=sock, max_size=None, max_queue=1,
-            read_limit=4096, ping_interval=None, close_timeout=2, open_timeout=timeout), timeout)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert hello.get("type") == "hello", hello
-    except BaseException:
-        await ws.close()
-        raise
-    client = Client(ws, hello)
-    chatd_harness._live_clients.add(client)
-    return client
+    receive buffer and websockets' own buffering cut to one frame."""
+    return await connect_from(server, user, tenant, rcvbuf=4096, timeout=timeout,
+                              max_queue=1, read_limit=4096)
 
 
 async def recv_frame(client, timeout=10):

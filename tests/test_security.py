@@ -20,8 +20,8 @@ import websockets
 from websockets.frames import Opcode
 
 import chatd_harness
-from chatd_harness import (SECRET, Client, b64url, eventually, eventually_async, make_room, make_token,
-                           run, unique_id, ws_handshake_status)
+from chatd_harness import (SECRET, Client, b64url, connect_from, eventually, eventually_async,
+                           make_room, make_token, open_ws, run, unique_id, ws_handshake_status)
 from delivery_harness import Session, send_pipelined
 
 HOST = "127.0.0.1"
@@ -97,42 +97,6 @@ def handshake(port, token=None, headers=None, source=None, path="/ws", timeout=5
     the status code of the answer, or None if the server hangs up."""
     return ws_handshake_status(port, path + (f"?token={token}" if token else ""), headers,
                                timeout, source)
-
-
-async def open_ws(server, token, source=None, rcvbuf=None, timeout=5, **options):
-    """websockets.connect over a socket of our own: bound to another loopback
-    address and/or with a small receive buffer (set before connect, so the
-    kernel does not autotune it and back-pressure reaches the server)."""
-    sock = None
-    if source or rcvbuf:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if source:
-            sock.bind((source, 0))
-        sock.setblocking(False)
-        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (HOST, server.port)),
-                               timeout)
-    opts = dict(max_size=None, max_queue=None, ping_interval=None, close_timeout=2,
-                open_timeout=timeout)
-    opts.update(options)
-    return await asyncio.wait_for(websockets.connect(server.ws_url(token), sock=sock, **opts),
-                                  timeout)
-
-
-async def connect_from(server, user, tenant, source=None, token=None, timeout=5, **options):
-    """A harness Client, connected from another source address if given."""
-    ws = await open_ws(server, token or make_token(user, tenant), source=source,
-                       timeout=timeout, **options)
-    try:
-        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert hello.get("type") == "hello", hello
-    except BaseException:
-        await ws.close()
-        raise
-    client = Client(ws, hello)
-    chatd_harness._live_clients.add(client)
-    return client
 
 
 async def chat_works(server, tenant=None, source=None, **options):

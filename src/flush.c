@@ -56,13 +56,9 @@ flush_write(struct conn *c)
 
 		if (c->qlen == 1 || b->len >= FLUSH_ALONE) {
 			/* Usually a room's batch of this loop turn: no copy. */
-			obuf_ref(b);
-			flush__pop(c);
-			if (flush__send(c, b->data, b->len) != 0) {
-				obuf_unref(b);
+			if (flush__send(c, b->data, b->len) != 0)
 				return -1;
-			}
-			obuf_unref(b);
+			flush__pop(c);
 			continue;
 		}
 		if (scratch == NULL)

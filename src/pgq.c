@@ -21,6 +21,7 @@ struct pgq_item {
 	char *params[PGQ_MAX_PARAMS];	/* owned */
 	pgq_cb *cb;
 	void *arg;
+	int unprepared;			/* its SQL could not be prepared: run it as it is */
 };
 
 enum pgq_state { PGQ_DOWN, PGQ_CONNECTING, PGQ_UP };
@@ -217,7 +218,6 @@ static void
 pgq__kick(struct pgq *q)
 {
 	struct pgq_item *it = q->head;
-
 	char name[24];
 	int stmt, ok;
 
@@ -228,13 +228,12 @@ pgq__kick(struct pgq *q)
 	if (stmt >= 0) {
 		ok = PQsendQueryPrepared(q->conn, name, it->nparams,
 		    (const char *const *)it->params, NULL, NULL, 0);
-	} else if (q->nstmts < PGQ_MAX_STMTS && !q->preparing) {
+	} else if (q->nstmts < PGQ_MAX_STMTS && !it->unprepared) {
 		ok = PQsendPrepare(q->conn, name, it->sql, it->nparams, NULL);
 		q->preparing = 1;
 	} else {
 		ok = PQsendQueryParams(q->conn, it->sql, it->nparams, NULL,
 		    (const char *const *)it->params, NULL, NULL, 0);
-		q->preparing = 0;
 	}
 	if (!ok) {
 		pgq__fail_conn(q, PQerrorMessage(q->conn));
@@ -274,28 +273,15 @@ pgq__read(struct pgq *q)
 	last = q->last;
 	q->last = NULL;
 	if (q->preparing) {
-		/* The head item's statement is ready (or cannot be prepared:
-		 * then it runs unprepared, and its error comes from there). */
+		/* The head item's statement is ready, or cannot be prepared:
+		 * then it runs unprepared, and its error comes from there. */
+		q->preparing = 0;
 		q->sent = 0;
 		if (last != NULL && pgq_ok(last))
 			q->stmts[q->nstmts++] = xstrdup(q->head->sql);
 		else
-			q->preparing = 2;
+			q->head->unprepared = 1;
 		PQclear(last);
-		if (q->preparing == 2) {
-			struct pgq_item *h = q->head;
-
-			q->preparing = 0;
-			if (!PQsendQueryParams(q->conn, h->sql, h->nparams, NULL,
-			    (const char *const *)h->params, NULL, NULL, 0)) {
-				pgq__fail_conn(q, PQerrorMessage(q->conn));
-				return;
-			}
-			q->sent = 1;
-			pgq__watch(q, PQflush(q->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
-			return;
-		}
-		q->preparing = 0;
 		pgq__kick(q);
 		return;
 	}

@@ -13,8 +13,9 @@ struct conn;
 
 /* c has something new queued: write it at the end of this loop turn. */
 void flush_want(struct conn *c);
-/* Run the end-of-turn write (room_seal_batches() first) even if no
- * connection asked yet. */
+/* Run the end of this loop turn even if no connection asked yet: read on
+ * from fast senders (ws_read_more), queue the rooms' batches
+ * (room_seal_batches), then write. */
 void flush_kick(void);
 /* Write what c has queued while the socket takes it. -1: the write failed. */
 int flush_write(struct conn *c);

@@ -11,75 +11,125 @@
 
 /*
  * A token bucket per user and operation, the same for every worker and
- * instance: rate tokens a second up to burst, on Redis' clock. Returns 0,
- * or the milliseconds until a token is there. The bucket is one string,
- * "<thousandths of a token> <ms>", read and written with one GET and one
- * SET ... PX, in integers (two calls instead of a hash's HMGET, HSET and
- * PEXPIRE, and no float formatted for every send).
+ * instance: rate tokens a second up to burst, on Redis' clock. The bucket
+ * is one string, "<thousandths of a token> <ms>", read and written with one
+ * GET and one SET ... PX, in integers (no float formatted for every send).
+ * bucket_now() is Redis' clock in ms; bucket_get() the thousandths of a
+ * token there now; bucket_put() stores what is left.
  */
 #define BUS_BUCKET_LUA \
-"local function bucket(key, rate, burst)\n" \
+"local function bucket_now()\n" \
 "  local t = redis.call('TIME')\n" \
-"  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+"  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+"end\n" \
+"local function bucket_get(key, now, rate, burst)\n" \
 "  local cap = burst * 1000\n" \
-"  local milli = cap\n" \
 "  local v = redis.call('GET', key)\n" \
 "  if v then\n" \
 "    local m, ts = string.match(v, '^(%d+) (%d+)$')\n" \
-"    if m then milli = math.min(cap, tonumber(m) + math.max(0, now - tonumber(ts)) * rate) end\n" \
+"    if m then return math.min(cap, tonumber(m) + math.max(0, now - tonumber(ts)) * rate) end\n" \
 "  end\n" \
-"  if milli < 1000 then return math.ceil((1000 - milli) / rate) end\n" \
-"  redis.call('SET', key, string.format('%d %d', milli - 1000, now), 'PX',\n" \
+"  return cap\n" \
+"end\n" \
+"local function bucket_put(key, milli, now, rate, burst)\n" \
+"  redis.call('SET', key, string.format('%d %d', milli, now), 'PX',\n" \
 "    math.ceil(burst * 1000 / rate) + 1000)\n" \
-"  return 0\n" \
 "end\n"
 
-/* KEYS: 1 bucket. ARGV: 1 rate, 2 burst. */
+/* KEYS: 1 bucket. ARGV: 1 rate, 2 burst. Returns 0 (a token taken) or the
+ * ms until one is there. */
 static const char bus_rate_lua[] = BUS_BUCKET_LUA
-"return bucket(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))\n";
+"local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+"local now = bucket_now()\n"
+"local milli = bucket_get(KEYS[1], now, rate, burst)\n"
+"if milli < 1000 then return math.ceil((1000 - milli) / rate) end\n"
+"bucket_put(KEYS[1], milli - 1000, now, rate, burst)\n"
+"return 0\n";
 
 /*
- * The send path, atomically: idempotency check, seq = INCR (re-seeded from
- * PostgreSQL's maximum if Redis lost the counter), the event into the room
- * stream (id seq-0, trimmed, expiring) and the sync stream, the ack kept
- * for the dedupe window, PUBLISH. One script, so publish order is seq order.
+ * The send path of one room, for every message:send and message:edit of it
+ * that arrived in one loop turn (sendq.c), atomically: per item, the
+ * idempotency check (also against an earlier item of the same call), the
+ * rate limit, seq = the room's counter + 1 (re-seeded from PostgreSQL's
+ * maximum if Redis lost the counter), the event into the room stream (id
+ * seq-0, trimmed) and the sync stream, the ack kept for the dedupe window;
+ * then, once for the call, the counter, the stream's expiry and one PUBLISH
+ * of the new events joined by '\n' (an event is JSON: it has no raw
+ * newline). One script, so publish order is seq order.
  *
  * The rate limit is checked after the dedupe (a retry costs nothing) and
  * after the seed check (the re-run with the seed costs one token, not two).
+ * Per-call work (counter, TIME, buckets, MGET of the dedupe keys, EXPIRE,
+ * PUBLISH) is shared by the items: redis.call is most of a script's cost.
  *
- * KEYS: 1 seq, 2 room stream, 3 sync stream, 4 dedupe key, 5 rate bucket
- * ARGV: 1-3 event text around the two seq numbers (2 empty: one seq), 4 channel, 5 maxlen,
- *       6 stream ttl, 7 dedupe ttl, 8 msg id, 9 ts, 10 seq floor or "",
- *       11 tenant, 12 room, 13 rate, 14 burst
- * Returns {1, ack} new, {0, ack} repeat, {-1, "seed"} counter missing,
- * {-2, retry_after_ms} rate limited.
+ * KEYS: 1 seq, 2 room stream, 3 sync stream, then per item i: 2+2i dedupe
+ *       key, 3+2i rate bucket
+ * ARGV: 1 channel, 2 maxlen, 3 stream ttl, 4 seq floor or "", 5 tenant,
+ *       6 room, 7 rate, 8 burst, 9 items; then per item i from
+ *       b = 9 + 6(i-1): b+1..b+3 event text around the two seq numbers
+ *       (b+2 empty: one seq), b+4 msg id, b+5 ts, b+6 dedupe ttl
+ * Returns {-1} when the counter is missing and no floor was given, else
+ * per item two values: 1, ack (new); 0, ack (repeat); -2, retry_after_ms.
  */
 static const char bus_send_lua[] = BUS_BUCKET_LUA
-"local prev = redis.call('GET', KEYS[4])\n"
-"if prev then return {0, prev} end\n"
-"local missing = redis.call('EXISTS', KEYS[1]) == 0\n"
-"if missing and ARGV[10] == '' then return {-1, 'seed'} end\n"
-"local wait = bucket(KEYS[5], tonumber(ARGV[13]), tonumber(ARGV[14]))\n"
-"if wait > 0 then return {-2, tostring(wait)} end\n"
-"if missing then\n"
-"  local floor = tonumber(ARGV[10])\n"
+"local n = tonumber(ARGV[9])\n"
+"local cur = redis.call('GET', KEYS[1])\n"
+"if cur then\n"
+"  cur = tonumber(cur)\n"
+"elseif ARGV[4] == '' then\n"
+"  return {-1}\n"
+"else\n"
+"  cur = tonumber(ARGV[4])\n"
 "  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
 "  if last[1] then\n"
 "    local s = tonumber(string.match(last[1][1], '^(%d+)'))\n"
-"    if s > floor then floor = s end\n"
+"    if s > cur then cur = s end\n"
 "  end\n"
-"  redis.call('SET', KEYS[1], floor)\n"
 "end\n"
-"local seq = redis.call('INCR', KEYS[1])\n"
-"local ev = ARGV[1] .. seq .. ARGV[3]\n"
-"if ARGV[2] ~= '' then ev = ARGV[1] .. seq .. ARGV[2] .. seq .. ARGV[3] end\n"
-"redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-0', 'e', ev)\n"
-"redis.call('EXPIRE', KEYS[2], ARGV[6])\n"
-"redis.call('XADD', KEYS[3], '*', 't', ARGV[11], 'r', ARGV[12], 's', seq, 'e', ev)\n"
-"local ack = '\"msg_id\":\"' .. ARGV[8] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[9]\n"
-"redis.call('SET', KEYS[4], ack, 'EX', ARGV[7])\n"
-"redis.call('PUBLISH', ARGV[4], ev)\n"
-"return {1, ack}\n";
+"local ikeys = {}\n"
+"for i = 1, n do ikeys[i] = KEYS[2 + 2 * i] end\n"
+"local prev = redis.call('MGET', unpack(ikeys))\n"
+"local rate, burst = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+"local now\n"
+"local milli, taken, seen, evs, out = {}, {}, {}, {}, {}\n"
+"for i = 1, n do\n"
+"  local ik, bk, b = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 9 + 6 * (i - 1)\n"
+"  local ack = seen[ik] or prev[i]\n"
+"  if ack then\n"
+"    out[#out + 1] = 0\n"
+"    out[#out + 1] = ack\n"
+"  else\n"
+"    now = now or bucket_now()\n"
+"    local m = milli[bk] or bucket_get(bk, now, rate, burst)\n"
+"    if m < 1000 then\n"
+"      milli[bk] = m\n"
+"      out[#out + 1] = -2\n"
+"      out[#out + 1] = tostring(math.ceil((1000 - m) / rate))\n"
+"    else\n"
+"      milli[bk] = m - 1000\n"
+"      taken[bk] = true\n"
+"      cur = cur + 1\n"
+"      local seq = string.format('%d', cur)\n"
+"      local ev = ARGV[b + 1] .. seq .. ARGV[b + 3]\n"
+"      if ARGV[b + 2] ~= '' then ev = ARGV[b + 1] .. seq .. ARGV[b + 2] .. seq .. ARGV[b + 3] end\n"
+"      redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-0', 'e', ev)\n"
+"      redis.call('XADD', KEYS[3], '*', 't', ARGV[5], 'r', ARGV[6], 's', seq, 'e', ev)\n"
+"      ack = '\"msg_id\":\"' .. ARGV[b + 4] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[b + 5]\n"
+"      redis.call('SET', ik, ack, 'EX', ARGV[b + 6])\n"
+"      seen[ik] = ack\n"
+"      evs[#evs + 1] = ev\n"
+"      out[#out + 1] = 1\n"
+"      out[#out + 1] = ack\n"
+"    end\n"
+"  end\n"
+"end\n"
+"for bk in pairs(taken) do bucket_put(bk, milli[bk], now, rate, burst) end\n"
+"if #evs > 0 then\n"
+"  redis.call('SET', KEYS[1], string.format('%d', cur))\n"
+"  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+"  redis.call('PUBLISH', ARGV[1], table.concat(evs, '\\n'))\n"
+"end\n"
+"return out\n";
 
 /*
  * History from the hot window. KEYS: 1 seq, 2 room stream. ARGV: 1 from

@@ -3,6 +3,7 @@
 #include "metrics.h"
 #include "obuf.h"
 #include "room.h"
+#include "sendq.h"
 #include "ws.h"
 #include "srv.h"
 #include "util.h"
@@ -82,9 +83,11 @@ static void
 flush__run(uv_check_t *h)
 {
 	(void)h;
-	/* First what clients still have to say, then the rooms' batches of
-	 * this turn into the queues, then the writes. */
+	/* First what clients still have to say, then their sends of this
+	 * turn to Redis (one script call per room), then the rooms' batches
+	 * of this turn into the queues, then the writes. */
 	ws_read_more();
+	sendq_flush();
 	room_seal_batches();
 	for (int i = 0; i < nlist; i++) {
 		struct conn *c = list[i];
@@ -136,6 +139,7 @@ flush_shutdown(void)
 		uv_close((uv_handle_t *)&check, NULL);
 		check_ready = 0;
 	}
+	sendq_shutdown();
 	free(list);
 	list = NULL;
 	caplist = 0;

@@ -14,7 +14,8 @@ struct conn;
 /* c has something new queued: write it at the end of this loop turn. */
 void flush_want(struct conn *c);
 /* Run the end of this loop turn even if no connection asked yet: read on
- * from fast senders (ws_read_more), queue the rooms' batches
+ * from fast senders (ws_read_more), send their messages to Redis
+ * (sendq_flush), queue the rooms' batches
  * (room_seal_batches), then write. */
 void flush_kick(void);
 /* Write what c has queued while the socket takes it. -1: the write failed. */

@@ -9,6 +9,7 @@
 #include "rlink.h"
 #include "room.h"
 #include "obuf.h"
+#include "sendq.h"
 #include "srv.h"
 #include "sync.h"
 #include "util.h"
@@ -17,12 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char max_seq_sql[] =
-"SELECT coalesce(max(seq), 0) FROM room_events WHERE tenant = $1 AND room_id = $2";
-
 static const char *const msg_kinds[] = { "text", "image", "file", "system" };
 
 struct send_req {
+	struct sendq_item item;		/* first: the queue's callback casts back */
 	struct cmd_req req;
 	char room[UTIL_ID_MAX + 1];
 	char cmid[UTIL_ID_MAX + 1];
@@ -31,7 +30,6 @@ struct send_req {
 	int edit;			/* message:edit: no dedupe window, no count */
 	char *head, *mid, *tail;	/* owned: the event around its seq */
 	char *ack;			/* owned: durability = postgres waits */
-	int seeded;
 };
 
 static void
@@ -45,7 +43,7 @@ msgcmd__free(struct send_req *sr)
 	free(sr);
 }
 
-static int msgcmd__eval(struct send_req *sr, const char *floor);
+static void msgcmd__queue(struct send_req *sr);
 
 static void
 msgcmd__persisted(const PGresult *res, void *arg)
@@ -106,122 +104,67 @@ msgcmd__persist(struct send_req *sr)
 	return rc;
 }
 
+/* The send script's answer for one request (sendq.c). */
 static void
-msgcmd__seeded(const PGresult *res, void *arg)
+msgcmd__done(struct sendq_item *it, enum sendq_status st, const char *val)
 {
-	struct send_req *sr = arg;
+	struct send_req *sr = (struct send_req *)it;
+	struct conn *c = sr->req.c;
 
-	if (!pgq_ok(res) || PQntuples(res) != 1 || msgcmd__eval(sr, PQgetvalue(res, 0, 0)) != 0) {
-		cmd_error(sr->req.c, sr->req.idjson, "unavailable", "storage unavailable; retry");
-		msgcmd__free(sr);
-	}
-}
-
-static void
-msgcmd__done(redisAsyncContext *ac, void *reply, void *priv)
-{
-	redisReply *r = reply;
-	struct send_req *sr = priv;
-	const char *params[2];
-	long long status;
-
-	(void)ac;
-	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_INTEGER ||
-	    r->element[1]->type != REDIS_REPLY_STRING) {
-		if (r != NULL && r->type == REDIS_REPLY_ERROR) {
-			log_warn("send script failed: %s", r->str);
-			if (strncmp(r->str, "NOSCRIPT", 8) == 0)
-				bus_scripts_missing();
+	switch (st) {
+	case SENDQ_NEW:
+	case SENDQ_REPEAT:
+		if (st == SENDQ_NEW && !sr->edit)
+			metrics_add(M_MSGS_SENT, 1);
+		if (strcmp(srv.cfg->durability, "postgres") == 0) {
+			sr->ack = xstrdup(val);
+			if ((st == SENDQ_NEW ? msgcmd__persist(sr) : msgcmd__check_persisted(sr)) == 0)
+				return;
+			cmd_error(c, sr->req.idjson, "unavailable",
+			    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
+			break;
 		}
-		cmd_error(sr->req.c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
-		goto done;
-	}
-	status = r->element[0]->integer;
-	if (status == -1 && !sr->seeded) {
-		/* Redis lost the room's counter: continue after PostgreSQL's max. */
-		sr->seeded = 1;
-		params[0] = sr->req.c->id.tenant;
-		params[1] = sr->room;
-		if (pgq_exec(srv.pg, max_seq_sql, 2, params, msgcmd__seeded, sr) == 0)
-			return;
-		cmd_error(sr->req.c, sr->req.idjson, "unavailable", "database unavailable; retry");
-		goto done;
-	}
-	if (status == -2) {
-		long long wait = strtoll(r->element[1]->str, NULL, 10);
+		cmd_ack_raw(c, sr->req.idjson, val);
+		break;
+	case SENDQ_LIMITED: {
+		long long wait = strtoll(val, NULL, 10);
 
 		metrics_add(M_RATE_LIMITED, 1);
-		cmd_error_retry(sr->req.c, sr->req.idjson, wait, "too many messages; retry in %lld ms", wait);
-		goto done;
+		cmd_error_retry(c, sr->req.idjson, wait, "too many messages; retry in %lld ms", wait);
+		break;
 	}
-	if (status < 0) {
-		cmd_error(sr->req.c, sr->req.idjson, "internal", "sequence not seeded");
-		goto done;
+	case SENDQ_NO_SEED:
+		cmd_error(c, sr->req.idjson, "internal", "sequence not seeded");
+		break;
+	case SENDQ_NO_DB:
+		cmd_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
+		break;
+	case SENDQ_NO_BUS:
+		cmd_error(c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
+		break;
 	}
-	if (status == 1 && !sr->edit)
-		metrics_add(M_MSGS_SENT, 1);
-	if (strcmp(srv.cfg->durability, "postgres") == 0) {
-		sr->ack = xstrdup(r->element[1]->str);
-		if ((status == 1 ? msgcmd__persist(sr) : msgcmd__check_persisted(sr)) == 0)
-			return;
-		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
-		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
-		goto done;
-	}
-	cmd_ack_raw(sr->req.c, sr->req.idjson, r->element[1]->str);
-done:
 	msgcmd__free(sr);
 }
 
-static int
-msgcmd__eval(struct send_req *sr, const char *floor)
+/* Into this turn's batch of the room: one script call for all of them. */
+static void
+msgcmd__queue(struct send_req *sr)
 {
-	const struct cfg *cfg = srv.cfg;
-	const char *tenant = sr->req.c->id.tenant;
-	const char *user = sr->req.c->id.user;
-	char kseq[200], kstream[200], kidem[400], channel[200];
-	char maxlen[16], ttl[16], idem_ttl[16], ts[24], kbucket[200], rate[16], burst[16];
-	const char *argv[22];
-	int i = 0;
+	struct sendq_item *it = &sr->item;
 
-	bus_key(kseq, sizeof(kseq), tenant, sr->room, "seq");
-	bus_key(kstream, sizeof(kstream), tenant, sr->room, "stream");
-	snprintf(kidem, sizeof(kidem), "chatd:{%s/%s}:idem:%s/%s", tenant, sr->room, user, sr->cmid);
-	room_channel(channel, sizeof(channel), tenant, sr->room);
-	snprintf(maxlen, sizeof(maxlen), "%d", cfg->stream_maxlen);
-	snprintf(ttl, sizeof(ttl), "%d", cfg->stream_ttl_s);
+	it->tenant = sr->req.c->id.tenant;
+	it->room = sr->room;
+	it->user = sr->req.c->id.user;
+	it->cmid = sr->cmid;
+	it->head = sr->head;
+	it->mid = sr->mid;
+	it->tail = sr->tail;
+	it->msg_id = sr->msg_id;
+	it->ts = sr->ts;
 	/* An edit's key only guards the script's own retry (the seed re-run). */
-	snprintf(idem_ttl, sizeof(idem_ttl), "%d", sr->edit ? 60 : cfg->dedupe_ttl_s);
-	snprintf(ts, sizeof(ts), "%lld", sr->ts);
-	bus_rate_key(kbucket, sizeof(kbucket), tenant, user, "send");
-	snprintf(rate, sizeof(rate), "%d", cfg->rate_send_per_s);
-	snprintf(burst, sizeof(burst), "%d", cfg->rate_send_burst);
-	argv[i++] = "EVALSHA";
-	argv[i++] = bus_send_sha();
-	argv[i++] = "5";
-	argv[i++] = kseq;
-	argv[i++] = kstream;
-	argv[i++] = BUS_SYNC_STREAM;
-	argv[i++] = kidem;
-	argv[i++] = kbucket;
-	argv[i++] = sr->head;
-	argv[i++] = sr->mid;
-	argv[i++] = sr->tail;
-	argv[i++] = channel;
-	argv[i++] = maxlen;
-	argv[i++] = ttl;
-	argv[i++] = idem_ttl;
-	argv[i++] = sr->msg_id;
-	argv[i++] = ts;
-	argv[i++] = floor;
-	argv[i++] = tenant;
-	argv[i++] = sr->room;
-	argv[i++] = rate;
-	argv[i++] = burst;
-	if (!bus_ready())
-		return -1;
-	return rlink_cmdargv(srv.rcmd, msgcmd__done, sr, i, argv, NULL);
+	it->idem_ttl_s = sr->edit ? 60 : srv.cfg->dedupe_ttl_s;
+	it->done = msgcmd__done;
+	sendq_add(it);
 }
 
 /* The event text around its two seq numbers, so the script only splices. */
@@ -297,10 +240,7 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	sr->ts = util_now_ms();
 	cmd_req_init(&sr->req, c, idjson);
 	msgcmd__build(sr, kind, body);
-	if (msgcmd__eval(sr, "") != 0) {
-		cmd_error(c, idjson, "unavailable", "message bus unavailable; retry");
-		msgcmd__free(sr);
-	}
+	msgcmd__queue(sr);
 }
 
 #define HISTORY_PAGE_MAX 100
@@ -462,10 +402,7 @@ msgcmd__author_checked(const PGresult *res, void *arg)
 	free(body_json);
 	free(er->body);
 	free(er);
-	if (msgcmd__eval(sr, "") != 0) {
-		cmd_error(c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
-		msgcmd__free(sr);
-	}
+	msgcmd__queue(sr);
 	return;
 fail:
 	msgcmd__free(sr);

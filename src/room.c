@@ -212,7 +212,17 @@ room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv)
 	if (r == NULL)
 		return;
 	if (strcmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
-		room__fanout(r, rep->element[2]->str, rep->element[2]->len);
+		/* One send script call publishes its events joined by '\n'. */
+		const char *p = rep->element[2]->str, *end = p + rep->element[2]->len;
+
+		while (p < end) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			const char *stop = nl ? nl : end;
+
+			if (stop > p)
+				room__fanout(r, p, (size_t)(stop - p));
+			p = stop + 1;
+		}
 	} else if (strcmp(kind, "subscribe") == 0) {
 		r->state = RS_ACTIVE;
 		if (r->resync) {

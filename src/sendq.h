@@ -1,0 +1,39 @@
+#ifndef CHATD_SENDQ_H
+#define CHATD_SENDQ_H
+
+/*
+ * The send queue: every message:send and message:edit of one room that
+ * arrives in one loop turn goes to Redis as one call of the send script
+ * (bus.c), at the end of the turn (flush.c calls sendq_flush). A fast
+ * sender's pipelined burst costs Redis one counter update, one PUBLISH and
+ * one bucket update instead of one of each per message, and chatd one
+ * pub/sub message. The items keep their order; each gets its own answer.
+ */
+
+enum sendq_status {
+	SENDQ_NEW = 1,		/* val: the ack's fields */
+	SENDQ_REPEAT = 0,	/* val: the first ack's fields (same client_msg_id) */
+	SENDQ_LIMITED = -2,	/* val: ms until the user's bucket has a token */
+	SENDQ_NO_BUS = -3,	/* Redis down or the script failed */
+	SENDQ_NO_DB = -4,	/* the counter needed PostgreSQL's max seq: failed */
+	SENDQ_NO_SEED = -5	/* still no counter after seeding */
+};
+
+struct sendq_item {
+	/* Set by the caller, borrowed until done is called. */
+	const char *tenant, *room, *user, *cmid;
+	const char *head, *mid, *tail;	/* the event around its seq (mid "": one seq) */
+	const char *msg_id;
+	long long ts;
+	int idem_ttl_s;
+	void (*done)(struct sendq_item *it, enum sendq_status st, const char *val);
+};
+
+/* Queues it for this loop turn; done is called exactly once, later. */
+void sendq_add(struct sendq_item *it);
+/* Sends this turn's batches (flush.c, at the end of every loop turn). */
+void sendq_flush(void);
+/* After the last flush: frees the queue's own state. */
+void sendq_shutdown(void);
+
+#endif

@@ -17,6 +17,10 @@
 /* Values are nanoseconds. 64 linear sub-buckets per power of two: a value is
  * known to within 1/64 (reported as its bucket's midpoint, < 0.8% off).
  * Values at or above 2^37 ns (137 s) land in the last bucket. */
+/* A body: 'm' (measured) or 'w' (warm-up), then the due time in
+ * CLOCK_MONOTONIC ns in this many digits, zero-padded. */
+#define LG_DUE_DIGITS 20
+
 #define HIST_SUB_BITS 6
 #define HIST_SUB (1 << HIST_SUB_BITS)
 #define HIST_MAX_EXP 37
@@ -26,7 +30,7 @@ struct hist {
 	uint64_t count;
 	uint64_t max;		/* exact */
 	uint64_t min;		/* exact; UINT64_MAX when empty */
-	long double sum;
+	uint64_t sum;		/* ns; 25M samples of 137 s still fit */
 	uint64_t b[HIST_BUCKETS];
 };
 

@@ -454,7 +454,7 @@ conn__message_new(const char *p, size_t len)
 	if (b == NULL)
 		b = conn__find_body(p, end);
 
-	if (b == NULL || b + 9 >= end) {
+	if (b == NULL || b + 9 + LG_DUE_DIGITS >= end) {
 		g.received_other++;
 		return;
 	}
@@ -463,8 +463,9 @@ conn__message_new(const char *p, size_t len)
 		g.received_other++;
 		return;
 	}
-	for (const char *d = b + 1; d < end && *d >= '0' && *d <= '9'; d++)
-		ts = ts * 10 + (uint64_t)(*d - '0');
+	/* Fixed width (conn_send_message): no branch on the digits. */
+	for (int i = 1; i <= LG_DUE_DIGITS; i++)
+		ts = ts * 10 + (uint64_t)(unsigned char)(b[i] - '0');
 	if (*b == 'w') {
 		g.received_warm++;
 		return;
@@ -781,12 +782,12 @@ conn_send_message(struct conn *c, uint64_t due, int measured)
 	}
 	id = (c->next_id++) * 2 + (measured ? 0 : 1);
 	n = snprintf(payload, cap, "{\"type\":\"message:send\",\"id\":%llu,\"room\":\"%s\","
-	    "\"client_msg_id\":\"%sc%u-%llu\",\"body\":\"%c%020llu",
+	    "\"client_msg_id\":\"%sc%u-%llu\",\"body\":\"%c%0*llu",
 	    (unsigned long long)id, g.rooms[c->room].id, g.o.prefix, c->idx,
-	    (unsigned long long)id, measured ? 'm' : 'w', (unsigned long long)due);
+	    (unsigned long long)id, measured ? 'm' : 'w', LG_DUE_DIGITS, (unsigned long long)due);
 	if (n < 0 || (size_t)n >= cap)
 		return;
-	for (uint32_t b = 21; b < g.o.body_bytes; b++)
+	for (uint32_t b = 1 + LG_DUE_DIGITS; b < g.o.body_bytes; b++)
 		payload[n++] = 'x';
 	payload[n++] = '"';
 	payload[n++] = '}';

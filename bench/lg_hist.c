@@ -61,7 +61,7 @@ hist_json(FILE *f, const struct hist *h)
 	    hist_quantile(h, 0.50) / 1e3, hist_quantile(h, 0.90) / 1e3,
 	    hist_quantile(h, 0.99) / 1e3, hist_quantile(h, 0.999) / 1e3,
 	    h->count ? h->max / 1e3 : 0.0,
-	    h->count ? (double)(h->sum / h->count) / 1e3 : 0.0);
+	    h->count ? (double)h->sum / (double)h->count / 1e3 : 0.0);
 }
 
 void

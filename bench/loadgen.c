@@ -258,7 +258,7 @@ parse_options(int argc, char **argv)
 		case O_TTL: rc |= parse_num("token-ttl", optarg, 60, 1e7, &v); g.o.token_ttl = (long)v; break;
 		case O_PENDING: rc |= parse_num("max-pending", optarg, 1, 1e6, &v); g.o.max_pending = (uint32_t)v; break;
 		case O_JOINS: rc |= parse_num("max-joins", optarg, 1, 1e6, &v); g.o.max_joins = (uint32_t)v; break;
-		case O_BODY: rc |= parse_num("body-bytes", optarg, 21, 1 << 20, &v); g.o.body_bytes = (uint32_t)v; break;
+		case O_BODY: rc |= parse_num("body-bytes", optarg, 1 + LG_DUE_DIGITS, 1 << 20, &v); g.o.body_bytes = (uint32_t)v; break;
 		case O_HELP: case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}

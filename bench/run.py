@@ -528,9 +528,11 @@ class Bench:
             mon_s = chatd.monitoring_patient()
             perf_top = perf.finish() if perf else None
             perf = Perf(chatd, tag) if profile and not measure_idle else None
+            heap1 = None
             if measure_idle:
                 time.sleep(1.0)   # the last joins' buffers settle
                 rss1 = chatd.rss_kib()
+                heap1 = chatd.monitoring_patient()["process"]
             outs = lg.wait()
             snap2 = CpuSnap(chatd)
             perf_top = perf.finish() if perf else perf_top
@@ -584,6 +586,16 @@ class Bench:
             rec["perf_top"] = perf_top
         if rss1 is not None and r["setup"]["joined"]:
             rec["server"]["kib_per_conn"] = round((rss1 - rss0) / r["setup"]["joined"], 2)
+            # The worker's heap (glibc mallinfo2): allocated and free-but-mapped,
+            # per connection, so the report can split RSS into parts.
+            heap0 = mon0.get("process", {})
+            for k in ("answering_worker_heap_used_kb", "answering_worker_heap_free_kb",
+                      "lws_heap_kb"):
+                a, b = heap0.get(k), (heap1 or {}).get(k)
+                if a is not None and b is not None:
+                    rec["server"][k.replace("answering_worker_", "").replace(
+                        "_kb", "_kib_per_conn")] = round(
+                        (b - a) / r["setup"]["joined"], 3)
         rec["ok"] = self.ok(rec)
         with open(RESULTS, "a") as f:
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")

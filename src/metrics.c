@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <jansson.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -113,6 +114,7 @@ metrics__field(enum metrics_field f)
 	case M_TOKEN_EXPIRED: return &w->token_expired;
 	case M_WRITES: return &w->writes;
 	case M_WRITE_BYTES: return &w->write_bytes;
+	case M_LWS_HEAP: return &w->lws_heap;
 	}
 	log_fatal("metrics: unknown field %d", (int)f);
 }
@@ -210,13 +212,14 @@ metrics_json(void)
 {
 	int64_t now = util_now_ms();
 	int n = (int)shm->nworkers;
-	int64_t sum[M_WRITE_BYTES + 1] = { 0 };
+	int64_t sum[M_LWS_HEAP + 1] = { 0 };
 	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
 	int64_t rooms = 0;
 	int redis_up = 1, pg_up = 1, live = 0;
 	json_t *workers = json_array();
 	json_t *root;
 	struct rusage ru;
+	struct mallinfo2 mi;
 	char *out;
 
 	for (int i = 0; i < n; i++) {
@@ -244,6 +247,7 @@ metrics_json(void)
 		sum[M_TOKEN_EXPIRED] += LOAD(&w->token_expired);
 		sum[M_WRITES] += LOAD(&w->writes);
 		sum[M_WRITE_BYTES] += LOAD(&w->write_bytes);
+		sum[M_LWS_HEAP] += LOAD(&w->lws_heap);
 		if (LOAD(&w->pid) == 0)
 			continue;
 		live++;
@@ -300,8 +304,14 @@ metrics_json(void)
 	    "gaps", (json_int_t)sum[M_GAPS], "closed", (json_int_t)sum[M_SLOW_CLOSES]));
 	json_object_set_new(root, "output", json_pack("{s:I, s:I}",
 	    "socket_writes", (json_int_t)sum[M_WRITES], "bytes", (json_int_t)sum[M_WRITE_BYTES]));
-	json_object_set_new(root, "process", json_pack("{s:I}",
-	    "answering_worker_maxrss_kb", (json_int_t)ru.ru_maxrss));
+	/* glibc's view of the answering worker's heap: what is allocated, and
+	 * what is free but still mapped (RSS counts both once touched). */
+	mi = mallinfo2();
+	json_object_set_new(root, "process", json_pack("{s:I, s:I, s:I, s:I}",
+	    "answering_worker_maxrss_kb", (json_int_t)ru.ru_maxrss,
+	    "answering_worker_heap_used_kb", (json_int_t)((mi.uordblks + mi.hblkhd) / 1024),
+	    "answering_worker_heap_free_kb", (json_int_t)(mi.fordblks / 1024),
+	    "lws_heap_kb", (json_int_t)(sum[M_LWS_HEAP] / 1024)));
 	out = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	if (out == NULL)

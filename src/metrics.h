@@ -40,6 +40,7 @@ struct metrics_worker {
 	int64_t token_expired;
 	int64_t writes;		/* socket writes to WebSocket clients */
 	int64_t write_bytes;
+	int64_t lws_heap;	/* bytes libwebsockets holds (ws.c's allocator) */
 };
 
 enum metrics_field {
@@ -48,7 +49,7 @@ enum metrics_field {
 	M_REDIS_ERRORS, M_REDIS_RECONNECTS, M_PG_CONNECTED, M_PG_ERRORS,
 	M_SYNC_SYNCED, M_SYNC_FAILED, M_SYNC_LAST_MS, M_SYNC_BATCH_US,
 	M_REFUSED_AUTH, M_REFUSED_ORIGIN, M_REFUSED_RATE, M_RATE_LIMITED, M_GAPS,
-	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES,
+	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES, M_LWS_HEAP,
 };
 
 /* Parent, before forking: map the shared region. */

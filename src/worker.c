@@ -153,6 +153,7 @@ worker__tick(uv_timer_t *t)
 	(void)t;
 	metrics_set(M_PG_CONNECTED, pgq_up(srv.pg) && pgq_up(srv.pgsync));
 	conn_sweep();
+	ws_report_heap();
 }
 
 static int
@@ -177,6 +178,7 @@ worker__lws(const struct cfg *cfg)
 	info.timeout_secs = (unsigned int)cfg->handshake_timeout_s;
 	info.timeout_secs_ah_idle = (uint16_t)cfg->handshake_timeout_s;	/* header reading */
 	info.vhost_name = "default";
+	ws_count_lib_heap();
 	srv.lws = lws_create_context(&info);
 	if (srv.lws == NULL)
 		return -1;

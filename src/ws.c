@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <libwebsockets.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -76,6 +77,44 @@ ws_read_more(void)
 		conn_unref(c);
 	}
 	rx_n = 0;
+}
+
+static int64_t lib_heap;	/* bytes lws holds, by malloc_usable_size */
+
+static void *
+ws__lib_realloc(void *ptr, size_t size, const char *reason)
+{
+	void *p;
+
+	(void)reason;
+	if (size == 0) {
+		if (ptr != NULL)
+			lib_heap -= (int64_t)malloc_usable_size(ptr);
+		free(ptr);
+		return NULL;
+	}
+	if (ptr != NULL)
+		lib_heap -= (int64_t)malloc_usable_size(ptr);
+	p = realloc(ptr, size);
+	if (p == NULL) {
+		if (ptr != NULL)
+			lib_heap += (int64_t)malloc_usable_size(ptr);
+		return NULL;
+	}
+	lib_heap += (int64_t)malloc_usable_size(p);
+	return p;
+}
+
+void
+ws_count_lib_heap(void)
+{
+	lws_set_allocator(ws__lib_realloc);
+}
+
+void
+ws_report_heap(void)
+{
+	metrics_set(M_LWS_HEAP, lib_heap);
 }
 
 void

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chatd_harness import run_chatd, unique_id, write_config
+from chatd_harness import make_token, run_chatd, unique_id, write_config
 
 
 def test_health(server):
@@ -68,3 +68,29 @@ def test_refuses_to_start_on_unmigrated_schema(make_server, empty_database):
     rc = srv.wait(10)
     assert rc not in (None, 0), f"exit code {rc} (None: still running)"
     assert re.search(r"make migrate|scripts/migrate\.sh", srv.log()), srv.log()[-2000:]
+
+
+def test_monitoring_reports_memory_parts(server):
+    """process: the worker's heap (allocated, free) and libwebsockets' share,
+    which grows while connections are open (bench/README splits an idle
+    connection's memory with these)."""
+    from chatd_harness import close_all_clients, eventually_async, open_hello, run
+
+    def lws_kb():
+        proc = server.get_json("/api/monitoring/websocket")["process"]
+        for k in ("answering_worker_heap_used_kb", "answering_worker_heap_free_kb"):
+            assert isinstance(proc[k], int) and proc[k] >= 0, proc
+        return proc["lws_heap_kb"]
+
+    async def main():
+        before = lws_kb()
+        tenant = unique_id("mem")
+        for i in range(100):
+            await open_hello(server, make_token(f"u{i}", tenant=tenant))
+
+        def grew():
+            # ~1.5 KiB per connection in libwebsockets 4.1.6; at least 0.5.
+            assert lws_kb() - before >= 50, (before, lws_kb())
+        await eventually_async(grew, timeout=5, what="lws_heap_kb to grow with 100 connections")
+        await close_all_clients()
+    run(main(), timeout=30)

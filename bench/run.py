@@ -834,11 +834,17 @@ def prepare():
     # Every session starts from an empty bench Redis (its own set, port
     # 6392; nothing else uses it): otherwise the idempotency keys of earlier
     # sessions (24 h TTL) pile up to hundreds of MB and AOF rewrites of that
-    # size fork in the middle of runs. PostgreSQL keeps its rows.
+    # size fork in the middle of runs. The bench database's tables are
+    # emptied too: a session's 5-10 million rows made every later session's
+    # sync insert ~1.5 times as costly (deeper indexes), which drifted the
+    # figures from session to session.
     port = re.search(r"^REDIS_PORT=(\d+)$", env_file.read_text(), re.M).group(1)
     for cmd in (["FLUSHDB"], ["BGREWRITEAOF"]):
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", port, *cmd], cwd=REPO,
                        timeout=60, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c",
+                    "TRUNCATE room_events, messages, room_members, rooms"],
+                   cwd=REPO, timeout=120, stdout=subprocess.DEVNULL, check=True)
     time.sleep(1)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
 

@@ -6,7 +6,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "pgq.h"
-#include "rlink.h"
 #include "room.h"
 #include "obuf.h"
 #include "sendq.h"
@@ -42,8 +41,6 @@ msgcmd__free(struct send_req *sr)
 	free(sr->ack);
 	free(sr);
 }
-
-static void msgcmd__queue(struct send_req *sr);
 
 static void
 msgcmd__persisted(const PGresult *res, void *arg)

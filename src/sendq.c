@@ -223,7 +223,8 @@ sendq_flush(void)
 void
 sendq_shutdown(void)
 {
-	sendq_flush();
+	/* flush_shutdown's last flush has sent every batch (sendq_add starts
+	 * its check handle). */
 	hmap_free(open_by_room);
 	open_by_room = NULL;
 }

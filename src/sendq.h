@@ -33,7 +33,7 @@ struct sendq_item {
 void sendq_add(struct sendq_item *it);
 /* Sends this turn's batches (flush.c, at the end of every loop turn). */
 void sendq_flush(void);
-/* After the last flush: frees the queue's own state. */
+/* After flush_shutdown's last flush: frees the queue's own state. */
 void sendq_shutdown(void);
 
 #endif

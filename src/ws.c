@@ -84,24 +84,18 @@ static int64_t lib_heap;	/* bytes lws holds, by malloc_usable_size */
 static void *
 ws__lib_realloc(void *ptr, size_t size, const char *reason)
 {
+	size_t had = malloc_usable_size(ptr);	/* 0 for NULL */
 	void *p;
 
 	(void)reason;
 	if (size == 0) {
-		if (ptr != NULL)
-			lib_heap -= (int64_t)malloc_usable_size(ptr);
 		free(ptr);
+		lib_heap -= (int64_t)had;
 		return NULL;
 	}
-	if (ptr != NULL)
-		lib_heap -= (int64_t)malloc_usable_size(ptr);
 	p = realloc(ptr, size);
-	if (p == NULL) {
-		if (ptr != NULL)
-			lib_heap += (int64_t)malloc_usable_size(ptr);
-		return NULL;
-	}
-	lib_heap += (int64_t)malloc_usable_size(p);
+	if (p != NULL)
+		lib_heap += (int64_t)malloc_usable_size(p) - (int64_t)had;
 	return p;
 }
 

@@ -52,10 +52,12 @@ static const char bus_rate_lua[] = BUS_BUCKET_LUA
  * idempotency check (also against an earlier item of the same call), the
  * rate limit, seq = the room's counter + 1 (re-seeded from PostgreSQL's
  * maximum if Redis lost the counter), the event into the room stream (id
- * seq-0, trimmed) and the sync stream, the ack kept for the dedupe window;
- * then, once for the call, the counter, the stream's expiry and one PUBLISH
- * of the new events joined by '\n' (an event is JSON: it has no raw
- * newline). One script, so publish order is seq order.
+ * seq-0, trimmed), the ack kept for the dedupe window; then, once for the
+ * call, the new events into the sync stream (entries of at most
+ * BUS_SYNC_ENTRY_MAX events joined by '\n', "s" the first one's seq: a
+ * call's new seqs are consecutive), the counter, the stream's expiry and
+ * one PUBLISH of the new events joined by '\n' (an event is JSON: it has
+ * no raw newline). One script, so publish order is seq order.
  *
  * The rate limit is checked after the dedupe (a retry costs nothing) and
  * after the seed check (the re-run with the seed costs one token, not two).
@@ -113,7 +115,6 @@ static const char bus_send_lua[] = BUS_BUCKET_LUA
 "      local ev = ARGV[b + 1] .. seq .. ARGV[b + 3]\n"
 "      if ARGV[b + 2] ~= '' then ev = ARGV[b + 1] .. seq .. ARGV[b + 2] .. seq .. ARGV[b + 3] end\n"
 "      redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-0', 'e', ev)\n"
-"      redis.call('XADD', KEYS[3], '*', 't', ARGV[5], 'r', ARGV[6], 's', seq, 'e', ev)\n"
 "      ack = '\"msg_id\":\"' .. ARGV[b + 4] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[b + 5]\n"
 "      redis.call('SET', ik, ack, 'EX', ARGV[b + 6])\n"
 "      seen[ik] = ack\n"
@@ -125,6 +126,12 @@ static const char bus_send_lua[] = BUS_BUCKET_LUA
 "end\n"
 "for bk in pairs(taken) do bucket_put(bk, milli[bk], now, rate, burst) end\n"
 "if #evs > 0 then\n"
+"  local first = cur - #evs + 1\n"
+"  for j = 1, #evs, " BUS_STR(BUS_SYNC_ENTRY_MAX) " do\n"
+"    redis.call('XADD', KEYS[3], '*', 't', ARGV[5], 'r', ARGV[6],\n"
+"      's', string.format('%d', first + j - 1),\n"
+"      'e', table.concat(evs, '\\n', j, math.min(#evs, j + " BUS_STR(BUS_SYNC_ENTRY_MAX) " - 1)))\n"
+"  end\n"
 "  redis.call('SET', KEYS[1], string.format('%d', cur))\n"
 "  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
 "  redis.call('PUBLISH', ARGV[1], table.concat(evs, '\\n'))\n"

@@ -23,5 +23,12 @@ void bus_rate_key(char *buf, size_t len, const char *tenant, const char *user, c
 void bus_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what);
 #define BUS_SYNC_STREAM "chatd:sync"
 #define BUS_SYNC_GROUP "chatd"
+/* Most events in one sync-stream entry ("e": events joined by '\n', "s":
+ * the first one's seq, each next one's seq one more). The send script adds
+ * one entry per call instead of one per message; the bound keeps a read of
+ * N entries within N * BUS_SYNC_ENTRY_MAX events. */
+#define BUS_SYNC_ENTRY_MAX 16
+#define BUS_STR_(x) #x
+#define BUS_STR(x) BUS_STR_(x)
 
 #endif

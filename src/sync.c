@@ -39,6 +39,7 @@ static const char sync_sql[] =
 
 struct sync_batch {
 	int n;
+	int events;		/* in its entries */
 	char **ids;		/* owned stream ids */
 	uint64_t started_us;
 };
@@ -111,7 +112,7 @@ sync__written(const PGresult *res, void *arg)
 	if (rlink_cmdargv(srv.rsync, sync__acked, NULL, b->n + 3, argv, NULL) != 0)
 		pending_mode = 1;
 	free(argv);
-	metrics_add(M_SYNC_SYNCED, b->n);
+	metrics_add(M_SYNC_SYNCED, b->events);
 	metrics_set(M_SYNC_LAST_MS, util_now_ms());
 	metrics_set(M_SYNC_BATCH_US, (int64_t)(uv_hrtime() / 1000 - b->started_us));
 	sync__batch_free(b);
@@ -131,27 +132,65 @@ sync__field(const redisReply *fields, const char *name, size_t *len)
 	return NULL;
 }
 
-/* Appends one entry as {"t":..,"r":..,"s":..,"e":<event>}; ids and seq are
- * validated before they ever reach the stream, the event is JSON. */
+/* Appends the events of one entry as {"t":..,"r":..,"s":..,"e":<event>},
+ * each with its seq: the entry's "s" for the first, one more for each next
+ * (bus.c). ids were validated before they ever reached the stream, the
+ * events are JSON without a raw newline. Returns the events appended, or
+ * -1 for a malformed entry (nothing appended). */
 static int
 sync__append(char **buf, size_t *len, size_t *cap, const redisReply *fields)
 {
-	size_t tl, rl, sl, el, need;
+	size_t tl, rl, sl, el;
 	const char *t = sync__field(fields, "t", &tl);
 	const char *r = sync__field(fields, "r", &rl);
 	const char *s = sync__field(fields, "s", &sl);
 	const char *e = sync__field(fields, "e", &el);
+	const char *end, *nl;
+	long long seq;
+	char *num_end;
+	int n = 0;
 
-	if (!t || !r || !s || !e || !util_valid_id(t) || !util_valid_id(r))
+	if (!t || !r || !s || !e || !util_valid_id(t) || !util_valid_id(r) || sl == 0 || sl > 18)
 		return -1;
-	need = *len + tl + rl + sl + el + 40;
-	if (need > *cap) {
-		*cap = need * 2;
-		*buf = xrealloc(*buf, *cap);
+	seq = strtoll(s, &num_end, 10);
+	if (num_end != s + sl || seq < 1)
+		return -1;
+	for (end = e + el; e < end; e = nl + 1, n++) {
+		size_t need, evl;
+
+		nl = memchr(e, '\n', (size_t)(end - e));
+		if (nl == NULL)
+			nl = end;
+		evl = (size_t)(nl - e);
+		need = *len + tl + rl + evl + 64;
+		if (need > *cap) {
+			*cap = need * 2;
+			*buf = xrealloc(*buf, *cap);
+		}
+		*len += (size_t)snprintf(*buf + *len, *cap - *len,
+		    "%s{\"t\":\"%s\",\"r\":\"%s\",\"s\":%lld,\"e\":%.*s}",
+		    *len > 1 ? "," : "", t, r, seq + n, (int)evl, e);
 	}
-	*len += (size_t)snprintf(*buf + *len, *cap - *len, "%s{\"t\":\"%s\",\"r\":\"%s\",\"s\":%.*s,\"e\":%.*s}",
-	    *len > 1 ? "," : "", t, r, (int)sl, s, (int)el, e);
-	return 0;
+	return n;
+}
+
+/* Entries to ask for: as many as held sync_batch_size events in the last
+ * read (an entry holds 1 to BUS_SYNC_ENTRY_MAX), so one statement carries
+ * about sync_batch_size events however the sends were batched. */
+static int read_count;
+
+static void
+sync__adapt(size_t entries, int events)
+{
+	int size = srv.cfg->sync_batch_size;
+
+	if (entries == 0 || events <= 0)
+		return;
+	read_count = (int)((long long)size * (long long)entries / events);
+	if (read_count < 1)
+		read_count = 1;
+	if (read_count > size)
+		read_count = size;
 }
 
 static void
@@ -161,6 +200,7 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	struct sync_batch *b;
 	char *json;
 	size_t len = 1, cap = 4096;
+	int n;
 
 	(void)ac;
 	(void)priv;
@@ -202,9 +242,13 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 		b->ids[b->n++] = xstrdup(en->element[0]->str);
 		if (en->elements < 2 || en->element[1]->type != REDIS_REPLY_ARRAY)
 			continue;
-		if (sync__append(&json, &len, &cap, en->element[1]) != 0)
+		n = sync__append(&json, &len, &cap, en->element[1]);
+		if (n < 0)
 			log_err("sync: malformed sync entry %s skipped", en->element[0]->str);
+		else
+			b->events += n;
 	}
+	sync__adapt(entries->elements, b->events);
 	json[len++] = ']';
 	json[len] = '\0';
 	/* Set before the call: a failing send calls sync__written at once. */
@@ -282,7 +326,7 @@ sync__read(void)
 		sync_link_up();
 		return;
 	}
-	snprintf(count, sizeof(count), "%d", srv.cfg->sync_batch_size);
+	snprintf(count, sizeof(count), "%d", read_count > 0 ? read_count : srv.cfg->sync_batch_size);
 	snprintf(block, sizeof(block), "%d", srv.cfg->sync_batch_wait_ms);
 	if (rlink_cmd(srv.rsync, sync__got, NULL,
 	    "XREADGROUP GROUP %s %s COUNT %s BLOCK %s STREAMS %s %s", BUS_SYNC_GROUP,

@@ -125,7 +125,53 @@ def test_pipelined_burst_acked_in_order_and_delivered_once(server, tenant):
         for who in (bob, alice):
             check_delivered(who, await room_events(who, N_BURST), room, "alice",
                             list(zip(reqs, acks)))
-    run(main(), timeout=60)
+        return room, reqs, acks
+
+    room, reqs, acks = run(main(), timeout=60)
+
+    # The burst reaches PostgreSQL whole: every acked message once, under its
+    # seq, with its id, client_msg_id and body (a send-script call puts its
+    # events into the sync stream as a few entries of several events each).
+    def in_postgres():
+        rows = pg_messages(tenant, room)
+        assert len(rows) == N_BURST, f"{len(rows)} of {N_BURST} messages in PostgreSQL"
+        want = [(a["seq"], a["msg_id"], r["client_msg_id"], r["body"])
+                for r, a in zip(reqs, acks)]
+        assert [tuple(r) for r in rows] == want, \
+            next((got, w) for got, w in zip(rows, want) if tuple(got) != w)
+    run(eventually_async(in_postgres, timeout=20, what="the burst in PostgreSQL"), timeout=30)
+
+
+def test_sync_entry_of_several_events_and_a_malformed_one(server, tenant, redis_db):
+    """The sync stream's format (bus.h): an entry holds events joined by a
+    newline, "s" the first one's seq. A malformed entry is skipped (and
+    acknowledged, so it does not come back) without holding up the next."""
+    async def main():
+        alice = await connect_on_worker(server, 0, "alice", tenant)
+        return await make_room(alice)
+    room = run(main(), timeout=30)
+
+    def event(seq):
+        return json.dumps({"type": "message:new", "room": room, "seq": seq, "msg": {
+            "id": f"m-{room}-{seq}", "seq": seq, "user": "alice", "kind": "text",
+            "body": f"line {seq}\nwith a newline, escaped", "ts": 1763900000000 + seq,
+            "client_msg_id": f"c{seq}"}}, separators=(",", ":"))
+    bad = redis_db.xadd("chatd:sync", {"t": tenant, "r": room, "s": "x1", "e": event(9)})
+    good = redis_db.xadd("chatd:sync", {"t": tenant, "r": room, "s": "4",
+                                        "e": "\n".join(event(s) for s in (4, 5, 6))})
+
+    def in_postgres():
+        rows = pg_messages(tenant, room)
+        assert [tuple(r) for r in rows] == [
+            (s, f"m-{room}-{s}", f"c{s}", f"line {s}\nwith a newline, escaped")
+            for s in (4, 5, 6)], rows
+    run(eventually_async(in_postgres, timeout=20, what="the entry's 3 events"), timeout=30)
+
+    def acknowledged():
+        pending = {p["message_id"] for p in
+                   redis_db.xpending_range("chatd:sync", "chatd", "-", "+", 1000)}
+        assert not pending & {bad, good}, f"still pending: {pending & {bad, good}}"
+    run(eventually_async(acknowledged, timeout=10, what="both entries acknowledged"), timeout=20)
 
 
 # ------------------------------------------- 2. one client_msg_id, 3 times

@@ -8,7 +8,10 @@ struct conn;
  * during one turn of the loop (a burst of published events, a reply) leave
  * together at the end of the turn, in as few socket writes as possible,
  * straight from a uv_check handle when the socket can take them, and
- * through LWS_CALLBACK_SERVER_WRITEABLE only when it could not.
+ * through LWS_CALLBACK_SERVER_WRITEABLE only when it could not. A turn
+ * writes at most FLUSH_CHUNK connections, in the order they asked; the
+ * rest wait for the next turn (the loop then polls without blocking), so
+ * reading goes on during a large room's fan-out.
  */
 
 /* c has something new queued: write it at the end of this loop turn. */

@@ -157,6 +157,46 @@ def test_pipelined_burst_reaches_every_subscriber_batched(server, tenant):
     run(main(), timeout=60)
 
 
+# ------------------------------- 1b. a room larger than one turn's writes
+
+BIG_ROOM = 300		# per worker more than flush.c's FLUSH_CHUNK (128)
+BIG_BURST = 200
+
+
+def test_room_larger_than_a_write_chunk_gets_everything_in_order(server, tenant):
+    """A worker writes at most 128 connections per loop turn and reads on in
+    between; what arrives meanwhile joins the queues of the connections not
+    yet written. Every subscriber still gets every event once, in seq order,
+    and the sender every ack, in order."""
+    async def main():
+        workers = server.workers
+        sender = await connect_on_worker(server, 0, "sender", tenant)
+        subs = await asyncio.gather(*(
+            connect_where(server, lambda w, i=i: w == i % workers, f"big{i}", tenant)
+            for i in range(BIG_ROOM)))
+        room = await make_room(sender)
+        await asyncio.gather(*(c.ok("room:join", room=room) for c in subs))
+        everyone = [sender, *subs]
+        for c in everyone:
+            await c.settle()
+
+        items = [(f"c{i}", body_for("big", i)) for i in range(BIG_BURST)]
+        await pipeline_sends(sender, room, items)
+        replies = await collect_replies(sender, [cmid for cmid, _ in items], timeout=30)
+        expected = record_acks(items, replies)
+        assert [replies[cmid]["seq"] for cmid, _ in items] == list(range(1, BIG_BURST + 1))
+        received = await asyncio.gather(*(c.collect("message:new", BIG_BURST, timeout=30)
+                                          for c in everyone))
+        for client, frames in zip(everyone, received):
+            check_events(repr(client), frames, room, "sender", expected, 1, BIG_BURST)
+        for client in everyone:
+            await client.settle()
+            extra = client.buffered("message:new")
+            assert extra == [], f"{client}: {len(extra)} more message:new"
+        await asyncio.gather(*(c.close() for c in subs))
+    run(main(), timeout=90)
+
+
 # -------------------------------------------------- 2. joins during a burst
 
 JOIN_AT = (300, 700)		# acks before each round of joins

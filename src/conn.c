@@ -145,6 +145,21 @@ conn_ref(struct conn *c)
 	c->refs++;
 }
 
+int
+conn_list_add(struct conn_list *l, struct conn *c, int *flag)
+{
+	if (*flag)
+		return 0;
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = xrealloc(l->v, (size_t)l->cap * sizeof(*l->v));
+	}
+	*flag = 1;
+	conn_ref(c);
+	l->v[l->n++] = c;
+	return 1;
+}
+
 void
 conn_unref(struct conn *c)
 {

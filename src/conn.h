@@ -72,6 +72,16 @@ struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);
 void conn_closed(struct conn *c);
 void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
+
+/* Connections listed for something at the end of this loop turn (ws.c's
+ * readers, flush.c's writes): each once, while *flag is set, with a
+ * reference the list's owner drops when it takes c off. */
+struct conn_list {
+	struct conn **v;	/* owned */
+	int n, cap;
+};
+/* Appends c (and sets *flag) unless *flag is set. 1: appended. */
+int conn_list_add(struct conn_list *l, struct conn *c, int *flag);
 int conn_open(const struct conn *c);
 
 /* Queue an obuf (takes a new ref) to be written at the end of the loop

@@ -20,8 +20,8 @@
  * queues of the connections not yet written, leaving in the same write. */
 #define FLUSH_CHUNK 128
 
-static struct conn **list;	/* references held; [head, nlist) to write */
-static int head, nlist, caplist;
+static struct conn_list todo;	/* [head, todo.n) still to write */
+static int head;
 static uv_check_t check;
 static uv_idle_t idle;		/* no blocking poll while writes wait */
 static int check_ready;
@@ -105,14 +105,14 @@ flush__run(uv_check_t *h)
 	sendq_flush();
 	room_seal_batches();
 	if (head > 0) {
-		memmove(list, list + head, (size_t)(nlist - head) * sizeof(*list));
-		nlist -= head;
+		memmove(todo.v, todo.v + head, (size_t)(todo.n - head) * sizeof(*todo.v));
+		todo.n -= head;
 		head = 0;
 	}
-	end = nlist < FLUSH_CHUNK ? nlist : FLUSH_CHUNK;
-	/* conn_kill may append to list (and move it): index, never cache. */
+	end = todo.n < FLUSH_CHUNK ? todo.n : FLUSH_CHUNK;
+	/* conn_kill may append to the list (and move it): index, never cache. */
 	while (head < end) {
-		struct conn *c = list[head++];
+		struct conn *c = todo.v[head++];
 
 		c->flush_queued = 0;
 		if (c->wsi != NULL && !c->killing && c->qlen > 0) {
@@ -123,11 +123,11 @@ flush__run(uv_check_t *h)
 		}
 		conn_unref(c);
 	}
-	if (head < nlist) {
+	if (head < todo.n) {
 		uv_idle_start(&idle, flush__idle_cb);
 		return;
 	}
-	head = nlist = 0;
+	head = todo.n = 0;
 	uv_idle_stop(&idle);
 	uv_check_stop(&check);
 }
@@ -147,16 +147,8 @@ flush_kick(void)
 void
 flush_want(struct conn *c)
 {
-	if (c->flush_queued)
-		return;
-	if (nlist == caplist) {
-		caplist = caplist ? caplist * 2 : 256;
-		list = xrealloc(list, (size_t)caplist * sizeof(*list));
-	}
-	c->flush_queued = 1;
-	conn_ref(c);
-	list[nlist++] = c;
-	flush_kick();
+	if (conn_list_add(&todo, c, &c->flush_queued))
+		flush_kick();
 }
 
 void
@@ -165,15 +157,14 @@ flush_shutdown(void)
 	if (check_ready) {
 		do
 			flush__run(&check);
-		while (nlist > 0);
+		while (todo.n > 0);
 		uv_close((uv_handle_t *)&check, NULL);
 		uv_close((uv_handle_t *)&idle, NULL);
 		check_ready = 0;
 	}
 	sendq_shutdown();
-	free(list);
-	list = NULL;
-	caplist = 0;
+	free(todo.v);
+	memset(&todo, 0, sizeof(todo));
 	free(scratch);
 	scratch = NULL;
 }

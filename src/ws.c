@@ -37,29 +37,20 @@ struct ws_pss {
 static int ws_sockets;
 
 /* Connections that received something this loop turn; references held. */
-static struct conn **rx_list;
-static int rx_n, rx_cap;
+static struct conn_list rx;
 
 static void
 ws__rx_mark(struct conn *c)
 {
-	if (c->rx_queued)
-		return;
-	if (rx_n == rx_cap) {
-		rx_cap = rx_cap ? rx_cap * 2 : 64;
-		rx_list = xrealloc(rx_list, (size_t)rx_cap * sizeof(*rx_list));
-	}
-	c->rx_queued = 1;
-	conn_ref(c);
-	rx_list[rx_n++] = c;
-	flush_kick();
+	if (conn_list_add(&rx, c, &c->rx_queued))
+		flush_kick();
 }
 
 void
 ws_read_more(void)
 {
-	for (int i = 0; i < rx_n; i++) {
-		struct conn *c = rx_list[i];
+	for (int i = 0; i < rx.n; i++) {
+		struct conn *c = rx.v[i];
 
 		for (int k = 1; k < WS_RX_TURN_READS && c->wsi != NULL && !c->killing; k++) {
 			struct lws_pollfd pfd;
@@ -76,7 +67,7 @@ ws_read_more(void)
 		c->rx_queued = 0;
 		conn_unref(c);
 	}
-	rx_n = 0;
+	rx.n = 0;
 }
 
 static int64_t lib_heap;	/* bytes lws holds, by malloc_usable_size */
@@ -114,13 +105,12 @@ ws_report_heap(void)
 void
 ws_shutdown(void)
 {
-	for (int i = 0; i < rx_n; i++) {
-		rx_list[i]->rx_queued = 0;
-		conn_unref(rx_list[i]);
+	for (int i = 0; i < rx.n; i++) {
+		rx.v[i]->rx_queued = 0;
+		conn_unref(rx.v[i]);
 	}
-	free(rx_list);
-	rx_list = NULL;
-	rx_n = rx_cap = 0;
+	free(rx.v);
+	memset(&rx, 0, sizeof(rx));
 }
 
 int

@@ -105,6 +105,17 @@ def record_acks(items, replies):
 
 # ------------------------------------------------------- 1. pipelined burst
 
+async def check_everyone_got(everyone, received, room, expected, n):
+    """received[i] are everyone[i]'s message:new frames: seqs 1..n of the
+    sender's acked messages, each once, in order, and nothing more after."""
+    for client, frames in zip(everyone, received):
+        check_events(repr(client), frames, room, "sender", expected, 1, n)
+    for client in everyone:
+        await client.settle()
+        extra = client.buffered("message:new")
+        assert extra == [], f"{client}: {len(extra)} more message:new, e.g. {extra[:2]}"
+
+
 BURST = 1500
 SUBSCRIBERS = 20
 
@@ -133,12 +144,7 @@ def test_pipelined_burst_reaches_every_subscriber_batched(server, tenant):
         received = await asyncio.gather(*(c.collect("message:new", BURST, timeout=30)
                                           for c in everyone))
         after = output_figures(server)
-        for client, frames in zip(everyone, received):
-            check_events(repr(client), frames, room, "sender", expected, 1, BURST)
-        for client in everyone:
-            await client.settle()
-            extra = client.buffered("message:new")
-            assert extra == [], f"{client}: {len(extra)} more message:new, e.g. {extra[:2]}"
+        await check_everyone_got(everyone, received, room, expected, BURST)
 
         deliveries = after[0] - before[0]
         writes = after[1] - before[1]
@@ -187,12 +193,7 @@ def test_room_larger_than_a_write_chunk_gets_everything_in_order(server, tenant)
         assert [replies[cmid]["seq"] for cmid, _ in items] == list(range(1, BIG_BURST + 1))
         received = await asyncio.gather(*(c.collect("message:new", BIG_BURST, timeout=30)
                                           for c in everyone))
-        for client, frames in zip(everyone, received):
-            check_events(repr(client), frames, room, "sender", expected, 1, BIG_BURST)
-        for client in everyone:
-            await client.settle()
-            extra = client.buffered("message:new")
-            assert extra == [], f"{client}: {len(extra)} more message:new"
+        await check_everyone_got(everyone, received, room, expected, BIG_BURST)
         await asyncio.gather(*(c.close() for c in subs))
     run(main(), timeout=90)
 

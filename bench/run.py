@@ -335,11 +335,12 @@ class Perf:
     """perf record of chatd's processes until finish(), which gives the top
     symbols (and leaves build/bench/perf-TAG.data for perf report)."""
 
-    def __init__(self, chatd, tag):
+    def __init__(self, chatd, tag, callgraph="fp"):
         self.data = LOG_DIR / f"perf-{tag}.data"
         pids = ",".join(str(p) for p in chatd.pids())
         self.proc = subprocess.Popen(
-            ["perf", "record", "-F", "499", "-g", "-p", pids, "-o", str(self.data)],
+            ["perf", "record", "-F", "499", "--call-graph", callgraph, "-p", pids,
+             "-o", str(self.data)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finish(self, top=15):
@@ -516,7 +517,7 @@ class Bench:
             rss0 = chatd.rss_kib()
             mon0 = chatd.monitoring()
             profile = bool(self.args.perf) and scenario in self.args.perf
-            perf = Perf(chatd, tag) if profile and measure_idle else None
+            perf = Perf(chatd, tag, self.args.perf_callgraph) if profile and measure_idle else None
             snap0 = CpuSnap(chatd)
             lg = Loadgens(self.port, self.secret, prefix, spec)
             rss1 = None
@@ -527,7 +528,7 @@ class Bench:
             snap1 = CpuSnap(chatd)
             mon_s = chatd.monitoring_patient()
             perf_top = perf.finish() if perf else None
-            perf = Perf(chatd, tag) if profile and not measure_idle else None
+            perf = Perf(chatd, tag, self.args.perf_callgraph) if profile and not measure_idle else None
             heap1 = None
             if measure_idle:
                 time.sleep(1.0)   # the last joins' buffers settle
@@ -862,6 +863,9 @@ def parse_args():
                    help="seconds (per session) to wait for other processes to calm down")
     p.add_argument("--perf", default="",
                    help="comma list of scenarios to profile with perf record (-g)")
+    p.add_argument("--perf-callgraph", default="fp", metavar="MODE",
+                   help="perf record's --call-graph: fp (default), or dwarf to see "
+                        "callers through libc and the libraries (larger data)")
     p.add_argument("--report", nargs="?", const="last", metavar="SESSION",
                    help="print the table of a session in bench/results.jsonl (the last)")
     a = p.parse_args()

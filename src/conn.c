@@ -416,7 +416,10 @@ conn_sweep(void)
 			 * client that reads nothing at all is dropped. */
 			if (now - c->close_ms > CONN_CLOSE_GRACE_MS)
 				lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		} else if (c->qlen > 0 && now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
+		} else if (c->qlen > 0 && now > c->progress_ms &&
+		    now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
+			/* (A ping conn__heartbeat just queued has a progress_ms
+			 * read after now: unsigned, now - progress_ms wrapped.) */
 			metrics_add(M_SLOW_CLOSES, 1);
 			log_info("conn %s (%s): no write progress for %d ms, closing 1013",
 			    c->cid, c->id.user, srv.cfg->stall_timeout_ms);

@@ -13,23 +13,27 @@
  * A token bucket per user and operation, the same for every worker and
  * instance: rate tokens a second up to burst, on Redis' clock. The bucket
  * is one string, "<thousandths of a token> <ms>", read and written with one
- * GET and one SET ... PX, in integers (no float formatted for every send).
- * bucket_now() is Redis' clock in ms; bucket_get() the thousandths of a
- * token there now; bucket_put() stores what is left.
+ * GET (or a part of the send script's MGET) and one SET ... PX, in integers
+ * (no float formatted for every send). bucket_now() is Redis' clock in ms;
+ * bucket_milli() the thousandths of a token there now in a bucket's value
+ * (false: a full bucket); bucket_get() reads it; bucket_put() stores what
+ * is left.
  */
 #define BUS_BUCKET_LUA \
 "local function bucket_now()\n" \
 "  local t = redis.call('TIME')\n" \
 "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
 "end\n" \
-"local function bucket_get(key, now, rate, burst)\n" \
+"local function bucket_milli(v, now, rate, burst)\n" \
 "  local cap = burst * 1000\n" \
-"  local v = redis.call('GET', key)\n" \
 "  if v then\n" \
 "    local m, ts = string.match(v, '^(%d+) (%d+)$')\n" \
 "    if m then return math.min(cap, tonumber(m) + math.max(0, now - tonumber(ts)) * rate) end\n" \
 "  end\n" \
 "  return cap\n" \
+"end\n" \
+"local function bucket_get(key, now, rate, burst)\n" \
+"  return bucket_milli(redis.call('GET', key), now, rate, burst)\n" \
 "end\n" \
 "local function bucket_put(key, milli, now, rate, burst)\n" \
 "  redis.call('SET', key, string.format('%d %d', milli, now), 'PX',\n" \
@@ -47,96 +51,126 @@ static const char bus_rate_lua[] = BUS_BUCKET_LUA
 "return 0\n";
 
 /*
- * The send path of one room, for every message:send and message:edit of it
- * that arrived in one loop turn (sendq.c), atomically: per item, the
- * idempotency check (also against an earlier item of the same call), the
- * rate limit, seq = the room's counter + 1 (re-seeded from PostgreSQL's
- * maximum if Redis lost the counter), the event into the room stream (id
- * seq-0, trimmed), the ack kept for the dedupe window; then, once for the
- * call, the new events into the sync stream (entries of at most
+ * The send path, for every message:send and message:edit that arrived in
+ * one loop turn (sendq.c), in batches of one room each, several rooms per
+ * call, atomically. First one MGET reads every room's counter and every
+ * item's dedupe key and bucket. Then per room, per item: the idempotency
+ * check (also against an earlier item of the same call), the rate limit,
+ * seq = the room's counter + 1 (re-seeded from PostgreSQL's maximum if
+ * Redis lost the counter), the event into the room stream (id seq-0,
+ * trimmed), the ack kept for the dedupe window; then, once for the room,
+ * its new events into the sync stream (entries of at most
  * BUS_SYNC_ENTRY_MAX events joined by '\n', "s" the first one's seq: a
- * call's new seqs are consecutive), the counter, the stream's expiry and
- * one PUBLISH of the new events joined by '\n' (an event is JSON: it has
- * no raw newline). One script, so publish order is seq order.
+ * room's new seqs in a call are consecutive), the counter, the stream's
+ * expiry and one PUBLISH of the new events joined by '\n' (an event is
+ * JSON: it has no raw newline). One script, so publish order is seq order.
+ * Two batches of one room in a call (a burst of more than SENDQ_MAX)
+ * continue one counter.
  *
  * The rate limit is checked after the dedupe (a retry costs nothing) and
  * after the seed check (the re-run with the seed costs one token, not two).
- * Per-call work (counter, TIME, buckets, MGET of the dedupe keys, EXPIRE,
- * PUBLISH) is shared by the items: redis.call is most of a script's cost.
+ * redis.call and the script call itself are most of the cost, so the reads
+ * are one MGET and TIME, the buckets' writes and the call are shared by
+ * every item of the call: with one message per room (many quiet rooms), a
+ * call of many rooms costs Redis far less per message than a call each.
  *
- * KEYS: 1 seq, 2 room stream, 3 sync stream, then per item i: 2+2i dedupe
- *       key, 3+2i rate bucket
- * ARGV: 1 channel, 2 maxlen, 3 stream ttl, 4 seq floor or "", 5 tenant,
- *       6 room, 7 rate, 8 burst, 9 items; then per item i from
- *       b = 9 + 6(i-1): b+1..b+3 event text around the two seq numbers
- *       (b+2 empty: one seq), b+4 msg id, b+5 ts, b+6 dedupe ttl
- * Returns {-1} when the counter is missing and no floor was given, else
- * per item two values: 1, ack (new); 0, ack (repeat); -2, retry_after_ms.
+ * KEYS: 1 sync stream; then per room: its counter, its stream, and per item
+ *       its dedupe key and its rate bucket
+ * ARGV: 1 maxlen, 2 stream ttl, 3 rate, 4 burst, 5 rooms; then per room:
+ *       channel, seq floor or "", tenant, room, items; then per item: the
+ *       event text before, between and after the two seq numbers (the
+ *       middle empty: one seq), msg id, ts, dedupe ttl
+ * Returns per room {-1} when its counter is missing and no floor was given,
+ * else per item two values: 1, ack (new); 0, ack (repeat); -2,
+ * retry_after_ms.
  */
 static const char bus_send_lua[] = BUS_BUCKET_LUA
-"local n = tonumber(ARGV[9])\n"
-"local cur = redis.call('GET', KEYS[1])\n"
-"if cur then\n"
-"  cur = tonumber(cur)\n"
-"elseif ARGV[4] == '' then\n"
-"  return {-1}\n"
-"else\n"
-"  cur = tonumber(ARGV[4])\n"
-"  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)\n"
-"  if last[1] then\n"
-"    local s = tonumber(string.match(last[1][1], '^(%d+)'))\n"
-"    if s > cur then cur = s end\n"
-"  end\n"
-"end\n"
-"local ikeys = {}\n"
-"for i = 1, n do ikeys[i] = KEYS[2 + 2 * i] end\n"
-"local prev = redis.call('MGET', unpack(ikeys))\n"
-"local rate, burst = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
-"local now\n"
-"local milli, taken, seen, evs, out = {}, {}, {}, {}, {}\n"
-"for i = 1, n do\n"
-"  local ik, bk, b = KEYS[2 + 2 * i], KEYS[3 + 2 * i], 9 + 6 * (i - 1)\n"
-"  local ack = seen[ik] or prev[i]\n"
-"  if ack then\n"
-"    out[#out + 1] = 0\n"
-"    out[#out + 1] = ack\n"
-"  else\n"
-"    now = now or bucket_now()\n"
-"    local m = milli[bk] or bucket_get(bk, now, rate, burst)\n"
-"    if m < 1000 then\n"
-"      milli[bk] = m\n"
-"      out[#out + 1] = -2\n"
-"      out[#out + 1] = tostring(math.ceil((1000 - m) / rate))\n"
-"    else\n"
-"      milli[bk] = m - 1000\n"
-"      taken[bk] = true\n"
-"      cur = cur + 1\n"
-"      local seq = string.format('%d', cur)\n"
-"      local ev = ARGV[b + 1] .. seq .. ARGV[b + 3]\n"
-"      if ARGV[b + 2] ~= '' then ev = ARGV[b + 1] .. seq .. ARGV[b + 2] .. seq .. ARGV[b + 3] end\n"
-"      redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-0', 'e', ev)\n"
-"      ack = '\"msg_id\":\"' .. ARGV[b + 4] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[b + 5]\n"
-"      redis.call('SET', ik, ack, 'EX', ARGV[b + 6])\n"
-"      seen[ik] = ack\n"
-"      evs[#evs + 1] = ev\n"
-"      out[#out + 1] = 1\n"
-"      out[#out + 1] = ack\n"
+"local maxlen, ttl = ARGV[1], ARGV[2]\n"
+"local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+"local nrooms = tonumber(ARGV[5])\n"
+"local rkeys, pos = {}, {}\n"
+"local k, a = 2, 5\n"
+"for r = 1, nrooms do\n"
+"  local n = tonumber(ARGV[a + 5])\n"
+"  for j = k, k + 1 + 2 * n do\n"
+"    if j ~= k + 1 and not pos[KEYS[j]] then\n"
+"      rkeys[#rkeys + 1] = KEYS[j]\n"
+"      pos[KEYS[j]] = #rkeys\n"
 "    end\n"
 "  end\n"
+"  k, a = k + 2 + 2 * n, a + 5 + 6 * n\n"
+"end\n"
+"local got = redis.call('MGET', unpack(rkeys))\n"
+"local now\n"
+"local counters, milli, taken, seen, res = {}, {}, {}, {}, {}\n"
+"k, a = 2, 5\n"
+"for r = 1, nrooms do\n"
+"  local kseq, kstream = KEYS[k], KEYS[k + 1]\n"
+"  local n = tonumber(ARGV[a + 5])\n"
+"  local cur = counters[kseq] or got[pos[kseq]]\n"
+"  local out = {}\n"
+"  if cur then\n"
+"    cur = tonumber(cur)\n"
+"  elseif ARGV[a + 2] ~= '' then\n"
+"    cur = tonumber(ARGV[a + 2])\n"
+"    local last = redis.call('XREVRANGE', kstream, '+', '-', 'COUNT', 1)\n"
+"    if last[1] then\n"
+"      local s = tonumber(string.match(last[1][1], '^(%d+)'))\n"
+"      if s > cur then cur = s end\n"
+"    end\n"
+"  end\n"
+"  if not cur then\n"
+"    out[1] = -1\n"
+"  else\n"
+"    local evs = {}\n"
+"    for i = 1, n do\n"
+"      local ik, bk, b = KEYS[k + 2 * i], KEYS[k + 1 + 2 * i], a + 5 + 6 * (i - 1)\n"
+"      local ack = seen[ik] or got[pos[ik]]\n"
+"      if ack then\n"
+"        out[#out + 1] = 0\n"
+"        out[#out + 1] = ack\n"
+"      else\n"
+"        now = now or bucket_now()\n"
+"        local m = milli[bk] or bucket_milli(got[pos[bk]], now, rate, burst)\n"
+"        if m < 1000 then\n"
+"          milli[bk] = m\n"
+"          out[#out + 1] = -2\n"
+"          out[#out + 1] = tostring(math.ceil((1000 - m) / rate))\n"
+"        else\n"
+"          milli[bk] = m - 1000\n"
+"          taken[bk] = true\n"
+"          cur = cur + 1\n"
+"          local seq = string.format('%d', cur)\n"
+"          local ev = ARGV[b + 1] .. seq .. ARGV[b + 3]\n"
+"          if ARGV[b + 2] ~= '' then ev = ARGV[b + 1] .. seq .. ARGV[b + 2] .. seq .. ARGV[b + 3] end\n"
+"          redis.call('XADD', kstream, 'MAXLEN', maxlen, seq .. '-0', 'e', ev)\n"
+"          ack = '\"msg_id\":\"' .. ARGV[b + 4] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[b + 5]\n"
+"          redis.call('SET', ik, ack, 'EX', ARGV[b + 6])\n"
+"          seen[ik] = ack\n"
+"          evs[#evs + 1] = ev\n"
+"          out[#out + 1] = 1\n"
+"          out[#out + 1] = ack\n"
+"        end\n"
+"      end\n"
+"    end\n"
+"    counters[kseq] = cur\n"
+"    if #evs > 0 then\n"
+"      local first = cur - #evs + 1\n"
+"      for j = 1, #evs, " BUS_STR(BUS_SYNC_ENTRY_MAX) " do\n"
+"        redis.call('XADD', KEYS[1], '*', 't', ARGV[a + 3], 'r', ARGV[a + 4],\n"
+"          's', string.format('%d', first + j - 1),\n"
+"          'e', table.concat(evs, '\\n', j, math.min(#evs, j + " BUS_STR(BUS_SYNC_ENTRY_MAX) " - 1)))\n"
+"      end\n"
+"      redis.call('SET', kseq, string.format('%d', cur))\n"
+"      redis.call('EXPIRE', kstream, ttl)\n"
+"      redis.call('PUBLISH', ARGV[a + 1], table.concat(evs, '\\n'))\n"
+"    end\n"
+"  end\n"
+"  res[r] = out\n"
+"  k, a = k + 2 + 2 * n, a + 5 + 6 * n\n"
 "end\n"
 "for bk in pairs(taken) do bucket_put(bk, milli[bk], now, rate, burst) end\n"
-"if #evs > 0 then\n"
-"  local first = cur - #evs + 1\n"
-"  for j = 1, #evs, " BUS_STR(BUS_SYNC_ENTRY_MAX) " do\n"
-"    redis.call('XADD', KEYS[3], '*', 't', ARGV[5], 'r', ARGV[6],\n"
-"      's', string.format('%d', first + j - 1),\n"
-"      'e', table.concat(evs, '\\n', j, math.min(#evs, j + " BUS_STR(BUS_SYNC_ENTRY_MAX) " - 1)))\n"
-"  end\n"
-"  redis.call('SET', KEYS[1], string.format('%d', cur))\n"
-"  redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
-"  redis.call('PUBLISH', ARGV[1], table.concat(evs, '\\n'))\n"
-"end\n"
-"return out\n";
+"return res\n";
 
 /*
  * History from the hot window. KEYS: 1 seq, 2 room stream. ARGV: 1 from

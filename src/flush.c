@@ -98,7 +98,7 @@ flush__run(uv_check_t *h)
 
 	(void)h;
 	/* First what clients still have to say, then their sends of this
-	 * turn to Redis (one script call per room), then the rooms' batches
+	 * turn to Redis (one script call for many rooms), then the rooms' batches
 	 * of this turn into the queues, then the writes: the next
 	 * FLUSH_CHUNK connections in the order they asked. */
 	ws_read_more();

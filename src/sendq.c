@@ -13,10 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Items of one script call: bounds the call's run time in Redis (it
- * blocks Redis) and its size; more items in one turn make more calls. */
+/* Items of one room's batch; a burst of more makes more batches. */
 #define SENDQ_MAX 128
+/* One script call takes batches (in the order they were opened) up to
+ * SENDQ_CALL_ITEMS items: it bounds the call's run time in Redis (it blocks
+ * Redis) and its size. */
+#define SENDQ_CALL_ITEMS 256
 #define SENDQ_KEY 400		/* "chatd:{T/R}:idem:U/C" and the bucket key */
+#define SENDQ_RKEY 200		/* a room's counter, stream and channel */
 
 static const char max_seq_sql[] =
 "SELECT coalesce(max(seq), 0) FROM room_events WHERE tenant = $1 AND room_id = $2";
@@ -29,6 +33,13 @@ struct sendq_batch {
 	struct sendq_item *items[SENDQ_MAX];
 };
 
+/* The batches of one script call; it owns them until their items are done
+ * or a batch goes to be seeded. */
+struct sendq_call {
+	int nb;
+	struct sendq_batch *b[];
+};
+
 static struct hmap *open_by_room;	/* batches still taking items this turn */
 static struct sendq_batch **open_list;
 static int nopen, capopen;
@@ -39,6 +50,14 @@ sendq__finish(struct sendq_batch *b, enum sendq_status st)
 	for (int i = 0; i < b->n; i++)
 		b->items[i]->done(b->items[i], st, NULL);
 	free(b);
+}
+
+static void
+sendq__finish_call(struct sendq_call *call, enum sendq_status st)
+{
+	for (int i = 0; i < call->nb; i++)
+		sendq__finish(call->b[i], st);
+	free(call);
 }
 
 void
@@ -65,20 +84,49 @@ sendq_add(struct sendq_item *it)
 	b->items[b->n++] = it;
 }
 
-static int sendq__eval(struct sendq_batch *b);
+static struct sendq_call *
+sendq__call_new(int nb)
+{
+	struct sendq_call *call = xmalloc(sizeof(*call) + (size_t)nb * sizeof(call->b[0]));
+
+	call->nb = 0;
+	return call;
+}
+
+static int sendq__eval(struct sendq_call *call);
 
 static void
 sendq__seeded(const PGresult *res, void *arg)
 {
 	struct sendq_batch *b = arg;
+	struct sendq_call *call;
 
 	if (!pgq_ok(res) || PQntuples(res) != 1) {
 		sendq__finish(b, SENDQ_NO_DB);
 		return;
 	}
 	snprintf(b->floor, sizeof(b->floor), "%s", PQgetvalue(res, 0, 0));
-	if (sendq__eval(b) != 0)
-		sendq__finish(b, SENDQ_NO_BUS);
+	call = sendq__call_new(1);
+	call->b[call->nb++] = b;
+	if (sendq__eval(call) != 0)
+		sendq__finish_call(call, SENDQ_NO_BUS);
+}
+
+/* Redis lost the room's counter: continue after PostgreSQL's max. */
+static void
+sendq__seed(struct sendq_batch *b)
+{
+	const char *params[2];
+
+	if (b->seeded) {
+		sendq__finish(b, SENDQ_NO_SEED);
+		return;
+	}
+	b->seeded = 1;
+	params[0] = b->items[0]->tenant;
+	params[1] = b->items[0]->room;
+	if (pgq_exec(srv.pg, max_seq_sql, 2, params, sendq__seeded, b) != 0)
+		sendq__finish(b, SENDQ_NO_DB);
 }
 
 static int
@@ -89,34 +137,16 @@ sendq__item_ok(const redisReply *st, const redisReply *val)
 	    st->integer == SENDQ_LIMITED);
 }
 
+/* One room's part of the answer. */
 static void
-sendq__done(redisAsyncContext *ac, void *reply, void *priv)
+sendq__answer(struct sendq_batch *b, const redisReply *r)
 {
-	redisReply *r = reply;
-	struct sendq_batch *b = priv;
-	const char *params[2];
-
-	(void)ac;
-	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
 	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == -1) {
-		/* Redis lost the room's counter: continue after PostgreSQL's max. */
-		if (b->seeded) {
-			sendq__finish(b, SENDQ_NO_SEED);
-			return;
-		}
-		b->seeded = 1;
-		params[0] = b->items[0]->tenant;
-		params[1] = b->items[0]->room;
-		if (pgq_exec(srv.pg, max_seq_sql, 2, params, sendq__seeded, b) != 0)
-			sendq__finish(b, SENDQ_NO_DB);
+		sendq__seed(b);
 		return;
 	}
-	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * (size_t)b->n) {
-		if (r != NULL && r->type == REDIS_REPLY_ERROR) {
-			log_warn("send script failed: %s", r->str);
-			if (strncmp(r->str, "NOSCRIPT", 8) == 0)
-				bus_scripts_missing();
-		}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 * (size_t)b->n) {
 		sendq__finish(b, SENDQ_NO_BUS);
 		return;
 	}
@@ -132,72 +162,110 @@ sendq__done(redisAsyncContext *ac, void *reply, void *priv)
 	free(b);
 }
 
-/* One call of the send script for the batch (bus.c says what it takes). */
+static void
+sendq__done(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct sendq_call *call = priv;
+
+	(void)ac;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)call->nb) {
+		if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+			log_warn("send script failed: %s", r->str);
+			if (strncmp(r->str, "NOSCRIPT", 8) == 0)
+				bus_scripts_missing();
+		}
+		sendq__finish_call(call, SENDQ_NO_BUS);
+		return;
+	}
+	for (int i = 0; i < call->nb; i++)
+		sendq__answer(call->b[i], r->element[i]);
+	free(call);
+}
+
+/* One call of the send script for the call's batches (bus.c says what it
+ * takes). */
 static int
-sendq__eval(struct sendq_batch *b)
+sendq__eval(struct sendq_call *call)
 {
 	const struct cfg *cfg = srv.cfg;
-	const struct sendq_item *first = b->items[0];
-	char kseq[200], kstream[200], channel[200], maxlen[16], ttl[16], rate[16], burst[16];
-	char nkeys[16], nitems[16];
-	char (*keys)[SENDQ_KEY], (*nums)[24];
+	char maxlen[16], ttl[16], rate[16], burst[16], nkeys[16], nrooms[16];
+	char (*rkeys)[SENDQ_RKEY], (*keys)[SENDQ_KEY], (*nums)[24];
 	const char **argv;
-	int argc = 0, rc;
+	int argc = 0, nitems = 0, rc, ki = 0, ni = 0;
 
 	if (!bus_ready())
 		return -1;
-	keys = xmalloc((size_t)b->n * 2 * sizeof(*keys));	/* dedupe, bucket */
-	nums = xmalloc((size_t)b->n * 2 * sizeof(*nums));	/* ts, dedupe ttl */
-	argv = xmalloc((size_t)(15 + 8 * b->n) * sizeof(*argv));
-	bus_key(kseq, sizeof(kseq), first->tenant, first->room, "seq");
-	bus_key(kstream, sizeof(kstream), first->tenant, first->room, "stream");
-	room_channel(channel, sizeof(channel), first->tenant, first->room);
+	for (int r = 0; r < call->nb; r++)
+		nitems += call->b[r]->n;
+	rkeys = xmalloc((size_t)call->nb * 3 * sizeof(*rkeys));	/* counter, stream, channel */
+	keys = xmalloc((size_t)nitems * 2 * sizeof(*keys));	/* dedupe, bucket */
+	/* per room: items; per item: ts, dedupe ttl */
+	nums = xmalloc((size_t)(call->nb + 2 * nitems) * sizeof(*nums));
+	argv = xmalloc((size_t)(9 + 7 * call->nb + 8 * nitems) * sizeof(*argv));
 	snprintf(maxlen, sizeof(maxlen), "%d", cfg->stream_maxlen);
 	snprintf(ttl, sizeof(ttl), "%d", cfg->stream_ttl_s);
 	snprintf(rate, sizeof(rate), "%d", cfg->rate_send_per_s);
 	snprintf(burst, sizeof(burst), "%d", cfg->rate_send_burst);
-	snprintf(nkeys, sizeof(nkeys), "%d", 3 + 2 * b->n);
-	snprintf(nitems, sizeof(nitems), "%d", b->n);
+	snprintf(nkeys, sizeof(nkeys), "%d", 1 + 2 * call->nb + 2 * nitems);
+	snprintf(nrooms, sizeof(nrooms), "%d", call->nb);
 	argv[argc++] = "EVALSHA";
 	argv[argc++] = bus_send_sha();
 	argv[argc++] = nkeys;
-	argv[argc++] = kseq;
-	argv[argc++] = kstream;
 	argv[argc++] = BUS_SYNC_STREAM;
-	for (int i = 0; i < b->n; i++) {
-		const struct sendq_item *it = b->items[i];
+	for (int r = 0; r < call->nb; r++) {
+		const struct sendq_batch *b = call->b[r];
+		const struct sendq_item *first = b->items[0];
 
-		snprintf(keys[2 * i], SENDQ_KEY, "chatd:{%s/%s}:idem:%s/%s", it->tenant, it->room,
-		    it->user, it->cmid);
-		bus_rate_key(keys[2 * i + 1], SENDQ_KEY, it->tenant, it->user, "send");
-		argv[argc++] = keys[2 * i];
-		argv[argc++] = keys[2 * i + 1];
+		bus_key(rkeys[3 * r], SENDQ_RKEY, first->tenant, first->room, "seq");
+		bus_key(rkeys[3 * r + 1], SENDQ_RKEY, first->tenant, first->room, "stream");
+		room_channel(rkeys[3 * r + 2], SENDQ_RKEY, first->tenant, first->room);
+		argv[argc++] = rkeys[3 * r];
+		argv[argc++] = rkeys[3 * r + 1];
+		for (int i = 0; i < b->n; i++, ki += 2) {
+			const struct sendq_item *it = b->items[i];
+
+			snprintf(keys[ki], SENDQ_KEY, "chatd:{%s/%s}:idem:%s/%s", it->tenant,
+			    it->room, it->user, it->cmid);
+			bus_rate_key(keys[ki + 1], SENDQ_KEY, it->tenant, it->user, "send");
+			argv[argc++] = keys[ki];
+			argv[argc++] = keys[ki + 1];
+		}
 	}
-	argv[argc++] = channel;
 	argv[argc++] = maxlen;
 	argv[argc++] = ttl;
-	argv[argc++] = b->seeded ? b->floor : "";
-	argv[argc++] = first->tenant;
-	argv[argc++] = first->room;
 	argv[argc++] = rate;
 	argv[argc++] = burst;
-	argv[argc++] = nitems;
-	for (int i = 0; i < b->n; i++) {
-		const struct sendq_item *it = b->items[i];
+	argv[argc++] = nrooms;
+	for (int r = 0; r < call->nb; r++) {
+		const struct sendq_batch *b = call->b[r];
+		const struct sendq_item *first = b->items[0];
 
-		snprintf(nums[2 * i], sizeof(nums[0]), "%lld", it->ts);
-		snprintf(nums[2 * i + 1], sizeof(nums[0]), "%d", it->idem_ttl_s);
-		argv[argc++] = it->head;
-		argv[argc++] = it->mid;
-		argv[argc++] = it->tail;
-		argv[argc++] = it->msg_id;
-		argv[argc++] = nums[2 * i];
-		argv[argc++] = nums[2 * i + 1];
+		snprintf(nums[ni], sizeof(nums[0]), "%d", b->n);
+		argv[argc++] = rkeys[3 * r + 2];
+		argv[argc++] = b->seeded ? b->floor : "";
+		argv[argc++] = first->tenant;
+		argv[argc++] = first->room;
+		argv[argc++] = nums[ni++];
+		for (int i = 0; i < b->n; i++) {
+			const struct sendq_item *it = b->items[i];
+
+			snprintf(nums[ni], sizeof(nums[0]), "%lld", it->ts);
+			snprintf(nums[ni + 1], sizeof(nums[0]), "%d", it->idem_ttl_s);
+			argv[argc++] = it->head;
+			argv[argc++] = it->mid;
+			argv[argc++] = it->tail;
+			argv[argc++] = it->msg_id;
+			argv[argc++] = nums[ni];
+			argv[argc++] = nums[ni + 1];
+			ni += 2;
+		}
 	}
-	rc = rlink_cmdargv(srv.rcmd, sendq__done, b, argc, argv, NULL);
+	rc = rlink_cmdargv(srv.rcmd, sendq__done, call, argc, argv, NULL);
 	free(argv);
 	free(nums);
 	free(keys);
+	free(rkeys);
 	return rc;
 }
 
@@ -214,9 +282,19 @@ sendq_flush(void)
 	nopen = capopen = 0;
 	for (int i = 0; i < n; i++)
 		hmap_del(open_by_room, list[i]->key);
-	for (int i = 0; i < n; i++)
-		if (sendq__eval(list[i]) != 0)
-			sendq__finish(list[i], SENDQ_NO_BUS);
+	for (int i = 0; i < n;) {
+		struct sendq_call *call = sendq__call_new(n - i);
+		int items = 0;
+
+		/* Whole batches, in order: a room's second batch (a burst of
+		 * more than SENDQ_MAX) goes in this call or a later one. */
+		do {
+			items += list[i]->n;
+			call->b[call->nb++] = list[i++];
+		} while (i < n && items + list[i]->n <= SENDQ_CALL_ITEMS);
+		if (sendq__eval(call) != 0)
+			sendq__finish_call(call, SENDQ_NO_BUS);
+	}
 	free(list);
 }
 

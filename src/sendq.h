@@ -2,12 +2,14 @@
 #define CHATD_SENDQ_H
 
 /*
- * The send queue: every message:send and message:edit of one room that
- * arrives in one loop turn goes to Redis as one call of the send script
- * (bus.c), at the end of the turn (flush.c calls sendq_flush). A fast
- * sender's pipelined burst costs Redis one counter update, one PUBLISH and
- * one bucket update instead of one of each per message, and chatd one
- * pub/sub message. The items keep their order; each gets its own answer.
+ * The send queue: every message:send and message:edit that arrives in one
+ * loop turn goes to Redis at the end of the turn (flush.c calls
+ * sendq_flush), in batches of one room each, several rooms' batches per
+ * call of the send script (bus.c). A fast sender's pipelined burst costs
+ * Redis one counter update, one PUBLISH and one bucket update instead of
+ * one of each per message, and chatd one pub/sub message; many rooms with
+ * a message each share the call and its reads. The items keep their order;
+ * each gets its own answer.
  */
 
 enum sendq_status {

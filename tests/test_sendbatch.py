@@ -305,6 +305,74 @@ def test_interleaved_rooms_in_one_burst(server, tenant):
     run(main(), timeout=60)
 
 
+# Many quiet rooms: one message each, all in one loop turn, go to Redis as
+# one script call (bus.c); each room still gets its own counter and events.
+
+MANY_ROOMS = 30
+
+
+def test_one_message_to_each_of_many_rooms_in_one_burst(server, tenant):
+    async def main():
+        alice, bob = await connect_on_distinct_workers(server, 2, tenant, ["alice", "bob"])
+        rooms = [await make_room(alice, bob) for _ in range(MANY_ROOMS)]
+        # A second message to the first room at the end: its batch is in the
+        # same call as the others.
+        reqs = ([send(f"m{k}", room, f"c{k}", f"to room {k}") for k, room in enumerate(rooms)] +
+                [send("again", rooms[0], "c-again", "second to room 0")])
+        await pipeline(alice, reqs)
+        acks = all_acked(reqs, await replies(alice, reqs))
+        assert [a["seq"] for a in acks] == [1] * MANY_ROOMS + [2], [a["seq"] for a in acks]
+        frames = await room_events(bob, len(reqs))
+        for k, room in enumerate(rooms):
+            sent = [(r, a) for r, a in zip(reqs, acks) if r["room"] == room]
+            check_delivered(f"bob, room {k}", [f for f in frames if f["room"] == room], room,
+                            "alice", sent)
+    run(main(), timeout=60)
+
+
+def test_a_room_that_lost_its_counter_beside_one_that_did_not(server, tenant, redis_db):
+    """In one call, the room whose counter and stream Redis lost is seeded
+    from PostgreSQL; the other continues from Redis; nothing is lost or
+    doubled in either."""
+    async def main():
+        alice, bob = await connect_on_distinct_workers(server, 2, tenant, ["alice", "bob"])
+        lost, kept = [await make_room(alice, bob) for _ in range(2)]
+        before = {lost: 4, kept: 2}
+        pre = [send(f"p{room}-{i}", room, f"p{i}", f"before {i}")
+               for room, n in before.items() for i in range(n)]
+        await pipeline(alice, pre)
+        all_acked(pre, await replies(alice, pre))
+        await room_events(bob, len(pre))
+
+        def synced():
+            for room, n in before.items():
+                assert [r[0] for r in pg_messages(tenant, room)] == list(range(1, n + 1))
+        await eventually_async(synced, timeout=15, what="the first messages in PostgreSQL")
+        gone = await asyncio.to_thread(redis_db.delete, f"chatd:{{{tenant}/{lost}}}:seq",
+                                       f"chatd:{{{tenant}/{lost}}}:stream")
+        assert gone == 2, "the lost room's counter and stream were not in Redis"
+
+        reqs = [send(f"q{k}-{i}", room, f"q{i}", f"after {i}")
+                for i in range(10) for k, room in enumerate((lost, kept))]
+        await pipeline(alice, reqs)
+        acks = all_acked(reqs, await replies(alice, reqs))
+        frames = await room_events(bob, len(reqs))
+        for room in (lost, kept):
+            sent = [(r, a) for r, a in zip(reqs, acks) if r["room"] == room]
+            assert [a["seq"] for _, a in sent] == list(range(before[room] + 1,
+                                                             before[room] + 11)), \
+                (room == lost, [a["seq"] for _, a in sent])
+            check_delivered("bob", [f for f in frames if f["room"] == room], room, "alice",
+                            sent)
+
+        def all_in_postgres():
+            for room in (lost, kept):
+                rows = pg_messages(tenant, room)
+                assert [r[0] for r in rows] == list(range(1, before[room] + 11)), rows
+        await eventually_async(all_in_postgres, timeout=15, what="every seq once in PostgreSQL")
+    run(main(), timeout=60)
+
+
 # ------------------------------------------------- 5. edits among sends
 
 def test_edits_pipelined_with_sends(server, tenant):

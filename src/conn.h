@@ -65,6 +65,7 @@ struct conn {
 	int killing;			/* a polite close is scheduled */
 	int flush_queued;		/* in flush.c's list for this loop turn */
 	int rx_queued;			/* in ws.c's list of this turn's readers */
+	int corked;			/* TCP_CORK on: the 101 waits for the hello */
 };
 
 struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);

@@ -9,6 +9,9 @@
 #include "util.h"
 
 #include <libwebsockets.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +56,19 @@ flush__send(struct conn *c, unsigned char *p, size_t len)
 	return 0;
 }
 
-int
-flush_write(struct conn *c)
+static void
+flush__uncork(struct conn *c)
+{
+	int zero = 0;
+
+	c->corked = 0;
+	if (c->wsi == NULL)
+		return;
+	setsockopt(lws_get_socket_fd(c->wsi), IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
+}
+
+static int
+flush__write(struct conn *c)
 {
 	/* lws_send_pipe_choked() costs a poll() syscall per call. */
 	while (c->qlen > 0 && !lws_partial_buffered(c->wsi)) {
@@ -83,6 +97,16 @@ flush_write(struct conn *c)
 			return -1;
 	}
 	return 0;
+}
+
+int
+flush_write(struct conn *c)
+{
+	int rc = flush__write(c);
+
+	if (c->corked)
+		flush__uncork(c);
+	return rc;
 }
 
 static void

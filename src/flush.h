@@ -21,7 +21,8 @@ void flush_want(struct conn *c);
  * (sendq_flush), queue the rooms' batches
  * (room_seal_batches), then write. */
 void flush_kick(void);
-/* Write what c has queued while the socket takes it. -1: the write failed. */
+/* Write what c has queued while the socket takes it, then uncork a new
+ * connection (its 101 waited for this first write). -1: the write failed. */
 int flush_write(struct conn *c);
 void flush_shutdown(void);
 

@@ -12,9 +12,12 @@
 
 #include <libwebsockets.h>
 #include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 /* lws' receive buffer, allocated for every connection: small, as most
  * frames are (a frame larger than it arrives in pieces, put together in
@@ -216,6 +219,7 @@ ws__confirm_upgrade(struct lws *wsi)
 	char uri[256], ip[64];
 	struct auth_identity id;
 	const char *reason = NULL;
+	int one = 1;
 
 	ws_confirmed.wsi = NULL;
 
@@ -246,6 +250,9 @@ ws__confirm_upgrade(struct lws *wsi)
 	}
 	ws_confirmed.wsi = wsi;
 	ws_confirmed.id = id;
+	/* lws writes the 101 when this returns; corked, it leaves with the
+	 * hello (flush_write uncorks), one segment instead of two. */
+	setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
 	return 0;
 }
 
@@ -264,6 +271,7 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 		return -1;	/* checked at CONFIRM_UPGRADE; cannot happen */
 	}
 	pss->c = conn_new(wsi, &id);
+	pss->c->corked = 1;
 	lws_get_peer_simple(wsi, pss->c->ip, sizeof(pss->c->ip));
 	guard_conn_opened(pss->c->ip, id.tenant, id.user);
 	pss->counted = 1;

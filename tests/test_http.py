@@ -1,7 +1,12 @@
 """Plain HTTP routes, configuration checks, and the schema check at start."""
 
+import base64
 import json
+import os
 import re
+import socket
+import statistics
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -94,3 +99,33 @@ def test_monitoring_reports_memory_parts(server):
         await eventually_async(grew, timeout=5, what="lws_heap_kb to grow with 100 connections")
         await close_all_clients()
     run(main(), timeout=30)
+
+
+def handshake_seconds(port, token):
+    """Time from the upgrade request to having both the 101 and the hello
+    frame; also checks what arrived."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        t0 = time.monotonic()
+        sock.sendall((f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                     .encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf or b'"type":"hello"' not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed during the handshake: {buf[:200]!r}"
+            buf += chunk
+        elapsed = time.monotonic() - t0
+    assert buf.startswith(b"HTTP/1.1 101"), buf[:100]
+    return elapsed
+
+
+def test_hello_follows_the_upgrade_at_once(server):
+    """chatd holds the 101 back (TCP_CORK) so that it leaves with the hello
+    in one segment; the hold must end with the hello's write, not with the
+    kernel's 200 ms cork timer."""
+    times = [handshake_seconds(server.port, make_token(f"h{i}", unique_id("t")))
+             for i in range(20)]
+    assert statistics.median(times) < 0.1, \
+        f"101 + hello took {statistics.median(times) * 1000:.0f} ms (median of 20)"

@@ -19,12 +19,12 @@ its loadgen's own cap plus a minute. Standard library only.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import re
 import resource
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "bench" / "bench.conf"
 LOADGEN = REPO / "build" / "bench" / "loadgen"
-CHATD = REPO / "build" / "chatd"
+CHATD = REPO / "build" / "chatd"        # --chatd replaces it (A/B runs)
+BUILT_CHATD = CHATD
 RESULTS = REPO / "bench" / "results.jsonl"
 LOG_DIR = REPO / "build" / "bench"
 SERVICES_SET = "bench"
@@ -481,6 +482,14 @@ class Bench:
         self.secret = conf["jwt_secret"]
         self.workers = conf.get("workers")
         self.commit, self.dirty = git_commit()
+        # Another binary than build/chatd (--chatd): which one, so an A/B
+        # run can be told apart from the commit's own in results.jsonl.
+        self.binary = {}
+        if CHATD != BUILT_CHATD:
+            self.binary["chatd_bin"] = str(CHATD)
+            self.binary["chatd_sha1"] = hashlib.sha1(CHATD.read_bytes()).hexdigest()
+        if args.note:
+            self.binary["note"] = args.note
         self.session = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
         self.records = []
         self.seq = 0
@@ -549,6 +558,7 @@ class Bench:
         rec = {
             "session": self.session, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "commit": self.commit, "src_dirty": self.dirty, "quick": self.args.quick,
+            **self.binary,
             "scenario": scenario, "label": label, "workers": self.workers,
             "loadgens": len(outs), **r,
             "server": {
@@ -819,7 +829,7 @@ def prepare():
             die(f"no {path.relative_to(REPO)}: run `{what}` (or `make bench`)")
     newer = [p.name for p in (REPO / "src").glob("*.[ch]")
              if p.stat().st_mtime > CHATD.stat().st_mtime]
-    if newer:
+    if newer and CHATD == BUILT_CHATD:
         log(f"warning: build/chatd is older than src/ ({', '.join(sorted(newer)[:5])}): "
             "run `make` (make bench does)")
     rc = subprocess.run(["scripts/services.sh", "start", SERVICES_SET], cwd=REPO, timeout=180)
@@ -866,6 +876,10 @@ def parse_args():
     p.add_argument("--perf-callgraph", default="fp", metavar="MODE",
                    help="perf record's --call-graph: fp (default), or dwarf to see "
                         "callers through libc and the libraries (larger data)")
+    p.add_argument("--chatd", metavar="PATH",
+                   help="run this chatd binary instead of build/chatd (A/B runs; recorded "
+                        "with its sha1 in results.jsonl)")
+    p.add_argument("--note", help="a note stored with each run of the session (e.g. ab-old)")
     p.add_argument("--report", nargs="?", const="last", metavar="SESSION",
                    help="print the table of a session in bench/results.jsonl (the last)")
     a = p.parse_args()
@@ -896,7 +910,10 @@ def report(session):
 
 
 def main():
+    global CHATD
     args = parse_args()
+    if args.chatd:
+        CHATD = Path(args.chatd).resolve()
     if args.report:
         report(args.report)
         return

@@ -142,18 +142,23 @@ def http_get(port, path, headers=None, timeout=5):
         conn.close()
 
 
+def upgrade_request(port, path="/ws", headers=None):
+    """The bytes of a WebSocket upgrade request, for clients done by hand."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 def ws_handshake_status(port, path="/ws", headers=None, timeout=5, source=None):
     """Send a WebSocket upgrade by hand (from the loopback address source, if
     given) and return the status code of the answer (lws answers errors as
     HTTP/1.0, so any version is accepted), or None when the server hangs up
     without a status line."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                   source_address=(source, 0) if source else None) as s:
-        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        s.sendall(upgrade_request(port, path, headers))
         data = b""
         while b"\r\n" not in data:
             chunk = s.recv(4096)

@@ -4,13 +4,12 @@ frame). A raw socket plays a client whose pongs stop; the websockets library,
 which answers pings by itself, plays a healthy idle client."""
 
 import asyncio
-import base64
 import os
 import socket
 import struct
 import time
 
-from chatd_harness import Client, make_token
+from chatd_harness import Client, make_token, upgrade_request
 
 HEARTBEAT_MS = 1000
 
@@ -20,11 +19,7 @@ class RawClient:
 
     def __init__(self, port, token):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                          .encode())
+        self.sock.sendall(upgrade_request(port, f"/ws?token={token}"))
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(4096)

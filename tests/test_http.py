@@ -1,8 +1,6 @@
 """Plain HTTP routes, configuration checks, and the schema check at start."""
 
-import base64
 import json
-import os
 import re
 import socket
 import statistics
@@ -11,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chatd_harness import make_token, run_chatd, unique_id, write_config
+from chatd_harness import make_token, run_chatd, unique_id, upgrade_request, write_config
 
 
 def test_health(server):
@@ -105,12 +103,9 @@ def handshake_seconds(port, token):
     """Time from the upgrade request to having both the 101 and the hello
     frame; also checks what arrived."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        key = base64.b64encode(os.urandom(16)).decode()
+        request = upgrade_request(port, f"/ws?token={token}")
         t0 = time.monotonic()
-        sock.sendall((f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                     .encode())
+        sock.sendall(request)
         buf = b""
         while b"\r\n\r\n" not in buf or b'"type":"hello"' not in buf:
             chunk = sock.recv(65536)

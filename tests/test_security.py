@@ -21,7 +21,8 @@ from websockets.frames import Opcode
 
 import chatd_harness
 from chatd_harness import (SECRET, Client, b64url, connect_from, eventually, eventually_async,
-                           make_room, make_token, open_ws, run, unique_id, ws_handshake_status)
+                           make_room, make_token, open_ws, run, unique_id, upgrade_request,
+                           ws_handshake_status)
 from delivery_harness import Session, send_pipelined
 
 HOST = "127.0.0.1"
@@ -691,10 +692,7 @@ def assert_gt(a, b):
 def test_slow_handshake_is_dropped(make_server):
     timeout_s = 3
     srv = make_server(handshake_timeout_s=timeout_s)
-    request = (f"GET /ws?token={make_token('alice')} HTTP/1.1\r\nHost: {HOST}:{srv.port}\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = upgrade_request(srv.port, f"/ws?token={make_token('alice')}")
     start = time.monotonic()
     dropped_after = None
     with socket.create_connection((HOST, srv.port), timeout=5) as s:

@@ -50,8 +50,15 @@ worker_listen_socket(const struct cfg *cfg)
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
+	/* TCP_NODELAY and SO_SNDBUF are inherited by the accepted sockets (on
+	 * Linux): set here once, not with two syscalls per connection. 0
+	 * leaves the kernel's autotuning (up to tcp_wmem's max, 4 MiB here)
+	 * in charge of what a slow reader can pin in the kernel. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+	    (cfg->socket_sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->socket_sndbuf,
+	    sizeof(cfg->socket_sndbuf)) != 0) ||
 	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0) {
 		int e = errno;
 
@@ -70,7 +77,6 @@ worker__on_accept(uv_poll_t *p, int status, int events)
 	if (status < 0 || stopping)
 		return;
 	for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
-		int one = 1;
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
@@ -78,12 +84,6 @@ worker__on_accept(uv_poll_t *p, int status, int events)
 				log_warn("accept: %s", strerror(errno));
 			return;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		/* 0 leaves the kernel's autotuning (up to tcp_wmem's max, 4 MiB
-		 * here) in charge of what a slow reader can pin in the kernel. */
-		if (srv.cfg->socket_sndbuf > 0)
-			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &srv.cfg->socket_sndbuf,
-			    sizeof(srv.cfg->socket_sndbuf));
 		if (lws_adopt_socket_vhost(srv.vhost, fd) == NULL) {
 			log_warn("lws refused an accepted socket");
 			close(fd);

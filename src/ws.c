@@ -210,13 +210,14 @@ ws__refuse(struct lws *wsi, int status, const char *why, enum metrics_field coun
 static struct {
 	const struct lws *wsi;
 	struct auth_identity id;
+	char ip[48];		/* the peer, read once (getpeername); as conn ip */
 } ws_confirmed;
 
 /* The only place lws lets a handshake be refused with a status. */
 static int
 ws__confirm_upgrade(struct lws *wsi)
 {
-	char uri[256], ip[64];
+	char uri[256], ip[48];
 	struct auth_identity id;
 	const char *reason = NULL;
 	int one = 1;
@@ -250,6 +251,7 @@ ws__confirm_upgrade(struct lws *wsi)
 	}
 	ws_confirmed.wsi = wsi;
 	ws_confirmed.id = id;
+	snprintf(ws_confirmed.ip, sizeof(ws_confirmed.ip), "%s", ip);
 	/* lws writes the 101 when this returns; corked, it leaves with the
 	 * hello (flush_write uncorks), one segment instead of two. */
 	setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
@@ -262,17 +264,22 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 	struct auth_identity id;
 	const char *reason = NULL;
 	char hello[768];
+	const char *ip = NULL;
 	int n;
 
 	if (ws_confirmed.wsi == wsi) {
 		id = ws_confirmed.id;
+		ip = ws_confirmed.ip;
 		ws_confirmed.wsi = NULL;
 	} else if (ws__identify(wsi, &id, &reason) != 0) {
 		return -1;	/* checked at CONFIRM_UPGRADE; cannot happen */
 	}
 	pss->c = conn_new(wsi, &id);
 	pss->c->corked = 1;
-	lws_get_peer_simple(wsi, pss->c->ip, sizeof(pss->c->ip));
+	if (ip != NULL)
+		snprintf(pss->c->ip, sizeof(pss->c->ip), "%s", ip);
+	else
+		lws_get_peer_simple(wsi, pss->c->ip, sizeof(pss->c->ip));
 	guard_conn_opened(pss->c->ip, id.tenant, id.user);
 	pss->counted = 1;
 	ws_sockets++;

@@ -192,11 +192,9 @@ ws__origin_ok(struct lws *wsi)
 }
 
 static int
-ws__refuse(struct lws *wsi, int status, const char *why, enum metrics_field counter)
+ws__refuse(struct lws *wsi, const char *ip, int status, const char *why,
+    enum metrics_field counter)
 {
-	char ip[64];
-
-	lws_get_peer_simple(wsi, ip, sizeof(ip));
 	log_info("handshake from %s refused (%d): %s", ip, status, why);
 	metrics_add(counter, 1);
 	lws_return_http_status(wsi, (unsigned int)status, why);
@@ -232,22 +230,27 @@ ws__confirm_upgrade(struct lws *wsi)
 		lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "server draining");
 		return 1;
 	}
-	if (!ws__origin_ok(wsi))
-		return ws__refuse(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed", M_REFUSED_ORIGIN);
+	/* The peer, read once: for the guard, a refusal's log line and the
+	 * connection (ws_confirmed). */
 	lws_get_peer_simple(wsi, ip, sizeof(ip));
+	if (!ws__origin_ok(wsi))
+		return ws__refuse(wsi, ip, HTTP_STATUS_FORBIDDEN, "origin not allowed",
+		    M_REFUSED_ORIGIN);
 	if (guard_attempt(ip) != 0)
-		return ws__refuse(wsi, 429, "too many connection attempts", M_REFUSED_RATE);
+		return ws__refuse(wsi, ip, 429, "too many connection attempts", M_REFUSED_RATE);
 	if (guard_auth_blocked(ip) != 0)
-		return ws__refuse(wsi, 429, "too many failed authentications", M_REFUSED_RATE);
+		return ws__refuse(wsi, ip, 429, "too many failed authentications", M_REFUSED_RATE);
 	if (ws__identify(wsi, &id, &reason) != 0) {
 		guard_auth_failed(ip);
-		return ws__refuse(wsi, HTTP_STATUS_UNAUTHORIZED, reason, M_REFUSED_AUTH);
+		return ws__refuse(wsi, ip, HTTP_STATUS_UNAUTHORIZED, reason, M_REFUSED_AUTH);
 	}
 	switch (guard_conn_check(ip, id.tenant, id.user)) {
 	case -1:
-		return ws__refuse(wsi, 429, "too many connections from this address", M_REFUSED_RATE);
+		return ws__refuse(wsi, ip, 429, "too many connections from this address",
+		    M_REFUSED_RATE);
 	case -2:
-		return ws__refuse(wsi, 429, "too many connections for this user", M_REFUSED_RATE);
+		return ws__refuse(wsi, ip, 429, "too many connections for this user",
+		    M_REFUSED_RATE);
 	}
 	ws_confirmed.wsi = wsi;
 	ws_confirmed.id = id;

@@ -107,6 +107,25 @@ def check_delivered(who, frames, room, user, sent):
             raise AssertionError(f"{who}: seqs {seqs(frames)[:8]}...: {e}") from None
 
 
+async def rooms_in_postgres(server, tenant, counts):
+    """alice and bob (on two workers) in one new room per count, alice's
+    count messages sent to each (one burst), delivered to bob and synced to
+    PostgreSQL as seqs 1..count: a room with history in both stores."""
+    alice, bob = await connect_on_distinct_workers(server, 2, tenant, ["alice", "bob"])
+    rooms = [await make_room(alice, bob) for _ in counts]
+    pre = [send(f"p{k}-{i}", room, f"p{i}", f"before {i}")
+           for k, (room, n) in enumerate(zip(rooms, counts)) for i in range(n)]
+    await pipeline(alice, pre)
+    all_acked(pre, await replies(alice, pre))
+    await room_events(bob, len(pre))
+
+    def synced():
+        for room, n in zip(rooms, counts):
+            assert [r[0] for r in pg_messages(tenant, room)] == list(range(1, n + 1))
+    await eventually_async(synced, timeout=15, what="the first messages in PostgreSQL")
+    return alice, bob, rooms
+
+
 # --------------------------------------------------- 1. one room, one burst
 
 N_BURST = 300
@@ -335,19 +354,8 @@ def test_a_room_that_lost_its_counter_beside_one_that_did_not(server, tenant, re
     from PostgreSQL; the other continues from Redis; nothing is lost or
     doubled in either."""
     async def main():
-        alice, bob = await connect_on_distinct_workers(server, 2, tenant, ["alice", "bob"])
-        lost, kept = [await make_room(alice, bob) for _ in range(2)]
+        alice, bob, (lost, kept) = await rooms_in_postgres(server, tenant, [4, 2])
         before = {lost: 4, kept: 2}
-        pre = [send(f"p{room}-{i}", room, f"p{i}", f"before {i}")
-               for room, n in before.items() for i in range(n)]
-        await pipeline(alice, pre)
-        all_acked(pre, await replies(alice, pre))
-        await room_events(bob, len(pre))
-
-        def synced():
-            for room, n in before.items():
-                assert [r[0] for r in pg_messages(tenant, room)] == list(range(1, n + 1))
-        await eventually_async(synced, timeout=15, what="the first messages in PostgreSQL")
         gone = await asyncio.to_thread(redis_db.delete, f"chatd:{{{tenant}/{lost}}}:seq",
                                        f"chatd:{{{tenant}/{lost}}}:stream")
         assert gone == 2, "the lost room's counter and stream were not in Redis"
@@ -439,19 +447,8 @@ def test_burst_after_flushall_continues_from_postgres(make_server, tenant, redis
     srv = make_server()
 
     async def main():
-        alice, bob = await connect_on_distinct_workers(srv, 2, tenant, ["alice", "bob"])
-        rooms = [await make_room(alice, bob) for _ in range(2)]
+        alice, bob, rooms = await rooms_in_postgres(srv, tenant, [5, 3])
         before = {rooms[0]: 5, rooms[1]: 3}
-        pre = [send(f"p{k}-{i}", room, f"p{i}", f"before {i}")
-               for k, room in enumerate(rooms) for i in range(before[room])]
-        await pipeline(alice, pre)
-        all_acked(pre, await replies(alice, pre))
-        await room_events(bob, len(pre))
-
-        def synced():
-            for room, n in before.items():
-                assert [r[0] for r in pg_messages(tenant, room)] == list(range(1, n + 1))
-        await eventually_async(synced, timeout=15, what="the first messages in PostgreSQL")
         await asyncio.to_thread(redis_db.flushall)
 
         # 20 to room 0 and 10 to room 1, interleaved, both counters missing.

@@ -72,6 +72,7 @@ struct opts {
 	double rate;		/* messages/s, aggregate */
 	double duration, warmup, drain, setup_timeout;
 	double start_at;	/* CLOCK_REALTIME seconds; 0 = at once */
+	int start_on_signal;	/* after set-up, wait for SIGUSR1 */
 	const char *token_cmd;
 	const char *secret;
 	const char *tenant;

@@ -29,6 +29,7 @@
 struct lg g;
 
 static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t go_signal;	/* SIGUSR1 came (--start-on-signal) */
 
 uint64_t
 mono_ns(void)
@@ -106,6 +107,8 @@ usage(FILE *f)
 "                       process ([A-Za-z0-9._:-], at most 32; lg<pid>-)\n"
 "  --setup-timeout S    give up on connections not joined after S seconds (60)\n"
 "  --start-at EPOCH     start sending at this CLOCK_REALTIME time, after set-up\n"
+"  --start-on-signal    after set-up, wait for SIGUSR1 before going on (several\n"
+"                       loadgens of one run hold their connections together)\n"
 "  --json               print one JSON line of results on stdout\n");
 }
 
@@ -175,7 +178,7 @@ parse_options(int argc, char **argv)
 	enum {
 		O_HOST = 256, O_PORT, O_PATH, O_CONNS, O_ROOMS, O_SENDERS, O_RATE, O_WARMUP,
 		O_DURATION, O_DRAIN, O_IDLE, O_SECRET, O_TOKEN_CMD, O_TENANT, O_USERS, O_TTL,
-		O_SRC, O_CRATE, O_PENDING, O_JOINS, O_CREATE, O_BODY, O_PREFIX, O_SETUP, O_START,
+		O_SRC, O_CRATE, O_PENDING, O_JOINS, O_CREATE, O_BODY, O_PREFIX, O_SETUP, O_START, O_SIGSTART,
 		O_JSON, O_HELP
 	};
 	static const struct option longopts[] = {
@@ -204,6 +207,7 @@ parse_options(int argc, char **argv)
 		{ "id-prefix", required_argument, NULL, O_PREFIX },
 		{ "setup-timeout", required_argument, NULL, O_SETUP },
 		{ "start-at", required_argument, NULL, O_START },
+		{ "start-on-signal", no_argument, NULL, O_SIGSTART },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 }
@@ -254,6 +258,7 @@ parse_options(int argc, char **argv)
 		case O_DRAIN: rc |= parse_num("drain", optarg, 0, 600, &g.o.drain); break;
 		case O_SETUP: rc |= parse_num("setup-timeout", optarg, 1, 3600, &g.o.setup_timeout); break;
 		case O_START: rc |= parse_num("start-at", optarg, 0, 1e11, &g.o.start_at); break;
+		case O_SIGSTART: g.o.start_on_signal = 1; break;
 		case O_CRATE: rc |= parse_num("connect-rate", optarg, 0, 1e7, &g.o.connect_rate); break;
 		case O_TTL: rc |= parse_num("token-ttl", optarg, 60, 1e7, &v); g.o.token_ttl = (long)v; break;
 		case O_PENDING: rc |= parse_num("max-pending", optarg, 1, 1e6, &v); g.o.max_pending = (uint32_t)v; break;
@@ -527,7 +532,8 @@ advance(uint64_t now, uint64_t *wake)
 			*wake = next;
 		return;
 	case P_WAIT:
-		if (g.o.start_at > 0 && real_s() < g.o.start_at) {
+		if ((g.o.start_at > 0 && real_s() < g.o.start_at) ||
+		    (g.o.start_on_signal && !go_signal)) {
 			*wake = now + 1000000;
 			return;
 		}
@@ -562,6 +568,13 @@ on_signal(int sig)
 {
 	(void)sig;
 	interrupted = 1;
+}
+
+static void
+on_go(int sig)
+{
+	(void)sig;
+	go_signal = 1;
 }
 
 static void
@@ -726,12 +739,16 @@ main(int argc, char **argv)
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sa.sa_handler = on_go;
+	sigaction(SIGUSR1, &sa, NULL);
 	if (init_run() != 0 || make_tokens() != 0)
 		return 1;
 	/* The hard cap: whatever happens, this process is gone by then. */
 	cap = g.o.setup_timeout + g.o.warmup + g.o.duration + g.o.drain + 30;
 	if (g.o.start_at > 0 && g.o.start_at > real_s())
 		cap += g.o.start_at - real_s();
+	if (g.o.start_on_signal)
+		cap += g.o.setup_timeout;	/* the others' set-up, at most */
 	alarm((unsigned)ceil(cap));
 	loop();
 	if (g.phase == P_SETUP)

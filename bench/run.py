@@ -10,6 +10,7 @@ with build/bench/loadgen pinned to core 1:
   light  S1 at 100 msgs/s
   S2     10,000 connections in 1,000 rooms of 10, 1,000 senders, 10,000 msgs/s
   S3     19,000 idle connections, each joined to a room (rooms of 10)
+  S3x2   S3 at 38,000 connections: two workers (both on core 0), two loadgens
 
 Each run appends one JSON line to bench/results.jsonl; the end prints a
 Markdown table. A session starts by emptying the bench Redis (its own set;
@@ -187,6 +188,35 @@ class CpuSnap:
                 "cores": cores_delta(a.cores, self.cores)}
 
 
+def redis_port():
+    env_file = REPO / ".run" / SERVICES_SET / "env"
+    try:
+        return re.search(r"^REDIS_PORT=(\d+)$", env_file.read_text(), re.M).group(1)
+    except (OSError, AttributeError):
+        return None
+
+
+def redis_cli(*cmd):
+    port = redis_port()
+    if port is None:
+        return None
+    try:
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", port, *cmd],
+                              capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def redis_cmdstats():
+    """Redis' calls and CPU microseconds per command since the last
+    CONFIG RESETSTAT: where Redis' time goes during a run."""
+    out = redis_cli("INFO", "commandstats") or ""
+    stats = {}
+    for m in re.finditer(r"^cmdstat_([^:]+):calls=(\d+),usec=(\d+)", out, re.M):
+        stats[m.group(1)] = {"calls": int(m.group(2)), "usec": int(m.group(3))}
+    return stats
+
+
 def children_cpu_s():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -235,14 +265,17 @@ def merged_quantiles(bucket_lists, maxima):
 class Chatd:
     """build/chatd -c bench/bench.conf, pinned, in its own process group."""
 
-    def __init__(self, port, tag):
+    def __init__(self, port, tag, workers=None):
         self.port = port
+        self.workers = workers      # None: bench.conf's
         self.log_path = LOG_DIR / f"chatd-{tag}.log"
         self.proc = None
 
     def start(self, timeout=20):
         env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
         env["CHATD_PORT"] = str(self.port)
+        if self.workers:
+            env["CHATD_WORKERS"] = str(self.workers)
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(
                 ["taskset", "-c", SERVER_CPU, str(CHATD), "-c", str(CONF)],
@@ -256,7 +289,8 @@ class Chatd:
             try:
                 if http_json(self.port, "/ready", timeout=1).get("ready", True) is not False:
                     m = self.monitoring()
-                    if m["workers_live"] >= 1 and all(w["pid"] for w in m["workers"]):
+                    if (m["workers_live"] >= (self.workers or 1) and
+                            all(w["pid"] for w in m["workers"])):
                         return self
             except (OSError, ValueError, KeyError):
                 pass
@@ -391,6 +425,8 @@ class Loadgens:
                     args += ["--" + key.replace("_", "-"), str(spec[key])]
             if spec.get("idle"):
                 args.append("--idle")
+            if nproc > 1:
+                args.append("--start-on-signal")
             self.cap = (spec.get("setup_timeout", 60) + spec.get("warmup", 1) +
                         spec.get("duration", 5) + spec.get("drain", 3) + 60)
             p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -423,6 +459,14 @@ class Loadgens:
                 raise RuntimeError(f"loadgen failed (exit {p.returncode}): {out[-500:]}")
             self.outputs.append(json.loads(lines[-1]))
         return self.outputs
+
+    def go(self):
+        """Several loadgens wait after their set-up (--start-on-signal) until
+        all are set up, so that they hold their connections at one time."""
+        if self.nproc > 1:
+            for p in self.procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGUSR1)
 
     def kill(self):
         for p in self.procs:
@@ -501,7 +545,8 @@ class Bench:
         tag = f"{self.session}-{self.seq:02d}"
         prefix = f"b{self.session[4:8]}{self.session[9:]}n{self.seq}"
         log(f"{label}: starting ({spec['conns']} connections)")
-        chatd = Chatd(self.port, tag).start()
+        workers = spec.get("workers") or self.workers
+        chatd = Chatd(self.port, tag, spec.get("workers")).start()
         lg = None
         try:
             # Let the worker settle before the baseline; meanwhile, see whether
@@ -535,6 +580,7 @@ class Bench:
             if not lg.all_setup.wait(lg.cap):
                 raise RuntimeError("the loadgens did not finish their set-up")
             snap1 = CpuSnap(chatd)
+            redis_cli("CONFIG", "RESETSTAT")
             mon_s = chatd.monitoring_patient()
             perf_top = perf.finish() if perf else None
             perf = Perf(chatd, tag, self.args.perf_callgraph) if profile and not measure_idle else None
@@ -543,8 +589,10 @@ class Bench:
                 time.sleep(1.0)   # the last joins' buffers settle
                 rss1 = chatd.rss_kib()
                 heap1 = chatd.monitoring_patient()["process"]
+            lg.go()               # several loadgens: all set up, now go on together
             outs = lg.wait()
             snap2 = CpuSnap(chatd)
+            redis_cmds = redis_cmdstats()
             perf_top = perf.finish() if perf else perf_top
             mon1 = chatd.monitoring_patient()
             sync_wait = chatd.wait_sync()
@@ -559,7 +607,7 @@ class Bench:
             "session": self.session, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "commit": self.commit, "src_dirty": self.dirty, "quick": self.args.quick,
             **self.binary,
-            "scenario": scenario, "label": label, "workers": self.workers,
+            "scenario": scenario, "label": label, "workers": workers,
             "loadgens": len(outs), **r,
             "server": {
                 # Busy share of its core after set-up (sending and draining).
@@ -570,6 +618,8 @@ class Bench:
             # CPU seconds of each part, during set-up and after it, and of
             # each core (softirq: loopback TCP; steal: the hypervisor).
             "cpu": {"setup": setup_cpu, "run": run_cpu, "loadgen_total_s": round(lg_cpu, 2)},
+            # Redis' commands after set-up: calls and CPU microseconds each.
+            "redis_cmds": redis_cmds,
             "wall_s": round(snap2.t - snap0.t, 1),
             "loadavg_before": self.loadavg0,
             # CPU seconds per second used by other processes just before.
@@ -599,7 +649,7 @@ class Bench:
             rec["server"]["kib_per_conn"] = round((rss1 - rss0) / r["setup"]["joined"], 2)
             # The worker's heap (glibc mallinfo2): allocated and free-but-mapped,
             # per connection, so the report can split RSS into parts.
-            heap0 = mon0.get("process", {})
+            heap0 = mon0.get("process", {}) if workers == 1 else {}  # one worker's heap
             for k in ("answering_worker_heap_used_kb", "answering_worker_heap_free_kb",
                       "lws_heap_kb"):
                 a, b = heap0.get(k), (heap1 or {}).get(k)
@@ -633,7 +683,8 @@ class Bench:
         w, d, drain = (1, 3, 3) if quick else (2, 5, 3)
         s1 = {"conns": 1000, "rooms": 1, "senders": 1, "warmup": w, "duration": d,
               "drain": drain}
-        only = set(a.only.split(",")) if a.only else {"S1", "light", "S2", "S3"}
+        only = (set(a.only.split(",")) if a.only else
+                {"S1", "light", "S2", "S3"} | (set() if quick else {"S3x2"}))
         if "S1" in only:
             overloaded = False
             for rate in a.s1_rates:
@@ -656,6 +707,16 @@ class Bench:
             self.run("S3", f"S3 {n} idle", {"conns": n, "rooms": max(1, n // 10), "idle": True,
                                             "warmup": 0, "duration": 4, "drain": 0,
                                             "setup_timeout": 120, "max_pending": 1024},
+                     measure_idle=True)
+        if "S3x2" in only:
+            # Issue 5's 38,000 "where the file limit allows": one process may
+            # open 20,000 files, so two workers (the kernel spreads the
+            # connections over them, ~19,000 each) and two loadgens.
+            n = a.s3x2_conns
+            self.run("S3x2", f"S3 {n} idle, 2 workers",
+                     {"conns": n, "rooms": max(1, n // 10), "idle": True, "workers": 2,
+                      "warmup": 0, "duration": 4, "drain": 0,
+                      "setup_timeout": 120, "max_pending": 1024},
                      measure_idle=True)
         print(markdown(self.records))
 
@@ -811,6 +872,14 @@ def markdown(records):
                    f"{'yes' if kib is not None and kib < TARGET_S3_KIB else 'no'} |")
         out.append(f"| S3 >= {TARGET_S3_HANDSHAKES:,} handshakes/s | {hs:,.0f} | "
                    f"{'yes' if hs >= TARGET_S3_HANDSHAKES else 'no'} |")
+    s3x2 = pick(records, "S3x2")
+    if s3x2:
+        kib = s3x2["server"].get("kib_per_conn")
+        out.append(f"| S3 at {s3x2['conns']:,} (2 workers, {s3x2['loadgens']} loadgens): "
+                   f"< {TARGET_S3_KIB:g} KiB per idle connection | {kib} KiB "
+                   f"({s3x2['setup']['joined']:,} connections), "
+                   f"{s3x2['setup']['hellos_per_s']:,.0f} handshakes/s | "
+                   f"{'yes' if kib is not None and kib < TARGET_S3_KIB else 'no'} |")
     light = pick(records, "light")
     if light:
         p50, p99 = light["latency_us"]["p50"] / 1000, light["latency_us"]["p99"] / 1000
@@ -849,7 +918,7 @@ def prepare():
     # emptied too: a session's 5-10 million rows made every later session's
     # sync insert ~1.5 times as costly (deeper indexes), which drifted the
     # figures from session to session.
-    port = re.search(r"^REDIS_PORT=(\d+)$", env_file.read_text(), re.M).group(1)
+    port = redis_port()
     for cmd in (["FLUSHDB"], ["BGREWRITEAOF"]):
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", port, *cmd], cwd=REPO,
                        timeout=60, stdout=subprocess.DEVNULL, check=True)
@@ -863,9 +932,11 @@ def prepare():
 def parse_args():
     p = argparse.ArgumentParser(description="chatd benchmark (bench/README.md)")
     p.add_argument("--quick", action="store_true", help="a 1-2 minute version")
-    p.add_argument("--only", help="comma list of S1,light,S2,S3")
+    p.add_argument("--only", help="comma list of S1,light,S2,S3,S3x2 (S3x2: not in --quick)")
     p.add_argument("--s1-rates", help="comma list of S1 rates, msgs/s")
     p.add_argument("--s3-conns", type=int, help="idle connections for S3")
+    p.add_argument("--s3x2-conns", type=int, default=38000,
+                   help="idle connections for S3x2 (two workers, two loadgens)")
     p.add_argument("--repeat", type=int, default=None,
                    help="runs of each S1/light/S2 point (3; --quick: 1)")
     p.add_argument("--port", type=int, default=None, help="chatd's port (bench.conf's)")

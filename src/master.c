@@ -11,11 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MASTER_RESTART_DELAY_MS 1000	/* after a worker died young */
+#define MASTER_NOFILE_LOW 4096		/* fewer open files than this: a warning */
 
 struct master_slot {
 	pid_t pid;
@@ -50,6 +52,34 @@ master__spawn(const struct cfg *cfg, int index)
 	slots[index].started_ms = util_mono_ms();
 	slots[index].restart_at_ms = 0;
 	metrics_worker_started(index, pid);
+}
+
+/* Every connection is a descriptor, so the soft limit on open files (often
+ * 1,024) is the number of connections a worker can hold. Raised to the hard
+ * limit before forking (the workers inherit it), as nginx's
+ * worker_rlimit_nofile and Kore's rlimit_nofiles do; returns the limit. */
+static unsigned long long
+master__raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max;
+
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("cannot raise the open files limit to %llu: %s",
+			    (unsigned long long)want, strerror(errno));
+		if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return 0;
+	}
+	if (rl.rlim_cur < MASTER_NOFILE_LOW)
+		log_warn("open files limited to %llu per process: a worker holds fewer than "
+		    "that many connections (raise the hard limit: ulimit -Hn, LimitNOFILE=)",
+		    (unsigned long long)rl.rlim_cur);
+	return rl.rlim_cur;
 }
 
 static int
@@ -105,6 +135,7 @@ master_run(const struct cfg *cfg)
 	char err[512];
 	sigset_t set;
 	int fd, stopping = 0;
+	unsigned long long nofile;
 	uint64_t deadline = 0;
 
 	if (schema_check(cfg->database_url, err, sizeof(err)) != 0) {
@@ -126,6 +157,7 @@ master_run(const struct cfg *cfg)
 		log_err("cannot map the shared metrics: %s", strerror(errno));
 		return 1;
 	}
+	nofile = master__raise_nofile();
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
@@ -134,8 +166,8 @@ master_run(const struct cfg *cfg)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	for (int i = 0; i < cfg->workers; i++)
 		master__spawn(cfg, i);
-	log_info("listening on %s:%d with %d workers (instance %s)", cfg->listen, cfg->port,
-	    cfg->workers, cfg->instance);
+	log_info("listening on %s:%d with %d workers (instance %s), %llu open files each",
+	    cfg->listen, cfg->port, cfg->workers, cfg->instance, nofile);
 
 	for (;;) {
 		struct timespec ts = { 0, 100 * 1000 * 1000 };

@@ -112,6 +112,7 @@ metrics__field(enum metrics_field f)
 	case M_GAPS: return &w->gaps;
 	case M_SLOW_CLOSES: return &w->slow_closes;
 	case M_TOKEN_EXPIRED: return &w->token_expired;
+	case M_ACCEPT_PAUSED: return &w->accept_paused;
 	case M_WRITES: return &w->writes;
 	case M_WRITE_BYTES: return &w->write_bytes;
 	case M_LWS_HEAP: return &w->lws_heap;
@@ -212,7 +213,7 @@ metrics_json(void)
 {
 	int64_t now = util_now_ms();
 	int n = (int)shm->nworkers;
-	int64_t sum[M_LWS_HEAP + 1] = { 0 };
+	int64_t sum[M_ACCEPT_PAUSED + 1] = { 0 };
 	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
 	int64_t rooms = 0;
 	int redis_up = 1, pg_up = 1, live = 0;
@@ -248,6 +249,7 @@ metrics_json(void)
 		sum[M_WRITES] += LOAD(&w->writes);
 		sum[M_WRITE_BYTES] += LOAD(&w->write_bytes);
 		sum[M_LWS_HEAP] += LOAD(&w->lws_heap);
+		sum[M_ACCEPT_PAUSED] += LOAD(&w->accept_paused);
 		if (LOAD(&w->pid) == 0)
 			continue;
 		live++;
@@ -277,6 +279,8 @@ metrics_json(void)
 	    "messages", "sent", (json_int_t)sum[M_MSGS_SENT], "frames_in", (json_int_t)sum[M_FRAMES_IN],
 	    "deliveries", (json_int_t)sum[M_DELIVERIES],
 	    "errors_sent", (json_int_t)sum[M_ERRORS_SENT]);
+	json_object_set_new(json_object_get(root, "connections"), "accept_paused",
+	    json_integer(sum[M_ACCEPT_PAUSED]));
 	json_object_set_new(json_object_get(root, "rooms"), "not_counted",
 	    json_integer(LOAD(&shm->rooms_overflow)));
 	json_object_set_new(root, "redis", json_pack("{s:b, s:f, s:I, s:I}",

@@ -41,6 +41,7 @@ struct metrics_worker {
 	int64_t writes;		/* socket writes to WebSocket clients */
 	int64_t write_bytes;
 	int64_t lws_heap;	/* bytes libwebsockets holds (ws.c's allocator) */
+	int64_t accept_paused;	/* accepting paused: out of file descriptors */
 };
 
 enum metrics_field {
@@ -50,6 +51,7 @@ enum metrics_field {
 	M_SYNC_SYNCED, M_SYNC_FAILED, M_SYNC_LAST_MS, M_SYNC_BATCH_US,
 	M_REFUSED_AUTH, M_REFUSED_ORIGIN, M_REFUSED_RATE, M_RATE_LIMITED, M_GAPS,
 	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES, M_LWS_HEAP,
+	M_ACCEPT_PAUSED,
 };
 
 /* Parent, before forking: map the shared region. */

@@ -18,16 +18,24 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define WORKER_ACCEPT_BATCH 64
+/* Out of file descriptors: accepting stops this long, and the connections
+ * wait in the listen backlog (the kernel's, not ours) meanwhile. */
+#define WORKER_ACCEPT_PAUSE_MS 100
+#define WORKER_ACCEPT_WARN_MS 10000
 #define WORKER_PG_QUEUE 10000
 
 struct srv srv;
 
 static int listen_fd = -1;
 static uv_poll_t listen_poll;
+static uv_timer_t accept_timer;
+static uint64_t accept_warned_ms;
+static uint64_t accept_pauses;
 static uv_signal_t sig_term, sig_int;
 static uv_timer_t tick_timer;
 static uv_timer_t drain_timer;
@@ -70,6 +78,42 @@ worker_listen_socket(const struct cfg *cfg)
 }
 
 static void
+worker__on_accept(uv_poll_t *p, int status, int events);
+
+static void
+worker__accept_resume(uv_timer_t *t)
+{
+	(void)t;
+	if (listen_fd >= 0 && !srv.draining && !stopping)
+		uv_poll_start(&listen_poll, UV_READABLE, worker__on_accept);
+}
+
+/* accept failed for want of a descriptor (or of kernel memory). The
+ * listening socket stays readable, so polling on would spin on the same
+ * error: stop for WORKER_ACCEPT_PAUSE_MS, and say so at most once per
+ * WORKER_ACCEPT_WARN_MS. */
+static void
+worker__accept_pause(int err)
+{
+	uint64_t now = uv_now(srv.loop);
+	struct rlimit rl;
+
+	accept_pauses++;
+	metrics_add(M_ACCEPT_PAUSED, 1);
+	if (accept_warned_ms == 0 || now - accept_warned_ms >= WORKER_ACCEPT_WARN_MS) {
+		accept_warned_ms = now;
+		if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = 0;
+		log_warn("accept: %s with %d connections (open files limit %llu): new "
+		    "connections wait in the listen backlog; paused %d ms (%llu times so far)",
+		    strerror(err), conn_count(), (unsigned long long)rl.rlim_cur,
+		    WORKER_ACCEPT_PAUSE_MS, (unsigned long long)accept_pauses);
+	}
+	uv_poll_stop(&listen_poll);
+	uv_timer_start(&accept_timer, worker__accept_resume, WORKER_ACCEPT_PAUSE_MS, 0);
+}
+
+static void
 worker__on_accept(uv_poll_t *p, int status, int events)
 {
 	(void)p;
@@ -80,7 +124,10 @@ worker__on_accept(uv_poll_t *p, int status, int events)
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				worker__accept_pause(errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
 				log_warn("accept: %s", strerror(errno));
 			return;
 		}
@@ -102,6 +149,8 @@ worker__finish(void)
 	uv_close((uv_handle_t *)&drain_timer, NULL);
 	uv_timer_stop(&tick_timer);
 	uv_close((uv_handle_t *)&tick_timer, NULL);
+	uv_timer_stop(&accept_timer);
+	uv_close((uv_handle_t *)&accept_timer, NULL);
 	uv_signal_stop(&sig_term);
 	uv_close((uv_handle_t *)&sig_term, NULL);
 	uv_signal_stop(&sig_int);
@@ -217,6 +266,7 @@ worker_run(const struct cfg *cfg, int index)
 	}
 	uv_poll_init(&loop, &listen_poll, listen_fd);
 	uv_poll_start(&listen_poll, UV_READABLE, worker__on_accept);
+	uv_timer_init(&loop, &accept_timer);
 	uv_signal_init(&loop, &sig_term);
 	uv_signal_start(&sig_term, worker__drain, SIGTERM);
 	uv_signal_init(&loop, &sig_int);

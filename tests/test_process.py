@@ -100,3 +100,53 @@ def test_monitoring_counts_connections_across_workers(make_server, tenant):
     assert set(stats["redis"]) >= {"connected", "last_ping_ms", "errors", "reconnects"}
     assert stats["redis"]["connected"] is True
     assert set(stats["sync"]) >= {"synced", "failed", "lag"}
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_pauses_accepting_and_recovers(make_server, tenant):
+    # 100 open files per process (soft and hard, so chatd cannot raise it):
+    # the worker runs out after some tens of connections.
+    srv = make_server(workers=1, prefix=["prlimit", "--nofile=100:100", "--"])
+    assert "open files limited to 100 per process" in srv.log()
+    worker = srv.worker_pids()[0]
+
+    async def main():
+        clients, waiting = [], None
+        for i in range(100):
+            attempt = asyncio.ensure_future(Client.connect(srv, f"u{i}", tenant, timeout=20))
+            done, _ = await asyncio.wait({attempt}, timeout=2)
+            if not done:
+                waiting = attempt      # in the listen backlog: no descriptor for it
+                break
+            clients.append(attempt.result())
+        assert waiting is not None, "100 connections with 100 open files"
+        assert len(clients) >= 20, f"only {len(clients)} connections before the limit"
+
+        # Waiting for a descriptor must not spin: the listening socket stays
+        # readable, and accepting again at once would fail again at once.
+        cpu0 = cpu_seconds(worker)
+        await asyncio.sleep(1.0)
+        used = cpu_seconds(worker) - cpu0
+        assert used < 0.3, f"the worker used {used:.2f} CPU s in 1 s at the file limit"
+        warnings = [line for line in srv.log().splitlines() if "accept: Too many open files" in line]
+        assert 1 <= len(warnings) <= 2, warnings
+
+        # A descriptor comes free: the waiting connection gets its hello,
+        # and the ones before it were not disturbed.
+        await clients.pop().close()
+        late = await asyncio.wait_for(waiting, 10)
+        room = await make_room(clients[0], late)
+        ack = await late.say(room, "made it")
+        assert (await clients[0].next_event("message:new"))["seq"] == ack["seq"]
+        await late.close()
+        for client in clients:
+            await client.close()
+
+    run(main(), timeout=60)
+    assert srv.monitoring()["connections"]["accept_paused"] >= 1

@@ -34,7 +34,7 @@ struct pgq {
 	PGconn *conn;		/* owned */
 	enum pgq_state state;
 	int fd;
-	int poll_active;
+	int armed;		/* the events poll watches */
 	uv_poll_t *poll;	/* owned until its close callback */
 	uv_timer_t timer;	/* reconnect backoff */
 	unsigned backoff_ms;
@@ -113,7 +113,13 @@ pgq__watch(struct pgq *q, int events)
 			log_fatal("pgq: uv_poll_init failed");
 		q->poll->data = q;
 		q->fd = fd;
+		q->armed = 0;
 	}
+	/* uv_poll_start stops and re-adds the watcher even when the events are
+	 * the same: one or two epoll_ctl calls in the next turn for nothing. */
+	if (events == q->armed)
+		return;
+	q->armed = events;
 	uv_poll_start(q->poll, events, pgq__on_io);
 }
 

@@ -12,7 +12,8 @@
 struct rlink_uv {
 	redisAsyncContext *ac;	/* NULL once hiredis cleaned up */
 	uv_poll_t poll;
-	int events;
+	int events;		/* what hiredis wants watched */
+	int armed;		/* what the poll handle watches */
 };
 
 static void
@@ -37,9 +38,16 @@ rlink_uv__io(uv_poll_t *h, int status, int events)
 		redisAsyncHandleWrite(p->ac);
 }
 
+/* hiredis asks for reads after every read and for writes with every
+ * command; uv_poll_start stops and re-adds the watcher even when nothing
+ * changed (one or two epoll_ctl calls in the next turn), so it is called
+ * only when the events change. */
 static void
 rlink_uv__update(struct rlink_uv *p)
 {
+	if (p->events == p->armed)
+		return;
+	p->armed = p->events;
 	if (p->events)
 		uv_poll_start(&p->poll, p->events, rlink_uv__io);
 	else

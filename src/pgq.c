@@ -317,6 +317,8 @@ pgq__on_io(uv_poll_t *p, int status, int events)
 {
 	struct pgq *q = p->data;
 
+	if (status < 0)
+		q->armed = 0;	/* libuv stopped the handle on the error */
 	if (q->state == PGQ_CONNECTING) {
 		pgq__connect_step(q);
 		return;

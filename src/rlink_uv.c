@@ -21,9 +21,12 @@ rlink_uv__io(uv_poll_t *h, int status, int events)
 {
 	struct rlink_uv *p = h->data;
 
-	/* On an error let hiredis try what it waits for: it finds the error. */
-	if (status < 0)
+	/* On an error let hiredis try what it waits for: it finds the error.
+	 * libuv has stopped the handle: whatever hiredis asks next re-arms it. */
+	if (status < 0) {
 		events = p->events;
+		p->armed = 0;
+	}
 	if (p->ac != NULL && (events & UV_READABLE)) {
 		redisAsyncHandleRead(p->ac);
 		for (int i = 1; i < RLINK_UV_READS && p->ac != NULL; i++) {

@@ -376,21 +376,28 @@ conn__ping(void)
 
 /* The heartbeat, done here rather than by lws' retry policy: lws keeps a
  * timer per connection for it in one list sorted by a linear walk, which
- * made every new connection cost O(connections). 1 when c was closed. */
+ * made every new connection cost O(connections). A connection silent for
+ * hb gets a ping; one that leaves that ping unanswered for hb more is
+ * closed. (Closing on 2 hb of silence alone closed clients that answered:
+ * the sweep runs every second, so with hb near that step a sweep could find
+ * the silence since the last pong just under hb, send nothing, and the next
+ * one, a little late, find it over 2 hb.) 1 when c was closed. */
 static int
 conn__heartbeat(struct conn *c, uint64_t now)
 {
-	uint64_t hb = (uint64_t)srv.cfg->heartbeat_ms, silent = now - c->rx_ms;
+	uint64_t hb = (uint64_t)srv.cfg->heartbeat_ms;
 
-	if (now < c->rx_ms)
+	if (now < c->rx_ms || now < c->ping_ms)
 		return 0;
-	if (silent >= 2 * hb) {
+	if (c->ping_ms > c->rx_ms) {		/* a ping out since the last frame */
+		if (now - c->ping_ms < hb)
+			return 0;
 		log_info("conn %s (%s): silent for %llu ms, closing 4008", c->cid, c->id.user,
-		    (unsigned long long)silent);
+		    (unsigned long long)(now - c->rx_ms));
 		conn_kill(c, CONN_CLOSE_HEARTBEAT, "heartbeat timeout");
 		return 1;
 	}
-	if (silent >= hb && now - c->ping_ms >= hb) {
+	if (now - c->rx_ms >= hb) {
 		c->ping_ms = now;
 		conn_send(c, conn__ping());
 	}

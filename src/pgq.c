@@ -2,6 +2,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "uvpoll.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -115,12 +116,7 @@ pgq__watch(struct pgq *q, int events)
 		q->fd = fd;
 		q->armed = 0;
 	}
-	/* uv_poll_start stops and re-adds the watcher even when the events are
-	 * the same: one or two epoll_ctl calls in the next turn for nothing. */
-	if (events == q->armed)
-		return;
-	q->armed = events;
-	uv_poll_start(q->poll, events, pgq__on_io);
+	uvpoll_watch(q->poll, &q->armed, events, pgq__on_io);
 }
 
 static void

@@ -1,5 +1,6 @@
 #include "rlink_uv.h"
 #include "util.h"
+#include "uvpoll.h"
 
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -42,19 +43,11 @@ rlink_uv__io(uv_poll_t *h, int status, int events)
 }
 
 /* hiredis asks for reads after every read and for writes with every
- * command; uv_poll_start stops and re-adds the watcher even when nothing
- * changed (one or two epoll_ctl calls in the next turn), so it is called
- * only when the events change. */
+ * command: uvpoll_watch calls libuv only when the events change. */
 static void
 rlink_uv__update(struct rlink_uv *p)
 {
-	if (p->events == p->armed)
-		return;
-	p->armed = p->events;
-	if (p->events)
-		uv_poll_start(&p->poll, p->events, rlink_uv__io);
-	else
-		uv_poll_stop(&p->poll);
+	uvpoll_watch(&p->poll, &p->armed, p->events, rlink_uv__io);
 }
 
 static void

@@ -702,22 +702,21 @@ class Bench:
                 self.run("S2", "S2 10000 msgs/s",
                          {"conns": 10000, "rooms": 1000, "senders": 1000, "rate": 10000,
                           "warmup": w, "duration": d, "drain": drain})
+
+        def idle(n, **more):
+            """S3's spec: n idle connections in rooms of 10, held 4 s."""
+            return {"conns": n, "rooms": max(1, n // 10), "idle": True, "warmup": 0,
+                    "duration": 4, "drain": 0, "setup_timeout": 120, "max_pending": 1024,
+                    **more}
+
         if "S3" in only:
-            n = a.s3_conns
-            self.run("S3", f"S3 {n} idle", {"conns": n, "rooms": max(1, n // 10), "idle": True,
-                                            "warmup": 0, "duration": 4, "drain": 0,
-                                            "setup_timeout": 120, "max_pending": 1024},
-                     measure_idle=True)
+            self.run("S3", f"S3 {a.s3_conns} idle", idle(a.s3_conns), measure_idle=True)
         if "S3x2" in only:
             # Issue 5's 38,000 "where the file limit allows": one process may
             # open 20,000 files, so two workers (the kernel spreads the
             # connections over them, ~19,000 each) and two loadgens.
-            n = a.s3x2_conns
-            self.run("S3x2", f"S3 {n} idle, 2 workers",
-                     {"conns": n, "rooms": max(1, n // 10), "idle": True, "workers": 2,
-                      "warmup": 0, "duration": 4, "drain": 0,
-                      "setup_timeout": 120, "max_pending": 1024},
-                     measure_idle=True)
+            self.run("S3x2", f"S3 {a.s3x2_conns} idle, 2 workers",
+                     idle(a.s3x2_conns, workers=2), measure_idle=True)
         print(markdown(self.records))
 
 

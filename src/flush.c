@@ -1,5 +1,6 @@
 #include "flush.h"
 #include "conn.h"
+#include "join.h"
 #include "metrics.h"
 #include "obuf.h"
 #include "room.h"
@@ -122,11 +123,13 @@ flush__run(uv_check_t *h)
 
 	(void)h;
 	/* First what clients still have to say, then their sends of this
-	 * turn to Redis (one script call for many rooms), then the rooms' batches
+	 * turn to Redis (one script call for many rooms), their joins' member
+	 * checks to PostgreSQL (one statement), then the rooms' batches
 	 * of this turn into the queues, then the writes: the next
 	 * FLUSH_CHUNK connections in the order they asked. */
 	ws_read_more();
 	sendq_flush();
+	join_flush();
 	room_seal_batches();
 	if (head > 0) {
 		memmove(todo.v, todo.v + head, (size_t)(todo.n - head) * sizeof(*todo.v));

@@ -113,6 +113,8 @@ metrics__field(enum metrics_field f)
 	case M_SLOW_CLOSES: return &w->slow_closes;
 	case M_TOKEN_EXPIRED: return &w->token_expired;
 	case M_ACCEPT_PAUSED: return &w->accept_paused;
+	case M_JOIN_CHECKS: return &w->join_checks;
+	case M_JOIN_BATCHES: return &w->join_batches;
 	case M_WRITES: return &w->writes;
 	case M_WRITE_BYTES: return &w->write_bytes;
 	case M_LWS_HEAP: return &w->lws_heap;
@@ -213,7 +215,7 @@ metrics_json(void)
 {
 	int64_t now = util_now_ms();
 	int n = (int)shm->nworkers;
-	int64_t sum[M_ACCEPT_PAUSED + 1] = { 0 };
+	int64_t sum[M_JOIN_BATCHES + 1] = { 0 };
 	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
 	int64_t rooms = 0;
 	int redis_up = 1, pg_up = 1, live = 0;
@@ -250,6 +252,8 @@ metrics_json(void)
 		sum[M_WRITE_BYTES] += LOAD(&w->write_bytes);
 		sum[M_LWS_HEAP] += LOAD(&w->lws_heap);
 		sum[M_ACCEPT_PAUSED] += LOAD(&w->accept_paused);
+		sum[M_JOIN_CHECKS] += LOAD(&w->join_checks);
+		sum[M_JOIN_BATCHES] += LOAD(&w->join_batches);
 		if (LOAD(&w->pid) == 0)
 			continue;
 		live++;
@@ -288,8 +292,10 @@ metrics_json(void)
 	    "last_ping_ms", (double)ping_us / 1000.0,
 	    "errors", (json_int_t)sum[M_REDIS_ERRORS],
 	    "reconnects", (json_int_t)sum[M_REDIS_RECONNECTS]));
-	json_object_set_new(root, "postgres", json_pack("{s:b, s:I}",
-	    "connected", pg_up && live > 0, "errors", (json_int_t)sum[M_PG_ERRORS]));
+	json_object_set_new(root, "postgres", json_pack("{s:b, s:I, s:I, s:I}",
+	    "connected", pg_up && live > 0, "errors", (json_int_t)sum[M_PG_ERRORS],
+	    "join_checks", (json_int_t)sum[M_JOIN_CHECKS],
+	    "join_batches", (json_int_t)sum[M_JOIN_BATCHES]));
 	json_object_set_new(root, "sync", json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:f}",
 	    "synced", (json_int_t)sum[M_SYNC_SYNCED],
 	    "failed", (json_int_t)sum[M_SYNC_FAILED],

@@ -42,6 +42,8 @@ struct metrics_worker {
 	int64_t write_bytes;
 	int64_t lws_heap;	/* bytes libwebsockets holds (ws.c's allocator) */
 	int64_t accept_paused;	/* accepting paused: out of file descriptors */
+	int64_t join_checks;	/* joins whose member check PostgreSQL answered */
+	int64_t join_batches;	/* the statements that answered them */
 };
 
 enum metrics_field {
@@ -51,7 +53,7 @@ enum metrics_field {
 	M_SYNC_SYNCED, M_SYNC_FAILED, M_SYNC_LAST_MS, M_SYNC_BATCH_US,
 	M_REFUSED_AUTH, M_REFUSED_ORIGIN, M_REFUSED_RATE, M_RATE_LIMITED, M_GAPS,
 	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES, M_LWS_HEAP,
-	M_ACCEPT_PAUSED,
+	M_ACCEPT_PAUSED, M_JOIN_CHECKS, M_JOIN_BATCHES,
 };
 
 /* Parent, before forking: map the shared region. */

@@ -379,7 +379,8 @@ pgq_exec(struct pgq *q, const char *sql, int nparams, const char *const *params,
 {
 	struct pgq_item *it;
 
-	if (q->state != PGQ_UP || q->queued >= q->max_queue || nparams > PGQ_MAX_PARAMS)
+	if (q->closing || q->state != PGQ_UP || q->queued >= q->max_queue ||
+	    nparams > PGQ_MAX_PARAMS)
 		return -1;
 	it = xcalloc(1, sizeof(*it));
 	it->sql = xstrdup(sql);

@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "flush.h"
 #include "guard.h"
+#include "join.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgq.h"
@@ -161,6 +162,7 @@ worker__finish(void)
 	conn_shutdown();
 	bus_stop();
 	pgq_close(srv.pg);
+	join_shutdown();
 	pgq_close(srv.pgsync);
 	lws_context_destroy(srv.lws);
 	srv.lws = NULL;

@@ -104,3 +104,49 @@ def test_resent_client_msg_id_is_acked_again_and_delivered_once(server, tenant):
         await bob.settle()
         assert bob.buffered("message:new") == []
     run(main())
+
+
+def test_joins_at_once_share_a_member_check_and_each_gets_its_own_answer(server, tenant, db):
+    """Joins that arrive together are checked by one PostgreSQL statement
+    (one commit for all), and each still gets the answer of its own room:
+    acked where the room is public, forbidden where it is private,
+    not_found where there is none. A user joining one room from two
+    connections at once is a member once."""
+    missing = unique_id("nope")
+
+    async def main():
+        owner = await Client.connect(server, "owner", tenant)
+        public = await make_room(owner)
+        private = await make_room(owner, private=True)
+        users = await asyncio.gather(*(Client.connect(server, f"u{i}", tenant) for i in range(30)))
+        twin = await Client.connect(server, "u0", tenant)  # u0's second connection
+        rooms = [(public, "ack"), (private, "forbidden"), (missing, "not_found")]
+        plan = [(c, *rooms[i % 3]) for i, c in enumerate(users)] + [(twin, public, "ack")]
+        before = server.monitoring()["postgres"]
+        replies = await asyncio.gather(*(c.request("room:join", 10, room=room)
+                                         for c, room, _ in plan))
+        after = server.monitoring()["postgres"]
+        for (c, room, want), reply in zip(plan, replies):
+            if want == "ack":
+                assert reply["type"] == "ack" and reply["room"] == room, (c, reply)
+                assert reply["role"] == "member", (c, reply)
+            else:
+                assert reply["type"] == "error" and reply["code"] == want, (c, room, reply)
+        checks = after["join_checks"] - before["join_checks"]
+        batches = after["join_batches"] - before["join_batches"]
+        assert checks == len(plan), (before, after)
+        assert batches < checks, f"{checks} joins took {batches} statements: none shared one"
+        ack = await owner.say(public, "hello, all who joined")
+        for c, room, want in plan:
+            if want == "ack":
+                frame = await c.take(lambda f: f.get("type") == "message:new", 5,
+                                     "the message in the joined room")
+                assert frame["room"] == public and frame["seq"] == ack["seq"], (c, frame)
+        return public
+
+    public = run(main())
+    with db.cursor() as cur:
+        cur.execute("SELECT user_id, count(*) FROM room_members WHERE tenant = %s AND room_id = %s"
+                    " GROUP BY user_id", (tenant, public))
+        members = dict(cur.fetchall())
+    assert members == {"owner": 1, **{f"u{i}": 1 for i in range(0, 30, 3)}}, members

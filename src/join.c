@@ -25,8 +25,14 @@
  * when the room is public and there is none. One statement is one
  * transaction, so a batch costs one commit (one WAL flush) however many
  * joins it holds; a join's answer is the row whose first column is its
- * place in the arrays (none: no such room). The same user and room twice
- * in a batch insert once (ON CONFLICT DO NOTHING) and both get the role.
+ * place in the arrays (none: no such room).
+ *
+ * The insert is "DO UPDATE", not "DO NOTHING": when another transaction
+ * (another worker joining the same user to the room at the same moment)
+ * inserted the row after this statement's snapshot, m does not see it, and
+ * only DO UPDATE returns it (role, ban and mute as they are). The same user
+ * and room twice in one batch are inserted once (DISTINCT ON: DO UPDATE may
+ * not touch a row twice) and both get the row.
  */
 static const char member_sql[] =
 "WITH q AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
@@ -38,11 +44,13 @@ static const char member_sql[] =
 "  AND rm.user_id = q.user_id),"
 " ins AS ("
 "  INSERT INTO room_members (tenant, room_id, user_id, role)"
-"  SELECT q.tenant, q.room_id, q.user_id, 'member' FROM q JOIN r ON r.i = q.i"
+"  SELECT DISTINCT ON (q.tenant, q.room_id, q.user_id) q.tenant, q.room_id, q.user_id, 'member'"
+"  FROM q JOIN r ON r.i = q.i"
 "  WHERE NOT r.private AND NOT EXISTS (SELECT 1 FROM m WHERE m.i = q.i)"
-"  ON CONFLICT DO NOTHING RETURNING tenant, room_id, user_id, role)"
-"SELECT q.i, r.kind, coalesce(m.role, ins.role), coalesce(m.banned, false),"
-" coalesce((extract(epoch FROM m.muted_until) * 1000)::bigint, 0)"
+"  ON CONFLICT (tenant, room_id, user_id) DO UPDATE SET role = room_members.role"
+"  RETURNING tenant, room_id, user_id, role, banned, muted_until)"
+"SELECT q.i, r.kind, coalesce(m.role, ins.role), coalesce(m.banned, ins.banned, false),"
+" coalesce((extract(epoch FROM coalesce(m.muted_until, ins.muted_until)) * 1000)::bigint, 0)"
 " FROM q JOIN r ON r.i = q.i LEFT JOIN m ON m.i = q.i"
 " LEFT JOIN ins ON ins.tenant = q.tenant AND ins.room_id = q.room_id"
 "  AND ins.user_id = q.user_id";
@@ -250,8 +258,10 @@ join__batch_done(const PGresult *res, void *arg)
 	} else if (res != NULL && b->n > 1 && pgq_up(srv.pg)) {
 		/* The statement failed, not the connection: so that one bad
 		 * join cannot fail the others, each is checked on its own. */
+		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
 		log_warn("room:join: a member check of %d joins failed (%s); checking each alone",
-		    b->n, PQresultErrorMessage(res));
+		    b->n, why ? why : "no message");
 		for (int k = 0; k < b->n; k++) {
 			b->ops[k]->alone = 1;
 			join__wait(b->ops[k]);

@@ -224,6 +224,7 @@ def test_postgres_outage_chat_goes_on(make_server, tenant):
     async def main():
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
         bob = await Session.open(srv, "bob", tenant)
+        carol = await Session.open(srv, "carol", tenant)
         room = await new_room(alice, bob)  # joins need PostgreSQL
         sender = SteadySender(alice, room).start()
         await sender.until(is_ack, 20, 10, "acks before the outage")
@@ -243,6 +244,9 @@ def test_postgres_outage_chat_goes_on(make_server, tenant):
         await eventually_async(backlog, timeout=8, interval=0.2, what="sync lag above 0")
         acked_before = sender.count(is_ack)
         n_bob = len(bob.events)
+        # A join needs PostgreSQL: it is refused at once, retryable.
+        reply = await carol.request("room:join", 5, room=room)
+        assert reply.get("type") == "error" and reply.get("code") == "unavailable", reply
         # The outage lasts OUTAGE_S: its length is the point, not a wait for an event.
         await asyncio.sleep(max(OUTAGE_S - (time.monotonic() - stopped), 0))
         assert sender.count(is_ack) - acked_before >= 50, "chat stalled during the outage"
@@ -253,6 +257,8 @@ def test_postgres_outage_chat_goes_on(make_server, tenant):
         await wait_ready_status(srv, 200, 15, "/ready 200 after PostgreSQL is back")
         await sender.until(lambda c, s, r, reply: s == "up" and is_ack(c, s, r, reply), 20, 15,
                            "acks after the restart")
+        joined = await carol.ok("room:join", room=room)
+        assert joined["role"] == "member", joined
         await sender.stop()
 
         failed = [(c, reply) for c, s, r, reply in sender.replies if reply.get("type") != "ack"]

@@ -1,6 +1,6 @@
 #include "flush.h"
 #include "conn.h"
-#include "join.h"
+#include "member.h"
 #include "metrics.h"
 #include "obuf.h"
 #include "room.h"
@@ -129,7 +129,7 @@ flush__run(uv_check_t *h)
 	 * FLUSH_CHUNK connections in the order they asked. */
 	ws_read_more();
 	sendq_flush();
-	join_flush();
+	member_flush();
 	room_seal_batches();
 	if (head > 0) {
 		memmove(todo.v, todo.v + head, (size_t)(todo.n - head) * sizeof(*todo.v));

@@ -3,12 +3,10 @@
 #include "cmd.h"
 #include "rlink.h"
 #include "conn.h"
-#include "flush.h"
 #include "history.h"
-#include "log.h"
+#include "member.h"
 #include "metrics.h"
 #include "obuf.h"
-#include "pgq.h"
 #include "room.h"
 #include "srv.h"
 #include "util.h"
@@ -17,48 +15,6 @@
 #include <string.h>
 
 #define JOIN_RESUME_MAX_ROOMS 100
-
-/*
- * The member check of room:join and session:resume, for every join of a
- * loop turn at once ($1, $2, $3: tenants, rooms, users, as arrays in the
- * same order): the room, the caller's membership, and a new membership
- * when the room is public and there is none. One statement is one
- * transaction, so a batch costs one commit (one WAL flush) however many
- * joins it holds; a join's answer is the row whose first column is its
- * place in the arrays (none: no such room).
- *
- * The insert is "DO UPDATE", not "DO NOTHING": when another transaction
- * (another worker joining the same user to the room at the same moment)
- * inserted the row after this statement's snapshot, m does not see it, and
- * only DO UPDATE returns it (role, ban and mute as they are). The same user
- * and room twice in one batch are inserted once (DISTINCT ON: DO UPDATE may
- * not touch a row twice) and both get the row.
- */
-static const char member_sql[] =
-"WITH q AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
-"  WITH ORDINALITY AS q(tenant, room_id, user_id, i)),"
-" r AS (SELECT q.i, rooms.kind, rooms.private FROM q"
-"  JOIN rooms ON rooms.tenant = q.tenant AND rooms.id = q.room_id),"
-" m AS (SELECT q.i, rm.role, rm.banned, rm.muted_until FROM q"
-"  JOIN room_members rm ON rm.tenant = q.tenant AND rm.room_id = q.room_id"
-"  AND rm.user_id = q.user_id),"
-" ins AS ("
-"  INSERT INTO room_members (tenant, room_id, user_id, role)"
-"  SELECT DISTINCT ON (q.tenant, q.room_id, q.user_id) q.tenant, q.room_id, q.user_id, 'member'"
-"  FROM q JOIN r ON r.i = q.i"
-"  WHERE NOT r.private AND NOT EXISTS (SELECT 1 FROM m WHERE m.i = q.i)"
-"  ON CONFLICT (tenant, room_id, user_id) DO UPDATE SET role = room_members.role"
-"  RETURNING tenant, room_id, user_id, role, banned, muted_until)"
-"SELECT q.i, r.kind, coalesce(m.role, ins.role), coalesce(m.banned, ins.banned, false),"
-" coalesce((extract(epoch FROM coalesce(m.muted_until, ins.muted_until)) * 1000)::bigint, 0)"
-" FROM q JOIN r ON r.i = q.i LEFT JOIN m ON m.i = q.i"
-" LEFT JOIN ins ON ins.tenant = q.tenant AND ins.room_id = q.room_id"
-"  AND ins.user_id = q.user_id";
-
-/* Joins per member check statement. */
-#define JOIN_BATCH_MAX 64
-/* Joins waiting for a member check; more are answered "unavailable". */
-#define JOIN_WAIT_MAX 10000
 
 struct resume_op;
 
@@ -82,21 +38,7 @@ struct join_op {
 	void (*done)(struct join_op *op);
 	char *idjson;			/* room:join's id; owned */
 	struct resume_op *parent;
-	int alone;			/* its batch failed: checked in a batch of its own */
 };
-
-/* One member check statement in flight. */
-struct join_batch {
-	int n;
-	struct join_op *ops[JOIN_BATCH_MAX];
-};
-
-/* Joins waiting for their member check. At most one batch is in flight:
- * the joins that arrive meanwhile wait and go together in the next, so
- * batches grow with the load by themselves. */
-static struct join_op **waiting;	/* owned array; the ops are the joins' */
-static int nwaiting, waitcap;
-static int batch_busy;
 
 struct resume_op {
 	struct conn *c;			/* reference held */
@@ -107,7 +49,6 @@ struct resume_op {
 };
 
 static void join__start(struct join_op *op);
-static void join__wait(struct join_op *op);
 
 /* The subscription this op made is still the connection's one. */
 static int
@@ -193,31 +134,37 @@ join__subscribed(void *arg, int ok)
 		join__fail(op, "unavailable", "history unavailable; retry");
 }
 
-/* The member check's answer for op: row of res, or -1 (no such room). */
+/* The member check's answer (member.c). */
 static void
-join__member_checked(struct join_op *op, const PGresult *res, int row)
+join__member_checked(void *arg, enum member_status st, const struct member_info *info,
+    const char *why)
 {
+	struct join_op *op = arg;
 	struct conn *c = op->c;
 	struct sub *old;
 	char msg[160];
 
+	if (st == MEMBER_UNAVAILABLE) {
+		join__fail(op, "unavailable", why);
+		return;
+	}
 	if (!conn_open(c)) {
 		join__fail(op, "unavailable", "connection closed");
 		return;
 	}
-	if (row < 0) {
+	if (st == MEMBER_NO_ROOM) {
 		snprintf(msg, sizeof(msg), "no room \"%s\"", op->room);
 		join__fail(op, "not_found", msg);
 		return;
 	}
-	if (PQgetisnull(res, row, 2) || PQgetvalue(res, row, 3)[0] == 't') {
+	if (info->role == NULL || info->banned) {
 		snprintf(msg, sizeof(msg), "not a member of room \"%s\"", op->room);
 		join__fail(op, "forbidden", msg);
 		return;
 	}
-	snprintf(op->role, sizeof(op->role), "%s", PQgetvalue(res, row, 2));
-	snprintf(op->kind, sizeof(op->kind), "%s", PQgetvalue(res, row, 1));
-	op->muted_until_ms = strtoll(PQgetvalue(res, row, 4), NULL, 10);
+	snprintf(op->role, sizeof(op->role), "%s", info->role);
+	snprintf(op->kind, sizeof(op->kind), "%s", info->kind);
+	op->muted_until_ms = info->muted_until_ms;
 	/* Joining again (say with a new since) replaces the subscription. */
 	old = conn_find_sub(c, op->room);
 	if (old != NULL)
@@ -235,151 +182,10 @@ join__member_checked(struct join_op *op, const PGresult *res, int row)
 	room_when_active(op->sub, join__subscribed, op);
 }
 
-static void join__send_batch(void);
-
-static void
-join__batch_done(const PGresult *res, void *arg)
-{
-	struct join_batch *b = arg;
-	int rows[JOIN_BATCH_MAX];
-
-	batch_busy = 0;
-	for (int k = 0; k < b->n; k++)
-		rows[k] = -1;
-	if (pgq_ok(res)) {
-		metrics_add(M_JOIN_BATCHES, 1);
-		metrics_add(M_JOIN_CHECKS, b->n);
-		for (int row = 0; row < PQntuples(res); row++) {
-			long i = strtol(PQgetvalue(res, row, 0), NULL, 10);
-
-			if (i >= 1 && i <= b->n)
-				rows[i - 1] = row;
-		}
-	} else if (res != NULL && b->n > 1 && pgq_up(srv.pg)) {
-		/* The statement failed, not the connection: so that one bad
-		 * join cannot fail the others, each is checked on its own. */
-		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-
-		log_warn("room:join: a member check of %d joins failed (%s); checking each alone",
-		    b->n, why ? why : "no message");
-		for (int k = 0; k < b->n; k++) {
-			b->ops[k]->alone = 1;
-			join__wait(b->ops[k]);
-		}
-		free(b);
-		join__send_batch();
-		return;
-	}
-	for (int k = 0; k < b->n; k++) {
-		if (!pgq_ok(res))
-			join__fail(b->ops[k], "unavailable", "database unavailable; retry");
-		else
-			join__member_checked(b->ops[k], res, rows[k]);
-	}
-	free(b);
-	join__send_batch();
-}
-
-/* A text[] literal of n ids (util_valid_id: no quotes or backslashes). */
-static char *
-join__array(struct join_op *const *ops, int n, int field)
-{
-	char *out = xmalloc((size_t)n * (UTIL_ID_MAX + 3) + 3), *p = out;
-
-	*p++ = '{';
-	for (int k = 0; k < n; k++) {
-		const char *v = field == 0 ? ops[k]->c->id.tenant :
-		    field == 1 ? ops[k]->room : ops[k]->c->id.user;
-		size_t len = strlen(v);
-
-		if (k > 0)
-			*p++ = ',';
-		*p++ = '"';
-		memcpy(p, v, len);
-		p += len;
-		*p++ = '"';
-	}
-	*p++ = '}';
-	*p = '\0';
-	return out;
-}
-
-/* The next batch of waiting joins, unless one is in flight. A join whose
- * batch failed goes alone. */
-static void
-join__send_batch(void)
-{
-	struct join_batch *b;
-	char *params[3];
-	int n = 0, rc;
-
-	if (batch_busy || nwaiting == 0)
-		return;
-	b = xcalloc(1, sizeof(*b));
-	while (n < nwaiting && n < JOIN_BATCH_MAX && !(n > 0 && waiting[n]->alone)) {
-		b->ops[n] = waiting[n];
-		if (waiting[n++]->alone)
-			break;
-	}
-	b->n = n;
-	nwaiting -= n;
-	memmove(waiting, waiting + n, (size_t)nwaiting * sizeof(*waiting));
-	for (int f = 0; f < 3; f++)
-		params[f] = join__array(b->ops, n, f);
-	rc = pgq_exec(srv.pg, member_sql, 3, (const char *const *)params, join__batch_done, b);
-	for (int f = 0; f < 3; f++)
-		free(params[f]);
-	if (rc == 0) {
-		batch_busy = 1;
-		return;
-	}
-	for (int k = 0; k < n; k++)
-		join__fail(b->ops[k], "unavailable", "database unavailable; retry");
-	free(b);
-	join__send_batch();
-}
-
-static void
-join__wait(struct join_op *op)
-{
-	if (nwaiting == waitcap) {
-		waitcap = waitcap ? waitcap * 2 : 64;
-		waiting = xrealloc(waiting, (size_t)waitcap * sizeof(*waiting));
-	}
-	waiting[nwaiting++] = op;
-}
-
-/* The member check waits for the end of the loop turn (join_flush), so
- * that the joins of one turn share a batch. */
 static void
 join__start(struct join_op *op)
 {
-	if (nwaiting >= JOIN_WAIT_MAX || !pgq_up(srv.pg)) {
-		join__fail(op, "unavailable", "database unavailable; retry");
-		return;
-	}
-	join__wait(op);
-	flush_kick();
-}
-
-void
-join_flush(void)
-{
-	join__send_batch();
-}
-
-void
-join_shutdown(void)
-{
-	/* The requests connection is closed: nothing waits for a batch. */
-	while (nwaiting > 0) {
-		struct join_op *op = waiting[--nwaiting];
-
-		join__fail(op, "unavailable", "server shutting down");
-	}
-	free(waiting);
-	waiting = NULL;
-	waitcap = 0;
+	member_check(op->c->id.tenant, op->room, op->c->id.user, join__member_checked, op);
 }
 
 static void

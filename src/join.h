@@ -19,12 +19,4 @@ void join_session_resume(struct conn *c, const char *idjson, json_t *msg);
  * send s the events it missed, then go live again. */
 void join_resync(struct sub *s);
 
-/* End of a loop turn (flush.c): the joins of the turn that wait for their
- * member check go to PostgreSQL as one statement, unless one is in flight
- * (then they go when it is answered). */
-void join_flush(void);
-/* Worker exit, after the requests connection closed: answers the joins
- * still waiting. */
-void join_shutdown(void);
-
 #endif

@@ -3,7 +3,7 @@
 #include "conn.h"
 #include "flush.h"
 #include "guard.h"
-#include "join.h"
+#include "member.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgq.h"
@@ -162,7 +162,7 @@ worker__finish(void)
 	conn_shutdown();
 	bus_stop();
 	pgq_close(srv.pg);
-	join_shutdown();
+	member_shutdown();
 	pgq_close(srv.pgsync);
 	lws_context_destroy(srv.lws);
 	srv.lws = NULL;

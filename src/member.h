@@ -1,0 +1,42 @@
+#ifndef CHATD_MEMBER_H
+#define CHATD_MEMBER_H
+
+#include <stdint.h>
+
+/*
+ * The member check of room:join and session:resume: does the room exist,
+ * is the user a member (added as `member` when the room is public and it
+ * is not one yet), banned, muted. The checks of a loop turn go to
+ * PostgreSQL together as one statement, one transaction, so a batch of
+ * joins costs one commit; at most one batch is in flight per worker.
+ */
+
+enum member_status {
+	MEMBER_OK,		/* info is set */
+	MEMBER_NO_ROOM,
+	MEMBER_UNAVAILABLE,	/* database down or refused; why says so */
+};
+
+struct member_info {
+	const char *kind;	/* the room's */
+	const char *role;	/* NULL: not a member (a private room) */
+	int banned;
+	int64_t muted_until_ms;
+};
+
+/* info and why are valid during the call only. */
+typedef void member_cb(void *arg, enum member_status st, const struct member_info *info,
+    const char *why);
+
+/* Queues a check (ids valid per util_valid_id); cb runs once, at the end
+ * of the loop turn or later, or at once when the database is down or too
+ * many checks wait. */
+void member_check(const char *tenant, const char *room, const char *user,
+    member_cb *cb, void *arg);
+/* End of a loop turn (flush.c): the waiting checks go as one statement,
+ * unless one is in flight (then they go when it is answered). */
+void member_flush(void);
+/* Worker exit, after the requests connection closed: answers what waits. */
+void member_shutdown(void);
+
+#endif

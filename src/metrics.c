@@ -81,11 +81,10 @@ metrics_set_self(int index)
 	self = index;
 }
 
+/* Field f of a worker's slot. */
 static int64_t *
-metrics__field(enum metrics_field f)
+metrics__field(struct metrics_worker *w, enum metrics_field f)
 {
-	struct metrics_worker *w = &shm->w[self];
-
 	switch (f) {
 	case M_CONNS_ACTIVE: return &w->conns_active;
 	case M_CONNS_TOTAL: return &w->conns_total;
@@ -118,6 +117,7 @@ metrics__field(enum metrics_field f)
 	case M_WRITES: return &w->writes;
 	case M_WRITE_BYTES: return &w->write_bytes;
 	case M_LWS_HEAP: return &w->lws_heap;
+	case M_COUNT: break;
 	}
 	log_fatal("metrics: unknown field %d", (int)f);
 }
@@ -126,14 +126,20 @@ void
 metrics_add(enum metrics_field f, int64_t delta)
 {
 	if (shm != NULL && self >= 0)
-		__atomic_add_fetch(metrics__field(f), delta, __ATOMIC_RELAXED);
+		__atomic_add_fetch(metrics__field(&shm->w[self], f), delta, __ATOMIC_RELAXED);
 }
 
 void
 metrics_set(enum metrics_field f, int64_t value)
 {
 	if (shm != NULL && self >= 0)
-		STORE(metrics__field(f), value);
+		STORE(metrics__field(&shm->w[self], f), value);
+}
+
+int64_t
+metrics_get(enum metrics_field f)
+{
+	return shm != NULL && self >= 0 ? LOAD(metrics__field(&shm->w[self], f)) : 0;
 }
 
 void
@@ -215,7 +221,7 @@ metrics_json(void)
 {
 	int64_t now = util_now_ms();
 	int n = (int)shm->nworkers;
-	int64_t sum[M_JOIN_BATCHES + 1] = { 0 };
+	int64_t sum[M_COUNT] = { 0 };
 	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
 	int64_t rooms = 0;
 	int redis_up = 1, pg_up = 1, live = 0;
@@ -229,31 +235,10 @@ metrics_json(void)
 		struct metrics_worker *w = &shm->w[i];
 
 		json_array_append_new(workers, metrics__worker_json(i, now));
-		sum[M_CONNS_ACTIVE] += LOAD(&w->conns_active);
-		sum[M_CONNS_TOTAL] += LOAD(&w->conns_total);
-		sum[M_SUBSCRIPTIONS] += LOAD(&w->subscriptions);
-		sum[M_FRAMES_IN] += LOAD(&w->frames_in);
-		sum[M_MSGS_SENT] += LOAD(&w->msgs_sent);
-		sum[M_DELIVERIES] += LOAD(&w->deliveries);
-		sum[M_ERRORS_SENT] += LOAD(&w->errors_sent);
-		sum[M_REDIS_ERRORS] += LOAD(&w->redis_errors);
-		sum[M_REDIS_RECONNECTS] += LOAD(&w->redis_reconnects);
-		sum[M_PG_ERRORS] += LOAD(&w->pg_errors);
-		sum[M_SYNC_SYNCED] += LOAD(&w->sync_synced);
-		sum[M_SYNC_FAILED] += LOAD(&w->sync_failed);
-		sum[M_REFUSED_AUTH] += LOAD(&w->refused_auth);
-		sum[M_REFUSED_ORIGIN] += LOAD(&w->refused_origin);
-		sum[M_REFUSED_RATE] += LOAD(&w->refused_rate);
-		sum[M_RATE_LIMITED] += LOAD(&w->rate_limited);
-		sum[M_GAPS] += LOAD(&w->gaps);
-		sum[M_SLOW_CLOSES] += LOAD(&w->slow_closes);
-		sum[M_TOKEN_EXPIRED] += LOAD(&w->token_expired);
-		sum[M_WRITES] += LOAD(&w->writes);
-		sum[M_WRITE_BYTES] += LOAD(&w->write_bytes);
-		sum[M_LWS_HEAP] += LOAD(&w->lws_heap);
-		sum[M_ACCEPT_PAUSED] += LOAD(&w->accept_paused);
-		sum[M_JOIN_CHECKS] += LOAD(&w->join_checks);
-		sum[M_JOIN_BATCHES] += LOAD(&w->join_batches);
+		/* Every field summed; the gauges that are not totals
+		 * (connected, ping, last sync) are read per worker below. */
+		for (int f = 0; f < M_COUNT; f++)
+			sum[f] += LOAD(metrics__field(w, (enum metrics_field)f));
 		if (LOAD(&w->pid) == 0)
 			continue;
 		live++;

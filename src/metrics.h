@@ -54,6 +54,7 @@ enum metrics_field {
 	M_REFUSED_AUTH, M_REFUSED_ORIGIN, M_REFUSED_RATE, M_RATE_LIMITED, M_GAPS,
 	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES, M_LWS_HEAP,
 	M_ACCEPT_PAUSED, M_JOIN_CHECKS, M_JOIN_BATCHES,
+	M_COUNT		/* the number of fields */
 };
 
 /* Parent, before forking: map the shared region. */
@@ -66,6 +67,8 @@ void metrics_worker_died(int index);
 void metrics_set_self(int index);
 void metrics_add(enum metrics_field f, int64_t delta);
 void metrics_set(enum metrics_field f, int64_t value);
+/* This worker's own value of f (0 outside a worker). */
+int64_t metrics_get(enum metrics_field f);
 /* Server-wide sync lag as measured by worker 0. */
 void metrics_set_sync_lag(int64_t entries, int64_t pending, int64_t age_ms);
 

@@ -36,7 +36,6 @@ static int listen_fd = -1;
 static uv_poll_t listen_poll;
 static uv_timer_t accept_timer;
 static uint64_t accept_warned_ms;
-static uint64_t accept_pauses;
 static uv_signal_t sig_term, sig_int;
 static uv_timer_t tick_timer;
 static uv_timer_t drain_timer;
@@ -99,16 +98,15 @@ worker__accept_pause(int err)
 	uint64_t now = uv_now(srv.loop);
 	struct rlimit rl;
 
-	accept_pauses++;
 	metrics_add(M_ACCEPT_PAUSED, 1);
 	if (accept_warned_ms == 0 || now - accept_warned_ms >= WORKER_ACCEPT_WARN_MS) {
 		accept_warned_ms = now;
 		if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 			rl.rlim_cur = 0;
 		log_warn("accept: %s with %d connections (open files limit %llu): new "
-		    "connections wait in the listen backlog; paused %d ms (%llu times so far)",
+		    "connections wait in the listen backlog; paused %d ms (%lld times so far)",
 		    strerror(err), conn_count(), (unsigned long long)rl.rlim_cur,
-		    WORKER_ACCEPT_PAUSE_MS, (unsigned long long)accept_pauses);
+		    WORKER_ACCEPT_PAUSE_MS, (long long)metrics_get(M_ACCEPT_PAUSED));
 	}
 	uv_poll_stop(&listen_poll);
 	uv_timer_start(&accept_timer, worker__accept_resume, WORKER_ACCEPT_PAUSE_MS, 0);

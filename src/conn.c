@@ -89,14 +89,27 @@ conn_shutdown(void)
 }
 
 struct conn *
-conn_new(struct lws *wsi, const struct auth_identity *id)
+conn_new(struct lws *wsi, const struct auth_identity *id, const char *ip)
 {
-	struct conn *c = xcalloc(1, sizeof(*c));
+	char cid[32];
+	size_t lcid, lip, luser, ltenant;
+	struct conn *c;
+	char *p;
 
+	snprintf(cid, sizeof(cid), "%d-%llu", srv.index, (unsigned long long)++srv.conn_counter);
+	lcid = strlen(cid) + 1;
+	lip = strlen(ip) + 1;
+	luser = strlen(id->user) + 1;
+	ltenant = strlen(id->tenant) + 1;
+	c = xcalloc(1, sizeof(*c) + lcid + lip + luser + ltenant);
+	p = c->names;
+	c->cid = memcpy(p, cid, lcid);
+	c->ip = memcpy(p += lcid, ip, lip);
+	c->id.user = memcpy(p += lip, id->user, luser);
+	c->id.tenant = memcpy(p + luser, id->tenant, ltenant);
+	c->id.exp = id->exp;
+	c->id.admin = id->admin;
 	c->wsi = wsi;
-	c->id = *id;
-	snprintf(c->cid, sizeof(c->cid), "%d-%llu", srv.index,
-	    (unsigned long long)++srv.conn_counter);
 	c->refs = 1;	/* the queue ring is allocated on first use */
 	c->rx_ms = c->ping_ms = uv_now(srv.loop);
 	c->next = conn_list;

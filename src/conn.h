@@ -22,31 +22,44 @@ struct conn;
 #define CONN_CLOSE_GRACE_MS 5000
 
 enum sub_state { SUB_JOINING, SUB_LIVE };
+enum sub_role { SUB_MEMBER, SUB_MODERATOR, SUB_ADMIN };
 
 /* One connection's subscription to one local room. Owned by the
  * connection; the room holds a pointer at subs[ridx]. */
 struct sub {
 	struct conn *c;
 	struct room *room;
-	int ridx;
-	enum sub_state state;
 	int64_t delivered_seq;	/* highest seq queued to the client */
 	struct obuf **pend;	/* live events held while joining; owned refs */
+	int64_t muted_until_ms;
+	uint64_t gen;		/* unique per subscription: a freed one's address may come back */
+	int ridx;
 	int npend, pendcap;
 	int pend_frames;
-	char role[16];
-	char kind[16];		/* the room's kind */
-	int64_t muted_until_ms;
-	int gapped;		/* events were dropped: nothing more until the client rejoins */
-	int missed;		/* the subscriber link dropped while joining */
-	uint64_t gen;		/* unique per subscription: a freed one's address may come back */
+	uint8_t state;		/* enum sub_state */
+	uint8_t role;		/* enum sub_role */
+	uint8_t broadcast;	/* the room's kind is broadcast */
+	uint8_t gapped;		/* events were dropped: nothing more until the client rejoins */
+	uint8_t missed;		/* the subscriber link dropped while joining */
 };
 
+/* Who the connection is. user and tenant point into the connection's own
+ * allocation (conn.names). */
+struct conn_identity {
+	const char *user;
+	const char *tenant;
+	int64_t exp;		/* seconds since the epoch */
+	int admin;
+};
+
+/* One WebSocket connection. One allocation: the strings cid, ip, user and
+ * tenant live in names[], sized to fit (idle connections are most of a
+ * server's memory; docs/architecture.md). */
 struct conn {
 	struct lws *wsi;		/* NULL once lws closed it */
-	struct auth_identity id;
-	char cid[32];
-	char ip[48];
+	struct conn_identity id;
+	const char *cid;		/* "<worker>-<n>", for the logs and hello */
+	const char *ip;			/* the peer's address */
 	struct conn *prev, *next;	/* all connections of this worker */
 	char *rx;			/* frame being reassembled; owned */
 	size_t rxlen, rxcap;
@@ -66,9 +79,10 @@ struct conn {
 	int flush_queued;		/* in flush.c's list for this loop turn */
 	int rx_queued;			/* in ws.c's list of this turn's readers */
 	int corked;			/* TCP_CORK on: the 101 waits for the hello */
+	char names[];			/* cid, ip, user, tenant, each NUL-ended */
 };
 
-struct conn *conn_new(struct lws *wsi, const struct auth_identity *id);
+struct conn *conn_new(struct lws *wsi, const struct auth_identity *id, const char *ip);
 /* lws closed the socket: leave every room, drop the queue, drop a ref. */
 void conn_closed(struct conn *c);
 void conn_ref(struct conn *c);

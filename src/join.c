@@ -177,7 +177,7 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 	}
 	op->sub = room_attach(c, c->id.tenant, op->room, op->role);
 	op->gen = op->sub->gen;
-	snprintf(op->sub->kind, sizeof(op->sub->kind), "%s", op->kind);
+	op->sub->broadcast = strcmp(op->kind, "broadcast") == 0;
 	op->sub->muted_until_ms = op->muted_until_ms;
 	room_when_active(op->sub, join__subscribed, op);
 }

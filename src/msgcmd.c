@@ -221,8 +221,7 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 		cmd_error(c, idjson, "forbidden", "join room \"%s\" before sending to it", room_id);
 		return;
 	}
-	if (strcmp(sub->kind, "broadcast") == 0 && strcmp(sub->role, "admin") != 0 &&
-	    strcmp(sub->role, "moderator") != 0) {
+	if (sub->broadcast && sub->role == SUB_MEMBER) {
 		cmd_error(c, idjson, "forbidden", "only admins and moderators post in a broadcast room");
 		return;
 	}

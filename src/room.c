@@ -273,7 +273,8 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 	s->c = c;
 	s->room = r;
 	s->state = SUB_JOINING;
-	snprintf(s->role, sizeof(s->role), "%s", role);
+	s->role = strcmp(role, "admin") == 0 ? SUB_ADMIN :
+	    strcmp(role, "moderator") == 0 ? SUB_MODERATOR : SUB_MEMBER;
 	if (r->nsubs == r->cap) {
 		r->cap = r->cap ? r->cap * 2 : 4;
 		r->subs = xrealloc(r->subs, (size_t)r->cap * sizeof(*r->subs));

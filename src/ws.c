@@ -266,7 +266,7 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 {
 	struct auth_identity id;
 	const char *reason = NULL;
-	char hello[768];
+	char hello[768], peer[48];
 	const char *ip = NULL;
 	int n;
 
@@ -277,12 +277,12 @@ ws__established(struct lws *wsi, struct ws_pss *pss)
 	} else if (ws__identify(wsi, &id, &reason) != 0) {
 		return -1;	/* checked at CONFIRM_UPGRADE; cannot happen */
 	}
-	pss->c = conn_new(wsi, &id);
+	if (ip == NULL) {
+		lws_get_peer_simple(wsi, peer, sizeof(peer));
+		ip = peer;
+	}
+	pss->c = conn_new(wsi, &id, ip);
 	pss->c->corked = 1;
-	if (ip != NULL)
-		snprintf(pss->c->ip, sizeof(pss->c->ip), "%s", ip);
-	else
-		lws_get_peer_simple(wsi, pss->c->ip, sizeof(pss->c->ip));
 	guard_conn_opened(pss->c->ip, id.tenant, id.user);
 	pss->counted = 1;
 	ws_sockets++;

@@ -1,47 +1,80 @@
 #include "guard.h"
 #include "config.h"
 #include "log.h"
-#include "metrics.h"
 #include "util.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 
-#define GUARD_SLOTS 16384	/* power of two */
-#define GUARD_PROBE 64
+/*
+ * The table grows: it starts at GUARD_MIN_SLOTS and doubles (a rehash
+ * under the lock, dropping idle slots) whenever more than half of it holds
+ * keys, up to GUARD_MAX_SLOTS (fewer if the system will not map that
+ * much). The mapping reserves the largest size (MAP_NORESERVE) but only the
+ * first nslots are ever touched, so its resident size follows the table's. Each open connection holds at most
+ * two slots (its IP and its user): the limits hold for any number of
+ * connections an instance can have, not only for the first thousands.
+ */
+#define GUARD_MIN_SLOTS 1024u		/* powers of two */
+#define GUARD_MAX_SLOTS (1u << 20)
 
 struct guard_slot {
 	uint64_t key;		/* 0: free */
-	int64_t win_start;	/* attempts window, seconds */
+	int32_t win_start;	/* attempts window, monotonic seconds */
 	int32_t attempts;
+	int32_t fail_start;	/* auth failures window, monotonic seconds */
 	int32_t fails;
-	int64_t fail_start;	/* auth failures window, seconds */
-	uint16_t active[METRICS_MAX_WORKERS];	/* open connections per worker */
+	uint16_t active[];	/* open connections per worker, g->workers of them */
 };
 
 struct guard_shm {
 	pthread_mutex_t lock;	/* process-shared, robust */
-	struct guard_slot slots[GUARD_SLOTS];
+	uint32_t nslots;	/* a power of two */
+	uint32_t maxslots;	/* what the mapping holds */
+	uint32_t used;		/* slots with a key */
+	uint32_t workers;
+	uint32_t stride;	/* bytes per slot */
+	int64_t warned;		/* when the full table was last reported */
+	_Alignas(8) unsigned char slots[];	/* nslots * stride */
 };
 
 static struct guard_shm *g;
 static const struct cfg *gcfg;
 static int gself;
 
+static struct guard_slot *
+guard__at(uint32_t i)
+{
+	return (struct guard_slot *)(void *)(g->slots + (size_t)i * g->stride);
+}
+
 int
 guard_init(const struct cfg *c)
 {
 	pthread_mutexattr_t a;
-	void *p = mmap(NULL, sizeof(*g), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	size_t stride = (sizeof(struct guard_slot) + 2 * (size_t)c->workers + 7) & ~(size_t)7;
+	uint32_t max = GUARD_MAX_SLOTS;
+	void *p;
 
-	if (p == MAP_FAILED)
-		return -1;
+	while ((p = mmap(NULL, sizeof(*g) + (size_t)max * stride, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)) == MAP_FAILED) {
+		if (max == GUARD_MIN_SLOTS)
+			return -1;
+		max /= 2;
+	}
+	if (max < GUARD_MAX_SLOTS)
+		log_warn("guard: room for %u slots only (the system refused a larger mapping)", max);
 	g = p;
 	gcfg = c;
+	g->nslots = GUARD_MIN_SLOTS;
+	g->maxslots = max;
+	g->workers = (uint32_t)c->workers;
+	g->stride = (uint32_t)stride;
 	pthread_mutexattr_init(&a);
 	pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
 	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
@@ -82,15 +115,47 @@ guard__now(void)
 static int
 guard__idle(const struct guard_slot *s, int64_t now)
 {
-	for (int i = 0; i < METRICS_MAX_WORKERS; i++)
+	for (uint32_t i = 0; i < g->workers; i++)
 		if (s->active[i])
 			return 0;
 	return now - s->win_start > gcfg->conn_attempts_window_s &&
 	    now - s->fail_start > gcfg->auth_failures_window_s;
 }
 
+/* Twice the slots; the slots still in use are inserted again, the idle
+ * ones dropped. Locked. */
+static void
+guard__grow(int64_t now)
+{
+	uint32_t n = 0, mask = g->nslots * 2 - 1;
+	unsigned char *keep = xmalloc((size_t)g->used * g->stride);
+
+	for (uint32_t i = 0; i < g->nslots; i++) {
+		struct guard_slot *s = guard__at(i);
+
+		if (s->key != 0 && !guard__idle(s, now) && n < g->used)
+			memcpy(keep + (size_t)n++ * g->stride, s, g->stride);
+	}
+	g->nslots *= 2;
+	memset(g->slots, 0, (size_t)g->nslots * g->stride);
+	for (uint32_t j = 0; j < n; j++) {
+		struct guard_slot *s = (struct guard_slot *)(void *)(keep + (size_t)j * g->stride);
+		uint32_t i = (uint32_t)s->key & mask;
+
+		while (guard__at(i)->key != 0)
+			i = (i + 1) & mask;
+		memcpy(guard__at(i), s, g->stride);
+	}
+	g->used = n;
+	free(keep);
+	log_info("guard: table grown to %u slots (%u in use)", g->nslots, n);
+}
+
 /* The slot of a key, claimed if needed (reusing an idle one); NULL when
- * the neighbourhood is full: then the limits are not applied. Locked. */
+ * not found and not claimed, or when the table is at its largest and has
+ * no free or idle slot: then the limits are not applied (and a warning
+ * says so, once a minute). Linear probing up to the first free slot: slots
+ * only ever go from free to used, so a key is always before it. Locked. */
 static struct guard_slot *
 guard__slot(const char *kind, const char *a, const char *b, int claim)
 {
@@ -98,21 +163,44 @@ guard__slot(const char *kind, const char *a, const char *b, int claim)
 	int n = snprintf(buf, sizeof(buf), "%s:%s/%s", kind, a, b ? b : "");
 	uint64_t key = util_hash(buf, (size_t)n) | 1;
 	int64_t now = guard__now();
-	struct guard_slot *reuse = NULL;
+	struct guard_slot *reuse = NULL, *fresh = NULL;
+	uint32_t mask = g->nslots - 1;
 
-	for (int i = 0; i < GUARD_PROBE; i++) {
-		struct guard_slot *s = &g->slots[(key + (uint64_t)i) & (GUARD_SLOTS - 1)];
+	for (uint32_t i = 0; i < g->nslots; i++) {
+		struct guard_slot *s = guard__at(((uint32_t)key + i) & mask);
 
 		if (s->key == key)
 			return s;
-		if (reuse == NULL && (s->key == 0 || guard__idle(s, now)))
+		if (s->key == 0) {
+			fresh = s;
+			break;
+		}
+		if (reuse == NULL && guard__idle(s, now))
 			reuse = s;
 	}
-	if (!claim || reuse == NULL)
+	if (!claim)
 		return NULL;
-	memset(reuse, 0, sizeof(*reuse));
+	if (reuse == NULL) {
+		if (fresh == NULL || (g->used + 1) * 2 > g->nslots) {
+			if (g->nslots < g->maxslots) {
+				guard__grow(now);
+				return guard__slot(kind, a, b, claim);
+			}
+			if (fresh == NULL) {
+				if (now - g->warned >= 60 || g->warned == 0) {
+					g->warned = now;
+					log_warn("guard: all %u slots in use: connection limits not applied "
+					    "to new addresses and users", g->nslots);
+				}
+				return NULL;
+			}
+		}
+		reuse = fresh;
+		g->used++;
+	}
+	memset(reuse, 0, g->stride);
 	reuse->key = key;
-	reuse->win_start = reuse->fail_start = now;
+	reuse->win_start = reuse->fail_start = (int32_t)now;
 	return reuse;
 }
 
@@ -121,7 +209,7 @@ guard__active(const struct guard_slot *s)
 {
 	int n = 0;
 
-	for (int i = 0; i < METRICS_MAX_WORKERS; i++)
+	for (uint32_t i = 0; i < g->workers; i++)
 		n += s->active[i];
 	return n;
 }
@@ -229,7 +317,7 @@ void
 guard_worker_died(int index)
 {
 	guard__lock();
-	for (int i = 0; i < GUARD_SLOTS; i++)
-		g->slots[i].active[index] = 0;
+	for (uint32_t i = 0; i < g->nslots; i++)
+		guard__at(i)->active[index] = 0;
 	guard__unlock();
 }

@@ -350,6 +350,76 @@ def test_third_connection_of_a_user_is_refused(make_server):
     run(main())
 
 
+async def hold_connections(port, tokens, sources, in_flight=256, timeout=120):
+    """Open one raw WebSocket connection per token (spread over the loopback
+    source addresses), each read up to its hello, and return the sockets,
+    held open. A refused or failed one fails the test."""
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(i, token):
+        async with sem:
+            reader, writer = await asyncio.open_connection(
+                HOST, port, local_addr=(sources[i % len(sources)], 0))
+            writer.write(upgrade_request(port, f"/ws?token={token}"))
+            data = b""
+            while b'"type":"hello"' not in data:
+                chunk = await reader.read(4096)
+                assert chunk, f"connection {i} closed before its hello: {data[:200]!r}"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 101"), data[:200]
+            return writer
+
+    return await asyncio.wait_for(
+        asyncio.gather(*(one(i, t) for i, t in enumerate(tokens))), timeout)
+
+
+def test_user_limit_holds_with_many_users_connected(make_server):
+    """The per-user connection limit applies however many users are
+    connected. The handshake limits live in a table in shared memory; it had
+    16,384 slots, one per address and one per user, and once they were
+    taken the limits were not applied to new users: with 17,000 users
+    connected, each new user could open any number of connections. The
+    table now grows (guard.c)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    n = 17000
+    assert hard > n + 500, f"open files hard limit {hard} is below {n} connections"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    srv = make_server(workers=2, max_conns_per_user=1, max_conns_per_ip=1000000,
+                      conn_attempts_per_ip=10000000, conn_attempts_window_s=1,
+                      handshake_timeout_s=60)
+    tenant = unique_id("t")
+    tokens = [make_token(f"u{i}", tenant) for i in range(n)]
+
+    async def main():
+        held = await hold_connections(srv.port, tokens, ["127.0.0.2", "127.0.0.3"])
+        try:
+            assert srv.monitoring()["connections"]["active"] == n
+            # A second connection is refused to the first user, to the last
+            # one, and to a user who comes after all of them.
+            for token in (tokens[0], tokens[-1]):
+                assert await asyncio.to_thread(handshake, srv.port, token) == 429
+            late = make_token("late", tenant)
+            first = await connect_from(srv, "late", tenant, token=late)
+            assert await asyncio.to_thread(handshake, srv.port, late) == 429
+            assert security(srv)["handshakes_refused_rate"] == 3
+            await first.close()
+        finally:
+            for w in held:
+                w.transport.abort()
+        # Closed connections give their places back.
+        def first_user_fits():
+            status = handshake(srv.port, tokens[0])
+            assert status == 101, status
+        await eventually_async(first_user_fits, timeout=30, what="the first user's place freed")
+        await chat_works(srv, tenant)
+    try:
+        run(main(), timeout=150)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 # ----------------------------------------------------------------- flooding
 
 def test_message_flood_is_limited_across_workers(make_server):

@@ -424,6 +424,13 @@ conn_sweep(void)
 	uint64_t now = util_mono_ms(), loop_now = uv_now(srv.loop);
 
 	for (struct conn *c = conn_list; c != NULL; c = c->next) {
+		if (c->qlen == 0 && c->q != NULL) {
+			/* An idle connection keeps no queue ring (most are
+			 * idle); the next send allocates one again. */
+			free(c->q);
+			c->q = NULL;
+			c->qcap = c->qhead = 0;
+		}
 		if (c->killing)
 			continue;
 		if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
@@ -461,7 +468,7 @@ void
 conn_add_sub(struct conn *c, struct sub *s)
 {
 	if (c->nsubs == c->subcap) {
-		c->subcap = c->subcap ? c->subcap * 2 : 4;
+		c->subcap = c->subcap ? c->subcap * 2 : 1;	/* most join one room */
 		c->subs = xrealloc(c->subs, (size_t)c->subcap * sizeof(*c->subs));
 	}
 	c->subs[c->nsubs++] = s;

@@ -64,7 +64,7 @@ struct conn {
 	char *rx;			/* frame being reassembled; owned */
 	size_t rxlen, rxcap;
 	struct obuf **q;		/* ring of queued obufs (refs); owned */
-	uint32_t qhead, qlen, qcap;
+	uint32_t qhead, qlen, qcap;	/* q: NULL once conn_sweep saw it empty */
 	uint32_t qframes;		/* frames in the queued obufs */
 	size_t qbytes;			/* bytes queued */
 	uint64_t progress_ms;		/* last write, or when the queue filled from empty */
@@ -124,7 +124,8 @@ void conn_heard(struct conn *c);
 
 /* Once a second: close connections whose token expired (4001) or whose
  * queue made no progress for stall_timeout_ms (1013); ping connections
- * silent for heartbeat_ms, close those silent for twice that (4008). */
+ * silent for heartbeat_ms, close those silent for twice that (4008); free
+ * the queue ring of connections with nothing queued. */
 void conn_sweep(void);
 
 /* Every open connection of this worker. */

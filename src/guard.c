@@ -15,10 +15,12 @@
  * The table grows: it starts at GUARD_MIN_SLOTS and doubles (a rehash
  * under the lock, dropping idle slots) whenever more than half of it holds
  * keys, up to GUARD_MAX_SLOTS (fewer if the system will not map that
- * much). The mapping reserves the largest size (MAP_NORESERVE) but only the
- * first nslots are ever touched, so its resident size follows the table's. Each open connection holds at most
- * two slots (its IP and its user): the limits hold for any number of
- * connections an instance can have, not only for the first thousands.
+ * much). The mapping reserves the largest size (MAP_NORESERVE) but only
+ * the first nslots are ever touched, so its resident size follows the
+ * table's. Each open connection holds at most two slots (its IP and its
+ * user): the limits hold for any number of connections an instance can
+ * have, not only for the first thousands. A worker killed in the middle of
+ * a rehash leaves some slots lost: their limits restart from zero.
  */
 #define GUARD_MIN_SLOTS 1024u		/* powers of two */
 #define GUARD_MAX_SLOTS (1u << 20)

@@ -115,12 +115,20 @@ guard__now(void)
 }
 
 static int
+guard__active(const struct guard_slot *s)
+{
+	int n = 0;
+
+	for (uint32_t i = 0; i < g->workers; i++)
+		n += s->active[i];
+	return n;
+}
+
+static int
 guard__idle(const struct guard_slot *s, int64_t now)
 {
-	for (uint32_t i = 0; i < g->workers; i++)
-		if (s->active[i])
-			return 0;
-	return now - s->win_start > gcfg->conn_attempts_window_s &&
+	return guard__active(s) == 0 &&
+	    now - s->win_start > gcfg->conn_attempts_window_s &&
 	    now - s->fail_start > gcfg->auth_failures_window_s;
 }
 
@@ -204,16 +212,6 @@ guard__slot(const char *kind, const char *a, const char *b, int claim)
 	reuse->key = key;
 	reuse->win_start = reuse->fail_start = (int32_t)now;
 	return reuse;
-}
-
-static int
-guard__active(const struct guard_slot *s)
-{
-	int n = 0;
-
-	for (uint32_t i = 0; i < g->workers; i++)
-		n += s->active[i];
-	return n;
 }
 
 int

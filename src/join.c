@@ -28,8 +28,6 @@ struct join_op {
 	struct sub *sub;
 	uint64_t gen;			/* of sub */
 	char role[16];
-	char kind[16];
-	int64_t muted_until_ms;
 	json_t *result;			/* owned */
 	int64_t last_seq;
 	const char *err_code;
@@ -163,8 +161,6 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 		return;
 	}
 	snprintf(op->role, sizeof(op->role), "%s", info->role);
-	snprintf(op->kind, sizeof(op->kind), "%s", info->kind);
-	op->muted_until_ms = info->muted_until_ms;
 	/* Joining again (say with a new since) replaces the subscription. */
 	old = conn_find_sub(c, op->room);
 	if (old != NULL)
@@ -177,8 +173,8 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 	}
 	op->sub = room_attach(c, c->id.tenant, op->room, op->role);
 	op->gen = op->sub->gen;
-	op->sub->broadcast = strcmp(op->kind, "broadcast") == 0;
-	op->sub->muted_until_ms = op->muted_until_ms;
+	op->sub->broadcast = strcmp(info->kind, "broadcast") == 0;
+	op->sub->muted_until_ms = info->muted_until_ms;
 	room_when_active(op->sub, join__subscribed, op);
 }
 

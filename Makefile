@@ -177,6 +177,7 @@ run:
 test:
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory asan all
+	@$(MAKE) --no-print-directory -f bench/Makefile loadgen
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@scripts/services.sh start test
 	@scripts/migrate.sh "$(call env_of,test,DATABASE_URL)"

@@ -29,7 +29,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CC       ?= cc
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARNINGS)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc $(WARNINGS)
 CFLAGS   := $(BASE_CFLAGS) -g -O2 $(PKG_CFLAGS)
 LDFLAGS  :=
 LDLIBS   := $(PKG_LIBS) -lm
@@ -38,7 +38,7 @@ SAN_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer $(SAN_FLAGS) $(PKG_CFLAGS)
 ASAN_LDFLAGS := $(SAN_FLAGS)
 
-SRCS      := $(filter-out %_test.c,$(wildcard src/*.c))
+SRCS      := $(wildcard src/*/*.c)
 OBJS      := $(SRCS:src/%.c=build/obj/%.o)
 ASAN_OBJS := $(SRCS:src/%.c=build/asan/obj/%.o)
 BIN       := build/chatd
@@ -108,9 +108,9 @@ pkgs-ok:
 
 fuzz-build: $(FUZZ_BINS)
 
-build/fuzz/fuzz_proto:  $(call fuzz_objs,proto util log)
-build/fuzz/fuzz_token:  $(call fuzz_objs,auth config util log)
-build/fuzz/fuzz_config: $(call fuzz_objs,config util log)
+build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto lib/util proc/log)
+build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/util proc/log)
+build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/util proc/log)
 
 $(FUZZ_BINS): build/fuzz/%: build/fuzz/harness/%.o
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_LIBS)
@@ -121,7 +121,7 @@ build/fuzz/obj/%.o: src/%.c | fuzz-ok
 
 build/fuzz/harness/%.o: tests/fuzz/%.c | fuzz-ok
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -Isrc -MMD -MP -c $< -o $@
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 
 fuzz-ok:
 	@command -v $(FUZZ_CC) >/dev/null && pkg-config --exists $(FUZZ_PKGS) || { \
@@ -129,7 +129,7 @@ fuzz-ok:
 	  echo "missing $(FUZZ_CC) or development packages: run scripts/deps.sh fuzz" >&2; \
 	  exit 1; }
 
--include $(wildcard build/fuzz/obj/*.d build/fuzz/harness/*.d)
+-include $(wildcard build/fuzz/obj/*/*.d build/fuzz/harness/*.d)
 
 # Run every target for $(1) seconds, in parallel, on its seed corpus
 # (tests/fuzz/corpus/<target>) plus build/fuzz/corpus-<target>; the output of

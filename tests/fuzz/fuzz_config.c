@@ -3,7 +3,7 @@
  *
  * Invariants: on success port is 1..65535, workers 1..64, redis_port
  * 1..65535, instance is set; on failure err holds a message. */
-#include "config.h"
+#include "proc/config.h"
 
 #include <fcntl.h>
 #include <stdint.h>

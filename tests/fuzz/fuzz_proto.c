@@ -9,7 +9,7 @@
  *     NUL-terminated;
  *   - either way, out.idjson (when set) is JSON that cmd.c can load back.
  * proto_frame_free() is always called, so leaks show up too. */
-#include "proto.h"
+#include "proto/proto.h"
 
 #include <jansson.h>
 #include <stdint.h>

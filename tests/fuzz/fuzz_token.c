@@ -9,9 +9,9 @@
  *
  * Invariants: on success user and tenant are valid ids and the token is not
  * expired (exp + leeway >= now); on failure a reason is given. */
-#include "auth.h"
-#include "config.h"
-#include "util.h"
+#include "net/auth.h"
+#include "proc/config.h"
+#include "lib/util.h"
 
 #include <jwt.h>
 #include <stdint.h>

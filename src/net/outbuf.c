@@ -1,0 +1,163 @@
+#include "net/outbuf.h"
+#include "lib/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTBUF_HDR_MAX 10
+#define OUTBUF_BATCH_MIN 4096
+
+/* The header of an unmasked server text frame; returns its length. */
+static size_t
+outbuf__header(unsigned char *h, size_t len)
+{
+	h[0] = 0x81;
+	if (len < 126) {
+		h[1] = (unsigned char)len;
+		return 2;
+	}
+	if (len <= 0xffff) {
+		h[1] = 126;
+		h[2] = (unsigned char)(len >> 8);
+		h[3] = (unsigned char)len;
+		return 4;
+	}
+	h[1] = 127;
+	for (int i = 0; i < 8; i++)
+		h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
+/* The frame at p (framed by outbuf__header): its payload and length. */
+static const unsigned char *
+outbuf__frame(const unsigned char *p, uint64_t *len)
+{
+	unsigned n = p[1] & 0x7f;
+
+	if (n < 126) {
+		*len = n;
+		return p + 2;
+	}
+	if (n == 126) {
+		*len = (uint64_t)p[2] << 8 | p[3];
+		return p + 4;
+	}
+	*len = 0;
+	for (int i = 0; i < 8; i++)
+		*len = *len << 8 | p[2 + i];
+	return p + 10;
+}
+
+static struct outbuf *
+outbuf__alloc(size_t cap)
+{
+	struct outbuf *b;
+
+	if (cap > UINT32_MAX)
+		abort();	/* frames are bounded far below this */
+	b = xmalloc(sizeof(*b) + cap);
+	b->refs = 1;
+	b->len = 0;
+	b->cap = (uint32_t)cap;
+	b->nframes = 0;
+	b->seq = b->last_seq = 0;
+	b->room[0] = '\0';
+	return b;
+}
+
+static void
+outbuf__put(struct outbuf *b, const char *payload, size_t len, int64_t seq)
+{
+	b->len += (uint32_t)outbuf__header(b->data + b->len, len);
+	memcpy(b->data + b->len, payload, len);
+	b->len += (uint32_t)len;
+	b->nframes++;
+	if (seq != 0) {
+		if (b->seq == 0 || seq < b->seq)
+			b->seq = seq;
+		if (seq > b->last_seq)
+			b->last_seq = seq;
+	}
+}
+
+struct outbuf *
+outbuf_new(const char *payload, size_t len, int64_t seq)
+{
+	struct outbuf *b = outbuf__alloc(OUTBUF_HDR_MAX + len);
+
+	outbuf__put(b, payload, len, seq);
+	return b;
+}
+
+void
+outbuf_append(struct outbuf **bp, const char *payload, size_t len, int64_t seq)
+{
+	struct outbuf *b = *bp;
+	size_t need = OUTBUF_HDR_MAX + len;
+
+	if (b == NULL) {
+		b = outbuf__alloc(need > OUTBUF_BATCH_MIN ? need : OUTBUF_BATCH_MIN);
+	} else if (b->cap - b->len < need) {
+		size_t cap = (size_t)b->cap * 2;
+
+		if (cap < (size_t)b->len + need)
+			cap = (size_t)b->len + need;
+		if (cap > UINT32_MAX)
+			abort();
+		b = xrealloc(b, sizeof(*b) + cap);
+		b->cap = (uint32_t)cap;
+	}
+	outbuf__put(b, payload, len, seq);
+	*bp = b;
+}
+
+struct outbuf *
+outbuf_after(const struct outbuf *b, int64_t after_seq)
+{
+	struct outbuf *out = NULL;
+	const unsigned char *p = b->data, *end = b->data + b->len;
+
+	while (p < end) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+		int64_t seq = outbuf_scan_seq((const char *)payload, (size_t)len);
+
+		if (seq == 0 || seq > after_seq) {
+			if (out == NULL) {
+				out = outbuf__alloc((size_t)(end - p));
+				memcpy(out->room, b->room, sizeof(out->room));
+			}
+			outbuf__put(out, (const char *)payload, (size_t)len, seq);
+		}
+		p = payload + len;
+	}
+	return out;
+}
+
+void
+outbuf_ref(struct outbuf *b)
+{
+	b->refs++;
+}
+
+void
+outbuf_unref(struct outbuf *b)
+{
+	if (b != NULL && --b->refs == 0)
+		free(b);
+}
+
+int64_t
+outbuf_scan_seq(const char *json, size_t len)
+{
+	static const char key[] = "\"seq\":";
+	const char *end = json + len;
+	const char *p = memmem(json, len, key, sizeof(key) - 1);
+	int64_t v = 0;
+
+	if (p == NULL)
+		return 0;
+	for (p += sizeof(key) - 1; p < end && *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (*p - '0');
+	return v;
+}

@@ -1,0 +1,44 @@
+#ifndef CHATD_OUTBUF_H
+#define CHATD_OUTBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Outbound bytes for WebSocket clients: one or more complete, unmasked
+ * text frames (header and payload), framed once and shared by reference
+ * between every connection they are queued to, and written to the socket
+ * as they are (no copy, no framing per recipient).
+ *
+ * A single frame (outbuf_new) is a reply or one event. A batch (outbuf_append)
+ * is the run of one room's events published during one loop turn: every
+ * subscriber of the room gets one reference to it, so fan-out costs a
+ * reference per subscriber per loop turn, not per event.
+ */
+struct outbuf {
+	uint32_t refs;
+	uint32_t len;		/* framed bytes in data */
+	uint32_t cap;		/* bytes allocated for data */
+	uint32_t nframes;
+	int64_t seq;		/* room events: the lowest seq; 0 for anything else */
+	int64_t last_seq;	/* room events: the highest seq */
+	char room[65];		/* the room of room events */
+	unsigned char data[];
+};
+
+/* One frame. seq != 0 makes it a room event (the caller sets room). */
+struct outbuf *outbuf_new(const char *payload, size_t len, int64_t seq);
+/* Append one room event frame to the batch *bp (created when NULL). Only
+ * while the caller holds the one reference: the batch may move. */
+void outbuf_append(struct outbuf **bp, const char *payload, size_t len, int64_t seq);
+/* A new obuf with the frames of b whose seq is 0 or above after_seq, or
+ * NULL if there are none. */
+struct outbuf *outbuf_after(const struct outbuf *b, int64_t after_seq);
+void outbuf_ref(struct outbuf *b);
+void outbuf_unref(struct outbuf *b);
+
+/* The "seq" of a room event JSON text that starts with the type and room
+ * fields as chatd writes them; 0 when there is none. */
+int64_t outbuf_scan_seq(const char *json, size_t len);
+
+#endif

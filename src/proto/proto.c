@@ -1,0 +1,225 @@
+#include "proto/proto.h"
+#include "lib/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum proto_kind { PK_ID, PK_STRING, PK_BODY, PK_SEQ, PK_BOOL, PK_IDS, PK_ARRAY, PK_OBJECT };
+
+struct proto_field {
+	const char *name;
+	enum proto_kind kind;
+	int required;
+	size_t max;		/* string bytes, array or object entries */
+};
+
+struct proto_cmd {
+	const char *type;
+	struct proto_field fields[8];
+};
+
+#define END { NULL, 0, 0, 0 }
+
+static const struct proto_cmd proto_cmds[] = {
+	{ "ping", { END } },
+	{ "room:create", {
+		{ "room", PK_ID, 0, 0 }, { "name", PK_STRING, 1, 200 },
+		{ "kind", PK_STRING, 0, 16 }, { "private", PK_BOOL, 0, 0 },
+		{ "description", PK_STRING, 0, 2000 }, { "members", PK_IDS, 0, 1000 }, END } },
+	{ "room:join", { { "room", PK_ID, 1, 0 }, { "since", PK_SEQ, 0, 0 }, END } },
+	{ "room:leave", { { "room", PK_ID, 1, 0 }, END } },
+	{ "session:resume", { { "rooms", PK_OBJECT, 1, 100 }, END } },
+	{ "message:send", {
+		{ "room", PK_ID, 1, 0 }, { "client_msg_id", PK_ID, 1, 0 },
+		{ "body", PK_BODY, 1, 0 }, { "kind", PK_STRING, 0, 16 },
+		{ "reply_to", PK_ID, 0, 0 }, { "mentions", PK_IDS, 0, 50 },
+		{ "attachments", PK_ARRAY, 0, 10 }, END } },
+	{ "message:edit", {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 },
+		{ "body", PK_BODY, 1, 0 }, END } },
+	{ "message:history", {
+		{ "room", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
+		{ "after", PK_SEQ, 0, 0 }, { "limit", PK_SEQ, 0, 0 }, END } },
+	{ "auth:refresh", { { "token", PK_STRING, 1, 8192 }, END } },
+};
+
+int
+proto_depth(const char *text, size_t len)
+{
+	int depth = 0, max = 0, in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = text[i];
+
+		if (in_str) {
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_str = 0;
+			continue;
+		}
+		if (ch == '"')
+			in_str = 1;
+		else if (ch == '{' || ch == '[') {
+			if (++depth > max)
+				max = depth;
+		} else if (ch == '}' || ch == ']')
+			depth--;
+	}
+	return max;
+}
+
+static int proto__fail(struct proto_error *err, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int
+proto__fail(struct proto_error *err, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int
+proto__check_field(const struct proto_field *f, json_t *v, const struct proto_limits *lim,
+    struct proto_error *err)
+{
+	size_t i;
+	json_t *e;
+
+	switch (f->kind) {
+	case PK_ID:
+		if (!json_is_string(v) || !util_valid_id(json_string_value(v)))
+			return proto__fail(err, "bad_request",
+			    "field \"%s\" must match [A-Za-z0-9._:-]{1,64}", f->name);
+		return 0;
+	case PK_STRING:
+		if (!json_is_string(v))
+			return proto__fail(err, "bad_request", "field \"%s\" must be a string",
+			    f->name);
+		if (json_string_length(v) > f->max)
+			return proto__fail(err, "bad_request",
+			    "field \"%s\" is longer than %zu bytes", f->name, f->max);
+		return 0;
+	case PK_BODY:
+		if (!json_is_string(v))
+			return proto__fail(err, "bad_request", "field \"%s\" must be a string",
+			    f->name);
+		if (json_string_length(v) > lim->max_body_bytes)
+			return proto__fail(err, "too_large", "field \"%s\" is longer than %zu bytes",
+			    f->name, lim->max_body_bytes);
+		return 0;
+	case PK_SEQ:
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return proto__fail(err, "bad_request",
+			    "field \"%s\" must be a whole number (0 or more)", f->name);
+		return 0;
+	case PK_BOOL:
+		if (!json_is_boolean(v))
+			return proto__fail(err, "bad_request", "field \"%s\" must be true or false",
+			    f->name);
+		return 0;
+	case PK_IDS:
+	case PK_ARRAY:
+		if (!json_is_array(v))
+			return proto__fail(err, "bad_request", "field \"%s\" must be an array",
+			    f->name);
+		if (json_array_size(v) > f->max)
+			return proto__fail(err, "too_large", "field \"%s\" has more than %zu entries",
+			    f->name, f->max);
+		if (f->kind == PK_IDS) {
+			json_array_foreach(v, i, e) {
+				if (!json_is_string(e) || !util_valid_id(json_string_value(e)))
+					return proto__fail(err, "bad_request",
+					    "field \"%s\" must hold ids ([A-Za-z0-9._:-]{1,64}), "
+					    "entry %zu does not", f->name, i);
+			}
+		}
+		return 0;
+	case PK_OBJECT:
+		if (!json_is_object(v))
+			return proto__fail(err, "bad_request", "field \"%s\" must be an object",
+			    f->name);
+		if (json_object_size(v) > f->max)
+			return proto__fail(err, "too_large", "field \"%s\" has more than %zu entries",
+			    f->name, f->max);
+		return 0;
+	}
+	return proto__fail(err, "internal", "field \"%s\" has no rule", f->name);
+}
+
+static int
+proto__validate(const struct proto_frame *f, const struct proto_limits *lim,
+    struct proto_error *err)
+{
+	for (size_t i = 0; i < sizeof(proto_cmds) / sizeof(proto_cmds[0]); i++) {
+		const struct proto_cmd *c = &proto_cmds[i];
+
+		if (strcmp(c->type, f->type) != 0)
+			continue;
+		for (const struct proto_field *fd = c->fields; fd->name != NULL; fd++) {
+			json_t *v = json_object_get(f->msg, fd->name);
+
+			if (v == NULL || json_is_null(v)) {
+				if (fd->required)
+					return proto__fail(err, "bad_request", "missing field \"%s\"",
+					    fd->name);
+				continue;
+			}
+			if (proto__check_field(fd, v, lim, err) != 0)
+				return -1;
+		}
+		return 0;
+	}
+	return proto__fail(err, "bad_request", "unknown type \"%.64s\"", f->type);
+}
+
+int
+proto_decode(const char *text, size_t len, const struct proto_limits *lim,
+    struct proto_frame *out, struct proto_error *err)
+{
+	json_error_t jerr;
+	json_t *id, *type;
+
+	memset(out, 0, sizeof(*out));
+	if (proto_depth(text, len) > PROTO_MAX_DEPTH)
+		return proto__fail(err, "bad_request", "JSON nested deeper than %d levels",
+		    PROTO_MAX_DEPTH);
+	out->msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (out->msg == NULL)
+		return proto__fail(err, "bad_request", "not JSON: %.100s", jerr.text);
+	if (!json_is_object(out->msg)) {
+		proto_frame_free(out);
+		return proto__fail(err, "bad_request", "a frame must be a JSON object");
+	}
+	id = json_object_get(out->msg, "id");
+	if (id != NULL && !json_is_null(id)) {
+		if (!(json_is_string(id) && json_string_length(id) <= 64) && !json_is_integer(id)) {
+			proto_frame_free(out);
+			return proto__fail(err, "bad_request",
+			    "id must be a string of at most 64 characters or an integer");
+		}
+		out->idjson = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+	}
+	type = json_object_get(out->msg, "type");
+	if (!json_is_string(type))
+		return proto__fail(err, "bad_request", "missing field \"%s\"", "type");
+	out->type = json_string_value(type);
+	return proto__validate(out, lim, err);
+}
+
+void
+proto_frame_free(struct proto_frame *f)
+{
+	json_decref(f->msg);
+	free(f->idjson);
+	f->msg = NULL;
+	f->idjson = NULL;
+	f->type = NULL;
+}

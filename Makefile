@@ -7,7 +7,8 @@
 #   make stop       stop the dev and test services
 #   make migrate    apply sql/ to $DATABASE_URL (default: the dev services)
 #   make check      build/chatd -t -c chatd.conf
-#   make fuzz-build build/fuzz/fuzz_{proto,token,config} (clang + libFuzzer)
+#   make unit       the C unit tests, tests/unit/test_*.c, on the ASan build
+#   make fuzz-build build/fuzz/fuzz_{proto,token,config,ws_frame} (clang + libFuzzer)
 #   make fuzz       run each fuzz target FUZZ_SECONDS (60) seconds, in parallel
 #   make fuzz-smoke the same for FUZZ_SMOKE_SECONDS (10) seconds (part of make test)
 #   make bench      build/chatd and build/bench/loadgen, then bench/run.py:
@@ -19,7 +20,7 @@
 # build directories, so both can run at the same time.
 
 # fcgi joins when the FastCGI transport lands.
-PKGS := libwebsockets libuv hiredis libpq jansson libjwt libconfig
+PKGS := libuv hiredis libpq jansson libjwt libconfig libcrypto
 
 # Empty when a package is missing: the `pkgs-ok` check below then says so.
 # `run` and `test` call scripts/deps.sh first and build in a sub-make, which
@@ -32,15 +33,17 @@ WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc $(WARNINGS)
 CFLAGS   := $(BASE_CFLAGS) -g -O2 $(PKG_CFLAGS)
 LDFLAGS  :=
-LDLIBS   := $(PKG_LIBS) -lm
+LDLIBS   := $(PKG_LIBS) -lhttp_parser -lm
 
 SAN_FLAGS   := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer $(SAN_FLAGS) $(PKG_CFLAGS)
 ASAN_LDFLAGS := $(SAN_FLAGS)
 
 SRCS      := $(wildcard src/*/*.c)
-OBJS      := $(SRCS:src/%.c=build/obj/%.o)
-ASAN_OBJS := $(SRCS:src/%.c=build/asan/obj/%.o)
+# Assembler sources: src/store/redis_lua.S embeds the .lua scripts (.incbin).
+ASM_SRCS  := $(wildcard src/*/*.S)
+OBJS      := $(SRCS:src/%.c=build/obj/%.o) $(ASM_SRCS:src/%.S=build/obj/%.o)
+ASAN_OBJS := $(SRCS:src/%.c=build/asan/obj/%.o) $(ASM_SRCS:src/%.S=build/asan/obj/%.o)
 BIN       := build/chatd
 ASAN_BIN  := build/asan/chatd
 
@@ -62,7 +65,7 @@ FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
                 -fsanitize=fuzzer-no-link $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
 FUZZ_LDFLAGS := -fsanitize=fuzzer $(FUZZ_SAN)
 FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
-FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config
+FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config fuzz_ws_frame
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
@@ -98,6 +101,18 @@ build/asan/obj/%.o: src/%.c | pkgs-ok
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
 
+# .incbin names files relative to the .S file's directory (-Wa,-I); -MMD
+# sees only #include, so the scripts are named as prerequisites.
+build/obj/%.o: src/%.S | pkgs-ok
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wa,-I$(<D) -MMD -MP -c $< -o $@
+
+build/asan/obj/%.o: src/%.S | pkgs-ok
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -Wa,-I$(<D) -MMD -MP -c $< -o $@
+
+build/obj/store/redis_lua.o build/asan/obj/store/redis_lua.o: $(wildcard src/store/*.lua)
+
 pkgs-ok:
 	@pkg-config --exists $(PKGS) || { \
 	  pkg-config --print-errors --exists $(PKGS); \
@@ -106,11 +121,36 @@ pkgs-ok:
 
 -include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
 
+# C unit tests: tests/unit/test_<module>.c #includes the .c under test (as
+# H2O's t/00unit does), is built with ASan + UBSan into build/unit/ and links
+# only the objects named on its line below. `make unit` runs them all and
+# fails if any fails; each prints "N passed, N failed" last.
+UNIT_BINS := $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
+UNIT_ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
+unit_objs = $(1:%=build/asan/obj/%.o)
+
+build/unit/test_utf8:     $(call unit_objs,lib/util proc/log)
+build/unit/test_ws_frame: $(call unit_objs,lib/utf8 lib/util proc/log)
+
+$(UNIT_BINS): build/unit/%: tests/unit/%.c | pkgs-ok
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -MMD -MP -o $@ $< $(filter %.o,$^) $(ASAN_LDFLAGS)
+
+.PHONY: unit
+unit: $(UNIT_BINS)
+	@rc=0; for t in $(UNIT_BINS); do \
+	  ASAN_OPTIONS="$(UNIT_ASAN_OPTIONS)" UBSAN_OPTIONS="$(TEST_UBSAN_OPTIONS)" ./$$t \
+	    || { rc=1; echo "unit: $$t FAILED" >&2; }; \
+	done; exit $$rc
+
+-include $(UNIT_BINS:=.d)
+
 fuzz-build: $(FUZZ_BINS)
 
-build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto lib/util proc/log)
-build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/util proc/log)
-build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/util proc/log)
+build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_ws_frame: $(call fuzz_objs,net/ws_frame lib/utf8 lib/util proc/log)
 
 $(FUZZ_BINS): build/fuzz/%: build/fuzz/harness/%.o
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_LIBS)
@@ -177,6 +217,7 @@ run:
 test:
 	@scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory asan all
+	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory -f bench/Makefile loadgen
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@scripts/services.sh start test

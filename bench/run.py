@@ -651,7 +651,7 @@ class Bench:
             # per connection, so the report can split RSS into parts.
             heap0 = mon0.get("process", {}) if workers == 1 else {}  # one worker's heap
             for k in ("answering_worker_heap_used_kb", "answering_worker_heap_free_kb",
-                      "lws_heap_kb"):
+                      "conn_heap_kb"):
                 a, b = heap0.get(k), (heap1 or {}).get(k)
                 if a is not None and b is not None:
                     rec["server"][k.replace("answering_worker_", "").replace(

@@ -10,7 +10,7 @@
 set -euo pipefail
 
 base_pkgs=(
-    libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
+    libuv1-dev libhttp-parser-dev libhiredis-dev
     libpq-dev libjansson-dev libjwt-dev libfcgi-dev libssl-dev libconfig-dev
     pkg-config gcc make
     redis-server redis-tools postgresql postgresql-client

@@ -1,9 +1,23 @@
-"""Shared helpers for chatd's integration tests.
+"""The one harness of chatd's integration tests: every test module imports
+its helpers from here.
 
 A test starts real chatd processes (`Server`) against the private test Redis
-and PostgreSQL, talks to them over WebSocket (`Client`) and HTTP, and checks
-exactly what a user would see. Every wait is bounded: a hung server fails the
-test instead of hanging the suite.
+and PostgreSQL, talks to them over WebSocket and HTTP, and checks exactly what
+a user would see. Two kinds of WebSocket connection:
+
+- `Client`: read on demand; replies are matched by request id, every other
+  frame is buffered until the test asks for it.
+- `Session`: read by its own task, so requests can be pipelined
+  (`send_pipelined`) and every frame is seen in arrival order (the delivery,
+  fan-out and recovery tests).
+
+Also: control of the test services (`services`), queries on fresh PostgreSQL
+and Redis connections (`pg_rows`, `pg_messages`, `redis_client`) and the
+records the delivery tests compare (`record`, `as_record`,
+`describe_difference`).
+
+Every wait is bounded: a hung server fails the test instead of hanging the
+suite.
 """
 
 import asyncio
@@ -23,10 +37,13 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
+import psycopg2
+import redis
 import websockets
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_FILE = REPO / ".run" / "test" / "env"
+SERVICES = REPO / "scripts" / "services.sh"
 ENV_KEYS = ("CHATD_BIN", "REDIS_URL", "DATABASE_URL", "REDIS_PORT", "PG_PORT", "RUN_DIR")
 # Environment variables that would win over the config file the test writes.
 CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANCE",
@@ -153,9 +170,9 @@ def upgrade_request(port, path="/ws", headers=None):
 
 def ws_handshake_status(port, path="/ws", headers=None, timeout=5, source=None):
     """Send a WebSocket upgrade by hand (from the loopback address source, if
-    given) and return the status code of the answer (lws answers errors as
-    HTTP/1.0, so any version is accepted), or None when the server hangs up
-    without a status line."""
+    given) and return the status code of the answer, or None when the server
+    hangs up without a status line. chatd answers a refused handshake as
+    HTTP/1.1 with a JSON body; any HTTP version is accepted all the same."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                   source_address=(source, 0) if source else None) as s:
         s.sendall(upgrade_request(port, path, headers))
@@ -352,39 +369,146 @@ class Server:
         return {w["index"]: w["pid"] for w in self.monitoring()["workers"]}
 
 
-# --------------------------------------------------------------------- client
+# ------------------------------------------------------------------ backends
 
-async def open_hello(server, token, bearer=False, timeout=5):
-    """Open a WebSocket (token in the query, or in an Authorization header
-    when bearer) and read the hello frame: (ws, hello)."""
-    headers = {"Authorization": f"Bearer {token}"} if bearer else None
-    ws = await asyncio.wait_for(
-        websockets.connect(server.ws_url(None if bearer else token), extra_headers=headers,
-                           max_size=None, max_queue=None, ping_interval=None,
-                           close_timeout=2, open_timeout=timeout),
-        timeout)
+def services(command, timeout=60):
+    """scripts/services.sh COMMAND test (stop-redis, start-redis, stop-pg, start-pg)."""
+    proc = subprocess.run([str(SERVICES), command, "test"], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"services.sh {command} test: rc {proc.returncode}\n" \
+                                 f"{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def pg_connect(timeout=5):
+    """A new autocommit connection to the test database."""
+    conn = psycopg2.connect(chatd_env()["DATABASE_URL"], connect_timeout=timeout)
+    conn.autocommit = True
+    return conn
+
+
+def pg_rows(sql, params=(), timeout=5):
+    """One query on a fresh connection (survives a PostgreSQL restart)."""
+    try:
+        conn = pg_connect(timeout)
+    except psycopg2.OperationalError as e:  # retried by eventually()
+        raise AssertionError(f"PostgreSQL unreachable: {e}") from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def pg_messages(tenant, room):
+    """[(seq, id, client_msg_id, body)] of a room, by seq."""
+    return pg_rows("SELECT seq, id, client_msg_id, body FROM messages "
+                   "WHERE tenant = %s AND room_id = %s ORDER BY seq", (tenant, room))
+
+
+def redis_client():
+    return redis.Redis.from_url(chatd_env()["REDIS_URL"], socket_timeout=5)
+
+
+# ---------------------------------------------------------------- connections
+
+async def open_ws(server, token, source=None, rcvbuf=None, timeout=5, **options):
+    """websockets.connect to server (token in the query unless None), over a
+    socket of our own when source or rcvbuf is given: bound to another
+    loopback address and/or with a small receive buffer (set before connect,
+    so the kernel does not autotune it and back-pressure reaches the server)."""
+    sock = None
+    if source or rcvbuf:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            sock.bind((source, 0))
+        sock.setblocking(False)
+    opts = dict(max_size=None, max_queue=None, ping_interval=None, close_timeout=2,
+                open_timeout=timeout)
+    opts.update(options)
+    try:
+        if sock is not None:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
+                sock, ("127.0.0.1", server.port)), timeout)
+        return await asyncio.wait_for(websockets.connect(server.ws_url(token), sock=sock, **opts),
+                                      timeout)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+
+
+async def read_hello(ws, timeout=5):
+    """The first frame, which must be the hello; closes ws if it is not."""
     try:
         hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         assert hello.get("type") == "hello", f"first frame is not hello: {hello}"
     except BaseException:
         await ws.close()
         raise
-    return ws, hello
-
-_live_clients = set()
+    return hello
 
 
-class Client:
-    """A WebSocket session: replies are matched by request id, every other
-    frame is buffered until a test asks for it."""
+async def open_hello(server, token, bearer=False, timeout=5):
+    """Open a WebSocket (token in the query, or in an Authorization header
+    when bearer) and read the hello frame: (ws, hello)."""
+    headers = {"Authorization": f"Bearer {token}"} if bearer else None
+    ws = await open_ws(server, None if bearer else token, timeout=timeout,
+                       extra_headers=headers)
+    return ws, await read_hello(ws, timeout)
+
+
+_live_clients = set()  # Clients and Sessions that run() closes at the end
+
+
+class _Connection:
+    """What Client and Session share: the hello, request ids, ok(), settle()
+    and close(). Subclasses provide request() and reply_timeout."""
+
+    reply_timeout = 5
 
     def __init__(self, ws, hello):
         self.ws = ws
         self.hello = hello
         self.user = hello.get("user")
         self.worker = hello.get("worker")
-        self.frames = []  # received, not yet consumed
         self._next_id = 0
+
+    @classmethod
+    def tracked(cls, ws, hello, *args):
+        """A new one that run() closes if the test leaves it open."""
+        conn = cls(ws, hello, *args)
+        _live_clients.add(conn)
+        return conn
+
+    async def ok(self, type, timeout=None, **fields):
+        """request() that must be acked."""
+        reply = await self.request(type, self.reply_timeout if timeout is None else timeout,
+                                   **fields)
+        assert reply.get("type") == "ack", f"{self}: {type} {fields} -> {reply}"
+        return reply
+
+    async def settle(self, timeout=None):
+        """A ping round trip: every frame the server queued for this connection
+        before the pong has been read."""
+        pong = await self.request("ping", self.reply_timeout if timeout is None else timeout)
+        assert pong.get("type") == "pong", pong
+
+    async def close(self):
+        _live_clients.discard(self)
+        await asyncio.wait_for(self.ws.close(), 5)
+
+
+class Client(_Connection):
+    """A WebSocket session read on demand: replies are matched by request id,
+    every other frame is buffered until a test asks for it."""
+
+    def __init__(self, ws, hello):
+        super().__init__(ws, hello)
+        self.frames = []  # received, not yet consumed
 
     @classmethod
     async def connect(cls, server, user="alice", tenant="t1", role=None, token=None,
@@ -393,16 +517,10 @@ class Client:
         bearer) and return once the hello frame is read."""
         ws, hello = await open_hello(server, token or make_token(user, tenant, role),
                                      bearer, timeout)
-        client = cls(ws, hello)
-        _live_clients.add(client)
-        return client
+        return cls.tracked(ws, hello)
 
     def __repr__(self):
         return f"<{self.user}@worker{self.worker}>"
-
-    async def close(self):
-        _live_clients.discard(self)
-        await asyncio.wait_for(self.ws.close(), 5)
 
     async def wait_closed(self, timeout=10):
         """Wait until the server closes the connection; returns the close code."""
@@ -442,12 +560,6 @@ class Client:
         await self.send({"type": type, "id": rid, **fields})
         return await self.take(lambda f: f.get("id") == rid, timeout, f"reply to {type} {rid}")
 
-    async def ok(self, type, timeout=5, **fields):
-        """request() that must be acked."""
-        reply = await self.request(type, timeout, **fields)
-        assert reply.get("type") == "ack", f"{self}: {type} {fields} -> {reply}"
-        return reply
-
     async def error(self, type, code, timeout=5, **fields):
         """request() that must fail with the given error code."""
         reply = await self.request(type, timeout, **fields)
@@ -479,11 +591,115 @@ class Client:
     def buffered(self, type):
         return [f for f in self.frames if f.get("type") == type]
 
-    async def settle(self):
-        """A ping round trip: every frame the server queued for this connection
-        before the pong is in self.frames afterwards."""
-        pong = await self.request("ping")
-        assert pong.get("type") == "pong", pong
+
+class ConnectionLost(Exception):
+    """The connection closed before the reply to a request arrived."""
+
+
+class Session(_Connection):
+    """A WebSocket connection read by its own task: requests can be pipelined,
+    every frame is seen in arrival order.
+
+    on_frame(session, frame) is called for every frame after hello, in arrival
+    order, before the reply's waiter is woken: a test can fold history in
+    acks and live events into one ordered record.
+    Frames without a pending request id are kept in `events` unless
+    keep_events is false."""
+
+    reply_timeout = 10
+
+    def __init__(self, ws, hello, on_frame=None, keep_events=True):
+        super().__init__(ws, hello)
+        self.on_frame = on_frame
+        self.keep_events = keep_events
+        self.events = []
+        self.pending = {}
+        self.closed = asyncio.Event()
+        self._arrived = asyncio.Event()  # set when a kept event or the close arrives
+        self.lost = False
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, server, user, tenant, on_frame=None, keep_events=True, timeout=5):
+        ws, hello = await open_hello(server, make_token(user, tenant), timeout=timeout)
+        return cls.tracked(ws, hello, on_frame, keep_events)
+
+    def __repr__(self):
+        return f"<session {self.user}@worker{self.worker}>"
+
+    async def _read(self):
+        try:
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                rid = frame.get("id")
+                waiter = self.pending.pop(rid, None) if rid is not None else None
+                if self.on_frame is not None:
+                    self.on_frame(self, frame)
+                if waiter is not None:
+                    if not waiter.done():
+                        waiter.set_result(frame)
+                elif self.keep_events:
+                    self.events.append(frame)
+                    self._arrived.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.lost = True
+            self.closed.set()
+            self._arrived.set()
+            for waiter in self.pending.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionLost(f"{self}: connection closed"))
+            self.pending.clear()
+
+    async def start(self, type, **fields):
+        """Send a request; return the future of its reply (ack, error, pong).
+        The future fails with ConnectionLost if the connection goes first."""
+        if self.lost:
+            raise ConnectionLost(f"{self}: connection closed")
+        self._next_id += 1
+        rid = f"r{self._next_id}"
+        waiter = asyncio.get_running_loop().create_future()
+        self.pending[rid] = waiter
+        try:
+            await asyncio.wait_for(self.ws.send(json.dumps({"type": type, "id": rid, **fields})), 5)
+        except websockets.ConnectionClosed:
+            self.pending.pop(rid, None)
+            raise ConnectionLost(f"{self}: connection closed") from None
+        return waiter
+
+    async def request(self, type, timeout=10, **fields):
+        waiter = await self.start(type, **fields)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{self}: no reply to {type} {fields} within {timeout}s") from None
+
+    async def wait_event(self, match, timeout, what):
+        """The first kept event (already read or new) for which match() is true."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        checked = 0
+        while True:
+            for frame in self.events[checked:]:
+                if match(frame):
+                    return frame
+            checked = len(self.events)
+            if self.lost:
+                raise ConnectionLost(f"{self}: closed while waiting for {what}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                types = [f.get("type") for f in self.events[-10:]]
+                raise AssertionError(f"{self}: no {what} within {timeout}s (last: {types})") \
+                    from None
+
+    async def close(self):
+        try:
+            await super().close()
+        finally:
+            self._reader.cancel()
 
 
 async def close_all_clients():
@@ -492,7 +708,7 @@ async def close_all_clients():
 
 
 def run(coro, timeout=30):
-    """Run an async test body, bounded; close every client it left open."""
+    """Run an async test body, bounded; close every Client and Session it left open."""
     async def main():
         try:
             return await asyncio.wait_for(coro, timeout)
@@ -533,10 +749,19 @@ async def connect_on_distinct_workers(server, n, tenant="t1", users=None):
     return clients
 
 
+async def connect_from(server, user, tenant, source=None, token=None, timeout=5, **options):
+    """A Client over open_ws(): from another source address if given, with
+    websockets.connect options."""
+    ws = await open_ws(server, token or make_token(user, tenant), source=source,
+                       timeout=timeout, **options)
+    return Client.tracked(ws, await read_hello(ws, timeout))
+
+
 # ---------------------------------------------------------------- chat steps
 
 async def make_room(creator, *members, **fields):
-    """Create a room (unique id) and have creator and members join it."""
+    """Create a room (unique id) and have creator and members join it
+    (Clients or Sessions)."""
     room = unique_id("room")
     # The room id travels as `room`: `id` is the request id of the envelope.
     ack = await creator.ok("room:create", room=room, name=f"name of {room}", **fields)
@@ -561,45 +786,66 @@ def seqs(frames):
     return [f["seq"] for f in frames]
 
 
-# ------------------------------------------------ connections on own sockets
+def drop_waiters(waiters):
+    """Retrieve the outcome of futures we give up on (no 'never retrieved')."""
+    for w in waiters:
+        if w.done() and not w.cancelled():
+            w.exception()
+        else:
+            w.cancel()
 
-async def open_ws(server, token, source=None, rcvbuf=None, timeout=5, **options):
-    """websockets.connect over a socket of our own: bound to another loopback
-    address and/or with a small receive buffer (set before connect, so the
-    kernel does not autotune it and back-pressure reaches the server)."""
-    sock = None
-    if source or rcvbuf:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if source:
-            sock.bind((source, 0))
-        sock.setblocking(False)
-    opts = dict(max_size=None, max_queue=None, ping_interval=None, close_timeout=2,
-                open_timeout=timeout)
-    opts.update(options)
+
+async def send_pipelined(session, room, messages, window=50, timeout=15):
+    """Send [(client_msg_id, body)] on a Session with up to `window` requests
+    in flight. Returns {client_msg_id: reply} (acks and errors)."""
+    replies = {}
+    inflight = {}
+    todo = list(messages)
+    todo.reverse()
     try:
-        if sock is not None:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(
-                sock, ("127.0.0.1", server.port)), timeout)
-        return await asyncio.wait_for(websockets.connect(server.ws_url(token), sock=sock, **opts),
-                                      timeout)
-    except BaseException:
-        if sock is not None:
-            sock.close()
-        raise
+        while todo or inflight:
+            while todo and len(inflight) < window:
+                cmid, body = todo.pop()
+                waiter = await session.start("message:send", room=room, body=body,
+                                             client_msg_id=cmid)
+                inflight[waiter] = cmid
+            done, _ = await asyncio.wait(inflight, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            assert done, f"{session}: no reply to message:send within {timeout}s " \
+                         f"({len(inflight)} in flight, {len(replies)} answered)"
+            for waiter in done:
+                replies[inflight.pop(waiter)] = waiter.result()
+    finally:
+        drop_waiters(inflight)
+    return replies
 
 
-async def connect_from(server, user, tenant, source=None, token=None, timeout=5, **options):
-    """A harness Client, connected from another source address if given."""
-    ws = await open_ws(server, token or make_token(user, tenant), source=source,
-                       timeout=timeout, **options)
-    try:
-        hello = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert hello.get("type") == "hello", hello
-    except BaseException:
-        await ws.close()
-        raise
-    client = Client(ws, hello)
-    _live_clients.add(client)
-    return client
+# ------------------------------------------------------------ delivery records
+
+def message_events(frames, room):
+    return [f for f in frames if f.get("type") == "message:new" and f.get("room") == room]
+
+
+def record(acks, bodies):
+    """[(seq, msg_id, client_msg_id, body)] by seq, as every reader should see it."""
+    return sorted((a["seq"], a["msg_id"], cmid, bodies[cmid]) for cmid, a in acks.items())
+
+
+def as_record(events):
+    """[(seq, msg_id, client_msg_id, body)] of message:new events, as they came."""
+    return [(e["seq"], e["msg"]["id"], e["msg"]["client_msg_id"], e["msg"]["body"])
+            for e in events]
+
+
+def describe_difference(seen, expected):
+    """A short account of how a subscriber's record differs from the acks."""
+    got = [s[0] for s in seen]
+    want = {e[0]: e for e in expected}
+    dups = sorted({s for s in got if got.count(s) > 1}) if len(got) != len(set(got)) else []
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    disorder = [(a, b) for a, b in zip(got, got[1:]) if b <= a][:5]
+    wrong = [s for s in seen if s[0] in want and s != want[s[0]]][:3]
+    return (f"{len(got)} events for {len(want)} acks; duplicates {dups[:10]}; "
+            f"missing {missing[:10]} ({len(missing)}); extra {extra[:10]}; "
+            f"out of order {disorder}; differing {wrong}")

@@ -6,10 +6,9 @@ import asyncio
 import os
 import signal
 
-from chatd_harness import eventually, eventually_async, run, seqs
-from delivery_harness import (ConnectionLost, Session, as_record, describe_difference,
-                              drop_waiters, message_events, new_room, pg_messages, pg_rows,
-                              record, redis_client, send_pipelined)
+from chatd_harness import (ConnectionLost, Session, as_record, describe_difference, drop_waiters,
+                           eventually, eventually_async, make_room, message_events, pg_messages,
+                           pg_rows, record, redis_client, run, send_pipelined, seqs)
 
 
 def parent_of(pid):
@@ -172,7 +171,7 @@ def test_worker_crash_loses_and_doubles_nothing(make_server, tenant):
         sessions = [await open_on(srv, lambda w, i=i: w == i % 2, lst.name, tenant,
                                   on_frame=lst.on_frame, keep_events=False)
                     for i, lst in enumerate(listeners)]
-        room_box.append(await new_room(senders[0], *senders[1:], *sessions))
+        room_box.append(await make_room(senders[0], *senders[1:], *sessions))
 
         kill_task = asyncio.ensure_future(killer())
         listen_tasks = [asyncio.ensure_future(listen(lst, s)) for lst, s in zip(listeners, sessions)]
@@ -223,7 +222,7 @@ def test_resume_reaches_past_the_redis_stream(make_server, tenant):
 
     async def main():
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
-        room = await new_room(alice)
+        room = await make_room(alice)
         msgs = [(f"c{i}", f"message {i}") for i in range(1, RESUME_TOTAL + 1)]
         replies = await asyncio.wait_for(send_pipelined(alice, room, msgs, window=100), 60)
         bad = [r for r in replies.values() if r.get("type") != "ack"]
@@ -293,7 +292,7 @@ def test_duplicate_send_creates_one_message(make_server, tenant):
     async def before_restart():
         alice = await Session.open(first, "alice", tenant)
         bob = await Session.open(first, "bob", tenant)
-        room = await new_room(alice, bob)
+        room = await make_room(alice, bob)
         first_ack = await alice.ok("message:send", room=room, body=body, client_msg_id=cmid)
         same_ack(first_ack, await alice.ok("message:send", room=room, body=body,
                                            client_msg_id=cmid))
@@ -346,7 +345,7 @@ def test_durability_postgres_acks_after_commit(make_server, tenant):
 
     async def chat():
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
-        room = await new_room(alice)
+        room = await make_room(alice)
         for i in range(1, 31):
             ack = await alice.ok("message:send", room=room, body=f"durable {i}",
                                  client_msg_id=f"d-{i}")
@@ -383,7 +382,7 @@ def test_history_pages(make_server, tenant):
 
     async def main():
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
-        room = await new_room(alice)
+        room = await make_room(alice)
         msgs = [(f"h{i}", f"history {i}") for i in range(1, HISTORY_TOTAL + 1)]
         replies = await send_pipelined(alice, room, msgs, window=50)
         assert all(r["type"] == "ack" for r in replies.values())

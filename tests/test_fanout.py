@@ -12,9 +12,8 @@ room:gap and the re-join it asks for.
 import asyncio
 import json
 
-from chatd_harness import (Client, connect_from, connect_on_worker, connect_where,
-                           eventually_async, make_room, run, seqs)
-from delivery_harness import Session, drop_waiters
+from chatd_harness import (Client, Session, as_record, connect_from, connect_on_worker,
+                           connect_where, drop_waiters, eventually_async, make_room, run, seqs)
 
 PATTERN = 'ab"c\\dé✓ '
 
@@ -70,11 +69,6 @@ async def collect_replies(client, ids, timeout):
         else:
             client.frames.append(frame)
     return got
-
-
-def as_record(events):
-    return [(e["seq"], e["msg"]["id"], e["msg"]["client_msg_id"], e["msg"]["body"])
-            for e in events]
 
 
 def check_events(who, events, room, user, expected, first, last):

@@ -8,9 +8,9 @@ import asyncio
 import json
 import time
 
-from chatd_harness import eventually, eventually_async, http_get, run, seqs
-from delivery_harness import (Session, as_record, describe_difference, message_events,
-                              new_room, pg_messages, record, redis_client, services)
+from chatd_harness import (Session, as_record, describe_difference, eventually, eventually_async,
+                           http_get, make_room, message_events, pg_messages, record, redis_client,
+                           run, seqs, services)
 
 
 def ready_status(srv):
@@ -136,7 +136,7 @@ def test_redis_restart_mid_stream(make_server, tenant):
     async def main():
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
         bob = await Session.open(srv, "bob", tenant)
-        room = await new_room(alice, bob)
+        room = await make_room(alice, bob)
         sender = SteadySender(alice, room).start()
         await sender.until(is_ack, 20, 10, "acks before the outage")
 
@@ -225,7 +225,7 @@ def test_postgres_outage_chat_goes_on(make_server, tenant):
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
         bob = await Session.open(srv, "bob", tenant)
         carol = await Session.open(srv, "carol", tenant)
-        room = await new_room(alice, bob)  # joins need PostgreSQL
+        room = await make_room(alice, bob)  # joins need PostgreSQL
         sender = SteadySender(alice, room).start()
         await sender.until(is_ack, 20, 10, "acks before the outage")
         try:
@@ -295,8 +295,8 @@ def test_flushall_seq_continues_from_postgres(make_server, tenant):
     async def main():
         alice = await Session.open(srv, "alice", tenant, keep_events=False)
         bob = await Session.open(srv, "bob", tenant)
-        room_a = await new_room(alice, bob)
-        room_b = await new_room(alice)
+        room_a = await make_room(alice, bob)
+        room_b = await make_room(alice)
         acks = {}
         for room in (room_a, room_b):
             for i in range(1, 6):

@@ -20,10 +20,9 @@ import websockets
 from websockets.frames import Opcode
 
 import chatd_harness
-from chatd_harness import (SECRET, Client, b64url, connect_from, eventually, eventually_async,
-                           make_room, make_token, open_ws, run, unique_id, upgrade_request,
-                           ws_handshake_status)
-from delivery_harness import Session, send_pipelined
+from chatd_harness import (SECRET, Client, Session, b64url, connect_from, eventually,
+                           eventually_async, make_room, make_token, open_ws, run, send_pipelined,
+                           unique_id, upgrade_request, ws_handshake_status)
 
 HOST = "127.0.0.1"
 

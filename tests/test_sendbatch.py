@@ -19,8 +19,7 @@ import time
 from websockets.utils import apply_mask
 
 from chatd_harness import (check_message_new, connect_on_distinct_workers, connect_on_worker,
-                           eventually_async, make_room, run, seqs)
-from delivery_harness import pg_messages
+                           eventually_async, make_room, pg_messages, run, seqs)
 
 EVENTS = ("message:new", "message:edited")
 

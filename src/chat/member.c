@@ -1,5 +1,5 @@
 #include "chat/member.h"
-#include "net/flush.h"
+#include "proc/turn.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -69,6 +69,7 @@ struct member_batch {
 static struct member_req **waiting;	/* owned, with each request */
 static int nwaiting, waitcap;
 static int batch_busy;
+static int registered;	/* member_flush is a turn step */
 
 static void member__send(void);
 
@@ -218,13 +219,18 @@ member_check(const char *tenant, const char *room, const char *user,
 	r->cb = cb;
 	r->arg = arg;
 	member__wait(r);
-	flush_kick();
+	if (!registered) {
+		turn_register(TURN_MEMBERS, member_flush);
+		registered = 1;
+	}
+	turn_kick();
 }
 
-void
+int
 member_flush(void)
 {
 	member__send();
+	return 0;
 }
 
 void

@@ -35,7 +35,8 @@ void member_check(const char *tenant, const char *room, const char *user,
     member_cb *cb, void *arg);
 /* End of a loop turn (flush.c): the waiting checks go as one statement,
  * unless one is in flight (then they go when it is answered). */
-void member_flush(void);
+/* The end-of-turn step (proc/turn.h): sends the waiting checks. */
+int member_flush(void);
 /* Worker exit, after the requests connection closed: answers what waits. */
 void member_shutdown(void);
 

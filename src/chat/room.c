@@ -1,11 +1,12 @@
 #include "chat/room.h"
 #include "net/conn.h"
-#include "net/flush.h"
+#include "proc/turn.h"
 #include "lib/hmap.h"
 #include "chat/join.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "net/outbuf.h"
+#include "store/redis.h"
 #include "store/redis_link.h"
 #include "proc/srv.h"
 #include "lib/util.h"
@@ -40,15 +41,17 @@ static struct hmap *room_by_channel;
  * (queued to their subscribers) at the end of the turn, before the write. */
 static struct room **open_rooms;
 static int nopen, capopen;
+static int registered;	/* room_seal_batches is a turn step */
+static int hooked;	/* room__conn_closed is a close hook */
 
 void
 room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
 {
-	/* '/' is not an id character, so tenant/room pairs cannot collide. */
-	snprintf(buf, len, "chatd:ev:{%s/%s}", tenant, room_id);
+	redis_channel(buf, len, tenant, room_id);
 }
 
 static void room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv);
+static void room__conn_closed(struct conn *c);
 
 static void
 room__subscribe(struct room *r)
@@ -111,7 +114,11 @@ room__fanout(struct room *r, const char *payload, size_t len)
 		}
 		r->batch_idx = nopen;
 		open_rooms[nopen++] = r;
-		flush_kick();
+		if (!registered) {
+			turn_register(TURN_ROOMS, room_seal_batches);
+			registered = 1;
+		}
+		turn_kick();
 	}
 	outbuf_append(&r->batch, payload, len, outbuf_scan_seq(payload, len));
 }
@@ -181,7 +188,7 @@ room__seal(struct room *r)
 	outbuf_unref(cut);
 }
 
-void
+int
 room_seal_batches(void)
 {
 	while (nopen > 0) {
@@ -191,6 +198,7 @@ room_seal_batches(void)
 		room__seal(r);
 		room__close_batch(r);
 	}
+	return 0;
 }
 
 static void
@@ -268,10 +276,15 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 	}
 	static uint64_t gen;
 
+	if (!hooked) {
+		conn_on_close(room__conn_closed);
+		hooked = 1;
+	}
 	s = xcalloc(1, sizeof(*s));
 	s->gen = ++gen;
 	s->c = c;
 	s->room = r;
+	s->room_id = r->id;
 	s->state = SUB_JOINING;
 	s->role = strcmp(role, "admin") == 0 ? SUB_ADMIN :
 	    strcmp(role, "moderator") == 0 ? SUB_MODERATOR : SUB_MEMBER;
@@ -310,6 +323,14 @@ room_detach(struct sub *s)
 	    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
 		r->state = RS_UNSUBSCRIBING;
 	room__maybe_free(r);
+}
+
+/* A connection closes: it leaves every room. */
+static void
+room__conn_closed(struct conn *c)
+{
+	while (c->nsubs > 0)
+		room_detach(c->subs[c->nsubs - 1]);
 }
 
 const char *

@@ -12,7 +12,7 @@ struct sub;
  * Redis delivers for a room during one loop turn are framed once, one
  * after the other, into the room's batch (in the order Redis delivered
  * them: seq order); at the end of the turn the batch is queued by
- * reference to each local subscriber (room_seal_batches, from flush.c). */
+ * reference to each local subscriber (room_seal_batches, an end-of-turn step). */
 
 /* Subscribes c to the room (state SUB_JOINING: live events are held). */
 struct sub *room_attach(struct conn *c, const char *tenant, const char *room_id,
@@ -30,7 +30,7 @@ void room_when_active(struct sub *s, void (*cb)(void *arg, int ok), void *arg);
 void room_sub_live(struct sub *s, int64_t after_seq);
 
 /* End of the loop turn: queue every room's batch to its subscribers. */
-void room_seal_batches(void);
+int room_seal_batches(void);
 
 /* The Redis subscriber link came up / went down. */
 void room_link_up(void);

@@ -6,7 +6,7 @@
 /* Limits at the door, shared by every worker of this instance (a table in
  * shared memory mapped by the parent before fork): connection attempts and
  * failed authentications per IP in fixed windows, open connections per IP
- * and per user. Answered synchronously, as the lws handshake callback needs.
+ * and per user. Answered synchronously, within the upgrade request.
  * They are per instance, not global: several instances multiply them. */
 
 struct cfg;

@@ -1,146 +1,210 @@
 #include "net/conn.h"
-#include "net/flush.h"
+#include "net/http_req.h"
+#include "net/outbuf.h"
+#include "lib/util.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
-#include "net/outbuf.h"
-#include "chat/room.h"
 #include "proc/srv.h"
-#include "lib/util.h"
+#include "proc/turn.h"
 
-#include <libwebsockets.h>
-#include <libwebsockets/lws-eventlib-exports.h>
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The loop's one read buffer: every socket reads into it, and a reader
+ * keeps only what it cannot use yet (an incomplete frame or request). */
+#define CONN_READ_BUF (64 * 1024)
+#define CONN_IOV_MAX 64			/* outbufs in one write */
+#define CONN_WRITE_MAX (256 * 1024)	/* bytes gathered into one write */
+/* Connections written per loop turn. A loopback write costs ~9 us here, so
+ * a room of 1,000 takes ~9 ms to write: in chunks, the loop reads (and
+ * sends to Redis) between them, and what arrives meanwhile joins the
+ * queues of the connections not yet written, leaving in the same write. */
+#define CONN_TURN_WRITES 128
+/* An HTTP connection with this much unwritten stops being read (pipelined
+ * requests wait in the kernel) until it is written. */
+#define CONN_HTTP_QUEUE_MAX (256 * 1024)
+#define CONN_HOOKS_MAX 4
 
 static struct conn *conn_list;
 static int conn_n;
+static char read_buf[CONN_READ_BUF];
+static conn_reader *readers[CONN_SSE + 1];
+static conn_hook *hooks[CONN_HOOKS_MAX];
+static int nhooks;
+static struct conn_list todo;	/* [head, todo.n): this turn's writes */
+static int head;
+static struct conn *stepping;	/* the one whose todo reference is held */
 
-/*
- * Closing politely (a close frame with our code) cannot be done by
- * returning -1 from an lws callback here: Debian's libwebsockets 4.1.6 is
- * built with _DEBUG, and on libuv its "close_and_handled uv repeat test"
- * closes the socket a second time, before the close frame is written. So
- * a close is set up with lws_close_reason() and carried out one loop turn
- * later, outside lws' service, with lws_close_free_wsi().
- */
-static void conn__drop_queue(struct conn *c);
+static void conn__flush(struct conn *c);
+static void conn__close_handle(struct conn *c);
 
-static struct conn **kill_list;		/* references held */
-static int kill_n, kill_cap;
-static uv_timer_t kill_timer;
-static int kill_timer_ready;
-
-static void
-conn__kill_cb(uv_timer_t *t)
+void
+conn_set_reader(enum conn_kind kind, conn_reader *fn)
 {
-	(void)t;
-	while (kill_n > 0) {
-		struct conn *c = kill_list[--kill_n];
-
-		if (c->wsi != NULL)
-			lws_close_free_wsi(c->wsi, LWS_CLOSE_STATUS_NOSTATUS, "chatd close");
-		conn_unref(c);
-	}
-}
-
-static void
-conn__kill_later(struct conn *c, int code, const char *why)
-{
-	if (c->killing || c->wsi == NULL)
-		return;
-	c->killing = 1;
-	lws_close_reason(c->wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
-	if (!kill_timer_ready) {
-		uv_timer_init(srv.loop, &kill_timer);
-		kill_timer_ready = 1;
-	}
-	if (kill_n == kill_cap) {
-		kill_cap = kill_cap ? kill_cap * 2 : 64;
-		kill_list = xrealloc(kill_list, (size_t)kill_cap * sizeof(*kill_list));
-	}
-	conn_ref(c);
-	kill_list[kill_n++] = c;
-	uv_timer_start(&kill_timer, conn__kill_cb, 0, 0);
+	readers[kind] = fn;
 }
 
 void
-conn_kill(struct conn *c, int code, const char *why)
+conn_on_close(conn_hook *fn)
 {
-	if (c->wsi == NULL)
-		return;
-	if (!c->close_code)
-		c->close_code = code;
-	conn__drop_queue(c);
-	/* Input is ignored from now on (ws.c), but still read: lws must see
-	 * the client's close reply to finish the close at once. */
-	conn__kill_later(c, code, why);
+	if (nhooks == CONN_HOOKS_MAX)
+		log_fatal("conn: more than %d close hooks", CONN_HOOKS_MAX);
+	hooks[nhooks++] = fn;
 }
 
-void
-conn_shutdown(void)
+static struct conn *
+conn__of(void *handle)
 {
-	conn__kill_cb(NULL);
-	free(kill_list);
-	kill_list = NULL;
-	kill_cap = 0;
-	if (kill_timer_ready)
-		uv_close((uv_handle_t *)&kill_timer, NULL);
-	kill_timer_ready = 0;
+	return (struct conn *)handle;	/* tcp is the first member */
+}
+
+/* ---------------------------------------------------------------- life */
+
+static void
+conn__alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)h;
+	(void)suggested;
+	buf->base = read_buf;
+	buf->len = sizeof(read_buf);
+}
+
+static void
+conn__eof(struct conn *c)
+{
+	uv_read_stop((uv_stream_t *)&c->tcp);
+	/* A client that half-closes after its request still gets the
+	 * response: it is written at the end of this turn. */
+	if (c->kind == CONN_HTTP && c->phase == CONN_OPEN && (c->qlen > 0 || c->wreq != NULL)) {
+		c->end_after_write = 1;
+		return;
+	}
+	conn__close_handle(c);
+}
+
+static void
+conn__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct conn *c = conn__of(s);
+
+	if (nread > 0) {
+		if (c->phase == CONN_OPEN && !c->killing && readers[c->kind] != NULL) {
+			conn_ref(c);
+			readers[c->kind](c, buf->base, (size_t)nread);
+			conn_unref(c);
+		}
+		return;
+	}
+	if (nread == 0)
+		return;
+	if (nread == UV_EOF)
+		conn__eof(c);
+	else
+		conn_abort(c);
 }
 
 struct conn *
-conn_new(struct lws *wsi, const struct auth_identity *id, const char *ip)
+conn_accept(uv_loop_t *loop, int fd)
 {
-	char cid[32];
-	size_t lcid, lip, luser, ltenant;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char ip[INET6_ADDRSTRLEN] = "?", cid[32];
+	size_t lcid, lip;
 	struct conn *c;
-	char *p;
 
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+	}
 	snprintf(cid, sizeof(cid), "%d-%llu", srv.index, (unsigned long long)++srv.conn_counter);
 	lcid = strlen(cid) + 1;
 	lip = strlen(ip) + 1;
-	luser = strlen(id->user) + 1;
-	ltenant = strlen(id->tenant) + 1;
-	c = xcalloc(1, sizeof(*c) + lcid + lip + luser + ltenant);
-	p = c->names;
-	c->cid = memcpy(p, cid, lcid);
-	c->ip = memcpy(p += lcid, ip, lip);
-	c->id.user = memcpy(p += lip, id->user, luser);
-	c->id.tenant = memcpy(p + luser, id->tenant, ltenant);
-	c->id.exp = id->exp;
-	c->id.admin = id->admin;
-	c->wsi = wsi;
-	c->refs = 1;	/* the queue ring is allocated on first use */
-	c->rx_ms = c->ping_ms = uv_now(srv.loop);
+	c = xcalloc(1, sizeof(*c) + lcid + lip);
+	c->cid = memcpy(c->names, cid, lcid);
+	c->ip = memcpy(c->names + lcid, ip, lip);
+	if (uv_tcp_init(loop, &c->tcp) != 0 || uv_tcp_open(&c->tcp, fd) != 0) {
+		log_warn("accept: libuv refused socket %d", fd);
+		close(fd);
+		free(c);
+		return NULL;
+	}
+	c->refs = 1;	/* the socket's, dropped in the handle's close callback */
+	c->kind = CONN_HTTP;
+	c->phase = CONN_OPEN;
+	c->start_ms = c->rx_ms = c->ping_ms = uv_now(loop);
 	c->next = conn_list;
 	if (conn_list)
 		conn_list->prev = c;
 	conn_list = c;
 	conn_n++;
-	metrics_add(M_CONNS_ACTIVE, 1);
-	metrics_add(M_CONNS_TOTAL, 1);
+	if (uv_read_start((uv_stream_t *)&c->tcp, conn__alloc_cb, conn__read_cb) != 0)
+		conn__close_handle(c);
 	return c;
 }
 
+void
+conn_set_identity(struct conn *c, const struct auth_identity *id)
+{
+	size_t luser = strlen(id->user) + 1, ltenant = strlen(id->tenant) + 1;
+
+	c->idnames = xmalloc(luser + ltenant);
+	c->id.user = memcpy(c->idnames, id->user, luser);
+	c->id.tenant = memcpy(c->idnames + luser, id->tenant, ltenant);
+	c->id.exp = id->exp;
+	c->id.admin = id->admin;
+	c->kind = CONN_WS;
+	c->counted = 1;
+	c->rx_ms = c->ping_ms = uv_now(srv.loop);
+	metrics_add(M_CONNS_ACTIVE, 1);
+	metrics_add(M_CONNS_TOTAL, 1);
+}
+
+/* Drop what is queued, except what a uv_write in flight still reads. */
 static void
 conn__drop_queue(struct conn *c)
 {
-	while (c->qlen > 0) {
-		outbuf_unref(c->q[c->qhead]);
-		c->qhead = (c->qhead + 1) % c->qcap;
+	uint32_t keep = c->wreq != NULL ? c->inflight : 0;
+
+	while (c->qlen > keep) {
+		uint32_t last = (c->qhead + c->qlen - 1) % c->qcap;
+		struct outbuf *b = c->q[last];
+
+		c->qbytes -= b->len;
+		c->qframes -= b->nframes;
+		outbuf_unref(b);
 		c->qlen--;
 	}
-	c->qbytes = 0;
-	c->qframes = 0;
 }
 
-void
-conn_closed(struct conn *c)
+/* The connection stops taking part: every close hook runs once (its
+ * rooms are left, its admission released). The socket may still write
+ * its last bytes. */
+static void
+conn__release(struct conn *c)
 {
-	while (c->nsubs > 0)
-		room_detach(c->subs[c->nsubs - 1]);
-	conn__drop_queue(c);
-	c->wsi = NULL;
+	if (c->killing)
+		return;
+	c->killing = 1;
+	for (int i = 0; i < nhooks; i++)
+		hooks[i](c);
+	if (c->counted) {
+		c->counted = 0;
+		metrics_add(M_CONNS_ACTIVE, -1);
+	}
+}
+
+static void
+conn__closed_cb(uv_handle_t *h)
+{
+	struct conn *c = conn__of(h);
+
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -148,8 +212,54 @@ conn_closed(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	conn_n--;
-	metrics_add(M_CONNS_ACTIVE, -1);
 	conn_unref(c);
+}
+
+static void
+conn__close_handle(struct conn *c)
+{
+	if (c->phase == CONN_GONE)
+		return;
+	conn__release(c);
+	c->phase = CONN_GONE;
+	uv_close((uv_handle_t *)&c->tcp, conn__closed_cb);
+}
+
+void
+conn_abort(struct conn *c)
+{
+	conn__close_handle(c);
+}
+
+static void
+conn__shutdown_cb(uv_shutdown_t *req, int status)
+{
+	(void)status;
+	free(req);
+}
+
+/* Everything is written: send FIN, then wait (CONN_LINGER_MS at most) for
+ * the peer to close its side, reading and discarding what it still sends,
+ * so that its last bytes do not turn the close into a reset. */
+static void
+conn__shutdown(struct conn *c)
+{
+	uv_shutdown_t *req;
+
+	if (c->phase >= CONN_SHUT)
+		return;
+	conn__release(c);
+	c->phase = CONN_SHUT;
+	c->close_ms = util_mono_ms();
+	req = xmalloc(sizeof(*req));
+	if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn__shutdown_cb) != 0) {
+		free(req);
+		conn__close_handle(c);
+		return;
+	}
+	if (c->reading_paused || !uv_is_active((uv_handle_t *)&c->tcp))
+		uv_read_start((uv_stream_t *)&c->tcp, conn__alloc_cb, conn__read_cb);
+	c->reading_paused = 0;
 }
 
 void
@@ -159,7 +269,7 @@ conn_ref(struct conn *c)
 }
 
 int
-conn_list_add(struct conn_list *l, struct conn *c, int *flag)
+conn_list_add(struct conn_list *l, struct conn *c, uint8_t *flag)
 {
 	if (*flag)
 		return 0;
@@ -173,16 +283,34 @@ conn_list_add(struct conn_list *l, struct conn *c, int *flag)
 	return 1;
 }
 
+static void
+conn__want_write(struct conn *c)
+{
+	if (conn_list_add(&todo, c, &c->flush_queued))
+		turn_kick();
+}
+
 void
 conn_unref(struct conn *c)
 {
 	if (--c->refs > 0) {
 		/* A close waiting for in-flight requests may go now. */
-		if (c->refs == 1 && c->close_code && c->wsi)
-			lws_callback_on_writable(c->wsi);
+		if (c->refs == 1 && c->close_code && c->phase == CONN_OPEN)
+			conn__want_write(c);
 		return;
 	}
-	free(c->rx);
+	conn__drop_queue(c);
+	while (c->qlen > 0) {
+		outbuf_unref(c->q[c->qhead]);
+		c->qhead = (c->qhead + 1) % c->qcap;
+		c->qlen--;
+	}
+	if (c->req != NULL) {
+		http_req_free(c->req);
+		free(c->req);
+	}
+	wsframe_reader_free(&c->rd);
+	free(c->idnames);
 	free(c->q);
 	free(c->subs);
 	free(c);
@@ -191,8 +319,10 @@ conn_unref(struct conn *c)
 int
 conn_open(const struct conn *c)
 {
-	return c->wsi != NULL && c->close_code == 0;
+	return c->kind == CONN_WS && c->phase == CONN_OPEN && !c->killing && c->close_code == 0;
 }
+
+/* ---------------------------------------------------------------- queue */
 
 static void
 conn__push(struct conn *c, struct outbuf *b)
@@ -238,21 +368,20 @@ conn__is_event(const struct outbuf *b)
  * events are dropped and replaced by one room:gap {room, after_seq} with
  * the seq before the first one dropped, from which the client resumes with
  * room:join {since}; the subscription then stays quiet until it does.
- * Replies and other frames are kept. The incoming frame b is dropped too
- * if it is a room event.
+ * Replies and other frames are kept, and so is what a write in flight
+ * reads. The incoming frame b is dropped too if it is a room event.
  */
 static int
 conn__overflow(struct conn *c, struct outbuf *b)
 {
-	int queued = 0;
-
 	struct outbuf **old = c->q;
-	uint32_t head = c->qhead, len = c->qlen, cap = c->qcap;
+	uint32_t oldhead = c->qhead, len = c->qlen, cap = c->qcap;
+	uint32_t keep = c->wreq != NULL ? c->inflight : 0;
 	struct outbuf **gaps = xcalloc(len + 1, sizeof(*gaps));	/* first event per room */
-	int ngaps = 0;
+	int ngaps = 0, queued = 0;
 
-	for (uint32_t i = 0; i <= len; i++) {
-		struct outbuf *e = i < len ? old[(head + i) % cap] : b;
+	for (uint32_t i = keep; i <= len; i++) {
+		struct outbuf *e = i < len ? old[(oldhead + i) % cap] : b;
 		int g;
 
 		if (!conn__is_event(e))
@@ -268,9 +397,9 @@ conn__overflow(struct conn *c, struct outbuf *b)
 	c->qhead = c->qlen = c->qframes = 0;
 	c->qbytes = 0;
 	for (uint32_t i = 0; i < len; i++) {
-		struct outbuf *e = old[(head + i) % cap];
+		struct outbuf *e = old[(oldhead + i) % cap];
 
-		if (conn__is_event(e)) {
+		if (i >= keep && conn__is_event(e)) {
 			outbuf_unref(e);
 		} else {
 			c->q[c->qlen++] = e;	/* the reference moves */
@@ -278,6 +407,8 @@ conn__overflow(struct conn *c, struct outbuf *b)
 			c->qframes += e->nframes;
 		}
 	}
+	if (keep > 0)
+		c->qbytes -= c->qoff;
 	free(old);
 	for (int g = 0; g < ngaps; g++) {
 		struct sub *s = conn_find_sub(c, gaps[g]->room);
@@ -308,7 +439,7 @@ conn__overflow(struct conn *c, struct outbuf *b)
 		conn__push(c, b);
 		queued = 1;
 	}
-	flush_want(c);
+	conn__want_write(c);
 	return queued;
 }
 
@@ -316,12 +447,12 @@ int
 conn_send(struct conn *c, struct outbuf *b)
 {
 	/* Replies still go out while a drain waits for in-flight requests. */
-	if (c->wsi == NULL || c->killing || c->close_code == CONN_CLOSE_SLOW)
+	if (c->phase != CONN_OPEN || c->killing || c->close_code == CONN_CLOSE_SLOW)
 		return 0;
 	if (conn__full(c, b))
 		return conn__overflow(c, b);
 	conn__push(c, b);
-	flush_want(c);
+	conn__want_write(c);
 	return 1;
 }
 
@@ -335,36 +466,257 @@ conn_send_text(struct conn *c, const char *text, size_t len)
 }
 
 void
-conn_close(struct conn *c, int code)
+conn_send_raw(struct conn *c, const char *bytes, size_t len)
 {
-	if (c->wsi == NULL || c->close_code)
-		return;
-	c->close_code = code;
-	c->close_ms = util_mono_ms();
-	/* A slow consumer loses what it has not read; others finish writing. */
-	if (code == CONN_CLOSE_SLOW)
-		conn__drop_queue(c);
-	lws_callback_on_writable(c->wsi);
+	struct outbuf *b = outbuf_raw(bytes, len);
+
+	if (c->phase == CONN_OPEN && !c->killing) {
+		conn__push(c, b);
+		conn__want_write(c);
+	}
+	outbuf_unref(b);
 }
 
-int
-conn_on_writable(struct conn *c)
+void
+conn_kill(struct conn *c, int code, const char *why)
 {
-	if (c->killing)
-		return 0;
-	if (flush_write(c) != 0)
-		return -1;
-	if (c->qlen > 0) {
-		lws_callback_on_writable(c->wsi);
-		return 0;
+	unsigned char frame[2 + WSFRAME_CONTROL_MAX];
+	struct outbuf *b;
+	size_t n;
+
+	if (c->killing || c->phase != CONN_OPEN)
+		return;
+	if (!c->close_code)
+		c->close_code = code;
+	conn__release(c);
+	c->phase = CONN_ENDING;
+	c->close_ms = util_mono_ms();
+	conn__drop_queue(c);
+	if (c->kind == CONN_WS) {
+		n = wsframe_close(frame, code, why);
+		b = outbuf_raw((const char *)frame, n);	/* header and body */
+		conn__push(c, b);
+		outbuf_unref(b);
 	}
-	if (c->close_code && (c->refs <= 1 || c->close_code != CONN_CLOSE_DRAIN)) {
+	conn__want_write(c);
+}
+
+void
+conn_close(struct conn *c, int code)
+{
+	if (c->killing || c->close_code || c->phase != CONN_OPEN)
+		return;
+	if (code == CONN_CLOSE_SLOW || c->kind == CONN_SSE) {
+		/* A slow consumer loses what it has not read. */
+		conn_kill(c, code, code == CONN_CLOSE_SLOW ? "slow consumer" : "server draining");
+		return;
+	}
+	c->close_code = code;
+	c->close_ms = util_mono_ms();
+	if (c->kind == CONN_HTTP)
+		c->end_after_write = 1;
+	conn__want_write(c);
+}
+
+void
+conn_end_after_write(struct conn *c)
+{
+	c->end_after_write = 1;
+	conn__want_write(c);
+}
+
+void
+conn_pause_reading(struct conn *c, int pause)
+{
+	if (c->phase != CONN_OPEN || c->reading_paused == pause)
+		return;
+	c->reading_paused = (uint8_t)pause;
+	if (pause)
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	else
+		uv_read_start((uv_stream_t *)&c->tcp, conn__alloc_cb, conn__read_cb);
+}
+
+/* ---------------------------------------------------------------- write */
+
+/* The queue from its unwritten byte on, as at most CONN_IOV_MAX buffers
+ * and about CONN_WRITE_MAX bytes (always at least one buffer). */
+static int
+conn__iov(const struct conn *c, uv_buf_t *iov, size_t *bytes)
+{
+	int n = 0;
+
+	*bytes = 0;
+	while ((uint32_t)n < c->qlen && n < CONN_IOV_MAX && (n == 0 || *bytes < CONN_WRITE_MAX)) {
+		struct outbuf *b = c->q[(c->qhead + (uint32_t)n) % c->qcap];
+		uint32_t off = n == 0 ? c->qoff : 0;
+
+		iov[n].base = (char *)b->data + off;
+		iov[n].len = b->len - off;
+		*bytes += iov[n].len;
+		n++;
+	}
+	return n;
+}
+
+/* n bytes of the queue were written. */
+static void
+conn__advance(struct conn *c, size_t n)
+{
+	c->qbytes -= n;
+	metrics_add(M_WRITE_BYTES, (int64_t)n);
+	c->progress_ms = util_mono_ms();
+	while (n > 0) {
+		struct outbuf *b = c->q[c->qhead];
+		size_t left = b->len - c->qoff;
+
+		if (n < left) {
+			c->qoff += (uint32_t)n;
+			return;
+		}
+		n -= left;
+		c->qframes -= b->nframes;
+		outbuf_unref(b);
+		c->qhead = (c->qhead + 1) % c->qcap;
+		c->qlen--;
+		c->qoff = 0;
+	}
+}
+
+/* The queue is empty: what comes next in the connection's life. */
+static void
+conn__after_write(struct conn *c)
+{
+	if (c->qlen > 0 || c->wreq != NULL || c->phase >= CONN_SHUT)
+		return;
+	if (c->phase == CONN_ENDING) {
+		conn__shutdown(c);
+	} else if (c->kind == CONN_HTTP && c->end_after_write) {
+		c->phase = CONN_ENDING;
+		conn__shutdown(c);
+	} else if (c->kind == CONN_WS && c->close_code &&
+	    c->refs - (c == stepping) <= 1) {	/* no request in flight */
 		log_debug("conn %s: closing with %d", c->cid, c->close_code);
-		conn__kill_later(c, c->close_code, c->close_code == CONN_CLOSE_DRAIN ?
-		    "server draining" : "slow consumer");
+		conn_kill(c, c->close_code, "server draining");
+	} else if (c->reading_paused) {
+		conn_pause_reading(c, 0);
+		if (readers[c->kind] != NULL)
+			readers[c->kind](c, NULL, 0);	/* the requests already read */
 	}
+}
+
+static void
+conn__written(uv_write_t *req, int status)
+{
+	struct conn *c = conn__of(req->handle);
+	size_t n = 0;
+
+	free(req);
+	c->wreq = NULL;
+	if (status < 0) {
+		c->inflight = 0;
+		if (status != UV_ECANCELED)
+			conn_abort(c);
+		return;
+	}
+	for (uint32_t i = 0; i < c->inflight; i++)
+		n += c->q[(c->qhead + i) % c->qcap]->len - (i == 0 ? c->qoff : 0);
+	c->inflight = 0;
+	conn__advance(c, n);
+	conn__flush(c);
+}
+
+/*
+ * One write per connection per turn: as much of the queue as the socket
+ * takes now (uv_try_write, one writev), and the rest through uv_write,
+ * whose callback goes on. The outbufs are written as they are: shared
+ * batches, never copied per recipient.
+ */
+static void
+conn__flush(struct conn *c)
+{
+	uv_buf_t iov[CONN_IOV_MAX];
+	size_t bytes;
+	int n, w;
+
+	while (c->wreq == NULL && c->phase < CONN_SHUT && c->qlen > 0) {
+		n = conn__iov(c, iov, &bytes);
+		w = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)n);
+		if (w == UV_EAGAIN || w == UV_ENOSYS)
+			w = 0;
+		if (w < 0) {
+			conn_abort(c);
+			return;
+		}
+		metrics_add(M_WRITES, 1);
+		if (w > 0)
+			conn__advance(c, (size_t)w);
+		if ((size_t)w == bytes)
+			continue;
+		n = conn__iov(c, iov, &bytes);
+		c->wreq = xmalloc(sizeof(*c->wreq));
+		c->inflight = (uint32_t)n;
+		if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)n, conn__written) != 0) {
+			free(c->wreq);
+			c->wreq = NULL;
+			c->inflight = 0;
+			conn_abort(c);
+			return;
+		}
+		return;
+	}
+	conn__after_write(c);
+}
+
+/* The end-of-turn step: the next CONN_TURN_WRITES connections, in the
+ * order they asked. */
+static int
+conn__write_step(void)
+{
+	int end;
+
+	if (head > 0) {
+		memmove(todo.v, todo.v + head, (size_t)(todo.n - head) * sizeof(*todo.v));
+		todo.n -= head;
+		head = 0;
+	}
+	end = todo.n < CONN_TURN_WRITES ? todo.n : CONN_TURN_WRITES;
+	/* conn_kill may append to the list (and move it): index, never cache. */
+	while (head < end) {
+		struct conn *c = todo.v[head++];
+
+		c->flush_queued = 0;
+		stepping = c;
+		if (c->phase < CONN_SHUT)
+			conn__flush(c);
+		stepping = NULL;
+		conn_unref(c);
+	}
+	if (head < todo.n)
+		return 1;
+	head = todo.n = 0;
 	return 0;
 }
+
+void
+conn_start(void)
+{
+	turn_register(TURN_WRITE, conn__write_step);
+}
+
+void
+conn_shutdown(void)
+{
+	while (conn__write_step())
+		;
+	for (struct conn *c = conn_list; c != NULL; c = c->next)
+		conn__close_handle(c);
+	free(todo.v);
+	memset(&todo, 0, sizeof(todo));
+	head = 0;
+}
+
+/* ---------------------------------------------------------------- time */
 
 void
 conn_heard(struct conn *c)
@@ -373,28 +725,23 @@ conn_heard(struct conn *c)
 }
 
 /* A ping frame as it goes on the wire, shared. Not empty: the client's
- * pong echoes the payload, and lws 4.1.6 passes no empty pong on to the
- * protocol callback (LWS_CALLBACK_RECEIVE_PONG). */
+ * pong echoes the payload. */
 static struct outbuf *
 conn__ping(void)
 {
 	static struct outbuf *ping;
 
-	if (ping == NULL) {
-		ping = outbuf_new("hb", 2, 0);
-		ping->data[0] = 0x89;
-	}
+	if (ping == NULL)
+		ping = outbuf_frame(WSFRAME_PING, (const unsigned char *)"hb", 2);
 	return ping;
 }
 
-/* The heartbeat, done here rather than by lws' retry policy: lws keeps a
- * timer per connection for it in one list sorted by a linear walk, which
- * made every new connection cost O(connections). A connection silent for
- * hb gets a ping; one that leaves that ping unanswered for hb more is
- * closed. (Closing on 2 hb of silence alone closed clients that answered:
- * the sweep runs every second, so with hb near that step a sweep could find
- * the silence since the last pong just under hb, send nothing, and the next
- * one, a little late, find it over 2 hb.) 1 when c was closed. */
+/* A connection silent for hb gets a ping; one that leaves that ping
+ * unanswered for hb more is closed. (Closing on 2 hb of silence alone
+ * closed clients that answered: the sweep runs every second, so with hb
+ * near that step a sweep could find the silence since the last pong just
+ * under hb, send nothing, and the next one, a little late, find it over
+ * 2 hb.) 1 when c was closed. */
 static int
 conn__heartbeat(struct conn *c, uint64_t now)
 {
@@ -417,13 +764,35 @@ conn__heartbeat(struct conn *c, uint64_t now)
 	return 0;
 }
 
+static void
+conn__sweep_ws(struct conn *c, int64_t now_s, uint64_t now, uint64_t loop_now)
+{
+	if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
+		metrics_add(M_TOKEN_EXPIRED, 1);
+		conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
+	} else if (c->close_code == 0 && conn__heartbeat(c, loop_now)) {
+		return;
+	} else if (c->qlen > 0 && now > c->progress_ms &&
+	    now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
+		/* (A ping conn__heartbeat just queued has a progress_ms read
+		 * after now: unsigned, now - progress_ms wrapped.) */
+		metrics_add(M_SLOW_CLOSES, 1);
+		log_info("conn %s (%s): no write progress for %d ms, closing 1013",
+		    c->cid, c->id.user, srv.cfg->stall_timeout_ms);
+		conn_close(c, CONN_CLOSE_SLOW);
+	}
+}
+
 void
 conn_sweep(void)
 {
 	int64_t now_s = util_now_ms() / 1000;
 	uint64_t now = util_mono_ms(), loop_now = uv_now(srv.loop);
+	uint64_t hs = (uint64_t)srv.cfg->handshake_timeout_s * 1000;
+	struct conn *next;
 
-	for (struct conn *c = conn_list; c != NULL; c = c->next) {
+	for (struct conn *c = conn_list; c != NULL; c = next) {
+		next = c->next;
 		if (c->qlen == 0 && c->q != NULL) {
 			/* An idle connection keeps no queue ring (most are
 			 * idle); the next send allocates one again. */
@@ -431,35 +800,30 @@ conn_sweep(void)
 			c->q = NULL;
 			c->qcap = c->qhead = 0;
 		}
-		if (c->killing)
+		if (c->phase == CONN_SHUT && now - c->close_ms > CONN_LINGER_MS) {
+			conn__close_handle(c);
+		} else if (c->phase == CONN_ENDING && now - c->close_ms > CONN_CLOSE_GRACE_MS) {
+			conn__close_handle(c);	/* the client reads nothing */
+		} else if (c->phase != CONN_OPEN || c->killing) {
 			continue;
-		if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
-			metrics_add(M_TOKEN_EXPIRED, 1);
-			conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
-		} else if (c->close_code == 0 && conn__heartbeat(c, loop_now)) {
-			continue;
-		} else if (c->close_code == CONN_CLOSE_SLOW) {
-			/* The close frame waits behind what lws still holds; a
-			 * client that reads nothing at all is dropped. */
-			if (now - c->close_ms > CONN_CLOSE_GRACE_MS)
-				lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		} else if (c->qlen > 0 && now > c->progress_ms &&
-		    now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
-			/* (A ping conn__heartbeat just queued has a progress_ms
-			 * read after now: unsigned, now - progress_ms wrapped.) */
-			metrics_add(M_SLOW_CLOSES, 1);
-			log_info("conn %s (%s): no write progress for %d ms, closing 1013",
-			    c->cid, c->id.user, srv.cfg->stall_timeout_ms);
-			conn_close(c, CONN_CLOSE_SLOW);
+		} else if (c->kind == CONN_WS) {
+			conn__sweep_ws(c, now_s, now, loop_now);
+		} else if (c->kind == CONN_HTTP && c->qlen == 0 && c->wreq == NULL &&
+		    loop_now - c->start_ms >= hs && readers[CONN_HTTP] != NULL) {
+			/* The HTTP reader answers a timeout (408) when it gets
+			 * no bytes with the deadline past. */
+			readers[CONN_HTTP](c, NULL, 0);
 		}
 	}
 }
+
+/* ---------------------------------------------------------------- subs */
 
 struct sub *
 conn_find_sub(struct conn *c, const char *room_id)
 {
 	for (int i = 0; i < c->nsubs; i++)
-		if (strcmp(room_sub_room_id(c->subs[i]), room_id) == 0)
+		if (strcmp(c->subs[i]->room_id, room_id) == 0)
 			return c->subs[i];
 	return NULL;
 }
@@ -495,4 +859,19 @@ int
 conn_count(void)
 {
 	return conn_n;
+}
+
+int64_t
+conn_heap_bytes(void)
+{
+	int64_t n = 0;
+
+	for (struct conn *c = conn_list; c != NULL; c = c->next) {
+		n += (int64_t)malloc_usable_size(c) + (int64_t)malloc_usable_size(c->idnames) +
+		    (int64_t)malloc_usable_size(c->q) + (int64_t)malloc_usable_size(c->subs) +
+		    (int64_t)wsframe_reader_held(&c->rd);
+		if (c->req != NULL)
+			n += (int64_t)malloc_usable_size(c->req) + (int64_t)malloc_usable_size(c->req->buf);
+	}
+	return n;
 }

@@ -3,13 +3,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "net/auth.h"
+#include "net/ws_frame.h"
 
-struct lws;
 struct outbuf;
 struct room;
 struct conn;
+struct http_req;
 
 /* Close codes chatd sends (protocol section 2). */
 #define CONN_CLOSE_DRAIN 1001
@@ -18,8 +20,12 @@ struct conn;
 #define CONN_CLOSE_BAD_UTF8 1007
 #define CONN_CLOSE_TOKEN_EXPIRED 4001
 #define CONN_CLOSE_HEARTBEAT 4008
-/* A 1013 close waits this long for the client to read before the drop. */
+/* A close frame that cannot be written (the client reads nothing) is
+ * given this long; then the socket is closed anyway. */
 #define CONN_CLOSE_GRACE_MS 5000
+/* After chatd's last byte (FIN sent), the client has this long to close
+ * its side before the socket is closed anyway. */
+#define CONN_LINGER_MS 2000
 
 enum sub_state { SUB_JOINING, SUB_LIVE };
 enum sub_role { SUB_MEMBER, SUB_MODERATOR, SUB_ADMIN };
@@ -29,6 +35,7 @@ enum sub_role { SUB_MEMBER, SUB_MODERATOR, SUB_ADMIN };
 struct sub {
 	struct conn *c;
 	struct room *room;
+	const char *room_id;	/* the room's, while attached */
 	int64_t delivered_seq;	/* highest seq queued to the client */
 	struct outbuf **pend;	/* live events held while joining; owned refs */
 	int64_t muted_until_ms;
@@ -43,8 +50,8 @@ struct sub {
 	uint8_t missed;		/* the subscriber link dropped while joining */
 };
 
-/* Who the connection is. user and tenant point into the connection's own
- * allocation (conn.names). */
+/* Who the connection is (set when a WebSocket is accepted). user and
+ * tenant point into conn.idnames. */
 struct conn_identity {
 	const char *user;
 	const char *tenant;
@@ -52,68 +59,117 @@ struct conn_identity {
 	int admin;
 };
 
-/* One WebSocket connection. One allocation: the strings cid, ip, user and
- * tenant live in names[], sized to fit (idle connections are most of a
- * server's memory; docs/architecture.md). */
+/* What the socket speaks. Every connection starts as HTTP; an accepted
+ * upgrade makes it a WebSocket, a stream route an event stream. */
+enum conn_kind { CONN_HTTP, CONN_WS, CONN_SSE };
+
+/* Where the socket is in its life. */
+enum conn_phase {
+	CONN_OPEN,		/* reading and writing */
+	CONN_ENDING,		/* the last bytes are queued: no more input is acted on */
+	CONN_SHUT,		/* everything written, FIN sent: waiting for the peer's */
+	CONN_GONE		/* uv_close called: the handle's callback frees */
+};
+
+/*
+ * One client socket, from accept to close: an HTTP connection, a WebSocket
+ * or an event stream. One allocation holds the libuv handle and the
+ * strings cid and ip (names[]); idle WebSockets are most of a server's
+ * memory (docs/architecture.md), so what only the handshake needs lives in
+ * req and is freed after it, and the frame reader holds nothing between
+ * frames. Reading uses the loop's one buffer (net/conn.c).
+ */
 struct conn {
-	struct lws *wsi;		/* NULL once lws closed it */
+	uv_tcp_t tcp;			/* the socket; first, so a handle is its conn */
+	struct http_req *req;		/* CONN_HTTP: the request being read; owned */
+	struct wsframe_reader rd;	/* CONN_WS: frames being read */
 	struct conn_identity id;
+	char *idnames;			/* user and tenant, NUL-ended; owned */
 	const char *cid;		/* "<worker>-<n>", for the logs and hello */
 	const char *ip;			/* the peer's address */
-	struct conn *prev, *next;	/* all connections of this worker */
-	char *rx;			/* frame being reassembled; owned */
-	size_t rxlen, rxcap;
-	struct outbuf **q;		/* ring of queued obufs (refs); owned */
+	struct conn *prev, *next;	/* every socket of this worker */
+	struct outbuf **q;		/* ring of queued outbufs (refs); owned */
 	uint32_t qhead, qlen, qcap;	/* q: NULL once conn_sweep saw it empty */
-	uint32_t qframes;		/* frames in the queued obufs */
-	size_t qbytes;			/* bytes queued */
+	uint32_t qframes;		/* frames in the queued outbufs */
+	uint32_t qoff;			/* bytes of q[qhead] already written */
+	uint32_t inflight;		/* outbufs at the head in a uv_write */
+	size_t qbytes;			/* bytes queued, not yet written */
+	uv_write_t *wreq;		/* the uv_write in flight; owned */
 	uint64_t progress_ms;		/* last write, or when the queue filled from empty */
 	uint64_t rx_ms;			/* last frame or pong from the client (loop time) */
 	uint64_t ping_ms;		/* last heartbeat ping sent (loop time) */
+	uint64_t start_ms;		/* CONN_HTTP: when this request began to be awaited */
+	uint64_t close_ms;		/* when the close began (phase ENDING) */
 	struct sub **subs;		/* owned, with each sub */
 	int nsubs, subcap;
 	int refs;			/* 1 for the socket + 1 per request in flight */
 	int close_code;			/* close once the queue is written */
-	uint64_t close_ms;		/* when close_code was set */
-	int killing;			/* a polite close is scheduled */
-	int flush_queued;		/* in flush.c's list for this loop turn */
-	int rx_queued;			/* in ws.c's list of this turn's readers */
-	int corked;			/* TCP_CORK on: the 101 waits for the hello */
-	char names[];			/* cid, ip, user, tenant, each NUL-ended */
+	uint8_t kind;			/* enum conn_kind */
+	uint8_t phase;			/* enum conn_phase */
+	uint8_t killing;		/* ENDING or later: no more is sent or executed */
+	uint8_t flush_queued;		/* in the list of this turn's writes */
+	uint8_t end_after_write;	/* CONN_HTTP: close once the queue is written */
+	uint8_t reading_paused;		/* CONN_HTTP: too much output waiting */
+	uint8_t counted;		/* CONN_WS: in the admission counts */
+	char names[];			/* cid, ip, each NUL-ended */
 };
 
-struct conn *conn_new(struct lws *wsi, const struct auth_identity *id, const char *ip);
-/* lws closed the socket: leave every room, drop the queue, drop a ref. */
-void conn_closed(struct conn *c);
+/* A socket accept4()ed by the worker: becomes a connection reading HTTP.
+ * NULL (the fd closed) when libuv refuses it. */
+struct conn *conn_accept(uv_loop_t *loop, int fd);
+/* The HTTP connection c becomes a WebSocket of id. */
+void conn_set_identity(struct conn *c, const struct auth_identity *id);
+
+/* What reads a kind's bytes (net/http.c, net/ws.c register theirs). data
+ * is the loop's read buffer: the reader may change it, and keeps nothing
+ * of it after returning. */
+typedef void conn_reader(struct conn *c, char *data, size_t n);
+void conn_set_reader(enum conn_kind kind, conn_reader *fn);
+/* Called once for every connection that closes, before its queue and
+ * state go (chat/room leaves its rooms; net/ws releases its admission). */
+typedef void conn_hook(struct conn *c);
+void conn_on_close(conn_hook *fn);
 void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
 
-/* Connections listed for something at the end of this loop turn (ws.c's
- * readers, flush.c's writes): each once, while *flag is set, with a
- * reference the list's owner drops when it takes c off. */
+/* Connections listed for something at the end of this loop turn: each
+ * once, while *flag is set, with a reference the list's owner drops when it
+ * takes c off. */
 struct conn_list {
 	struct conn **v;	/* owned */
 	int n, cap;
 };
 /* Appends c (and sets *flag) unless *flag is set. 1: appended. */
-int conn_list_add(struct conn_list *l, struct conn *c, int *flag);
+int conn_list_add(struct conn_list *l, struct conn *c, uint8_t *flag);
+/* An open WebSocket that is not closing. */
 int conn_open(const struct conn *c);
 
-/* Queue an obuf (takes a new ref) to be written at the end of the loop
+/* Queue an outbuf (takes a new ref) to be written at the end of the loop
  * turn. A queue full of room events replaces them by room:gap; one full
  * of replies closes the connection with 1013. An empty queue takes any one
- * obuf (a long history page, or a room's whole batch of one turn, which is
- * shared, not copied). 1 queued, 0 dropped. */
+ * outbuf (a long history page, or a room's whole batch of one turn, which
+ * is shared, not copied). 1 queued, 0 dropped. */
 int conn_send(struct conn *c, struct outbuf *b);
 void conn_send_text(struct conn *c, const char *text, size_t len);
-/* Close with code once what is queued and in flight is done. */
+/* HTTP bytes (a response, an event of a stream), as they are. */
+void conn_send_raw(struct conn *c, const char *bytes, size_t len);
+/* Close with code once what is queued and in flight is done (HTTP: once
+ * the response is written). */
 void conn_close(struct conn *c, int code);
-/* Close now with code, dropping what is queued, without reading more. */
+/* Close now: drop what is queued, send a close frame with code (a
+ * WebSocket), then FIN; nothing more is read or executed. */
 void conn_kill(struct conn *c, int code, const char *why);
-/* Worker exit: carry out scheduled closes, release the timer. */
+/* Close the socket at once (a write failed, the peer reset). */
+void conn_abort(struct conn *c);
+/* End an HTTP connection once its queued response is written. */
+void conn_end_after_write(struct conn *c);
+/* Stop or resume reading an HTTP connection (pipelined requests waiting
+ * for their responses to be written). */
+void conn_pause_reading(struct conn *c, int pause);
+
+/* Worker start and exit. */
+void conn_start(void);
 void conn_shutdown(void);
-/* Called in LWS_CALLBACK_SERVER_WRITEABLE: -1 means close now. */
-int conn_on_writable(struct conn *c);
 
 struct sub *conn_find_sub(struct conn *c, const char *room_id);
 void conn_add_sub(struct conn *c, struct sub *s);
@@ -122,14 +178,18 @@ void conn_remove_sub(struct conn *c, struct sub *s);
 /* The client sent something (a frame or a pong): it is alive. */
 void conn_heard(struct conn *c);
 
-/* Once a second: close connections whose token expired (4001) or whose
- * queue made no progress for stall_timeout_ms (1013); ping connections
- * silent for heartbeat_ms, close those silent for twice that (4008); free
- * the queue ring of connections with nothing queued. */
+/* Once a second: close WebSockets whose token expired (4001) or whose
+ * queue made no progress for stall_timeout_ms (1013); ping those silent for
+ * heartbeat_ms, close those that leave a ping unanswered (4008); end HTTP
+ * requests not read within handshake_timeout_s (408); close sockets whose
+ * peer did not finish closing; free idle queue rings. */
 void conn_sweep(void);
 
-/* Every open connection of this worker. */
+/* Every socket of this worker, and how many. */
 struct conn *conn_first(void);
 int conn_count(void);
+/* Bytes of memory that the connections hold (structs, strings, queues,
+ * readers), for the memory figures. */
+int64_t conn_heap_bytes(void);
 
 #endif

@@ -1,137 +1,343 @@
 #include "net/http.h"
+#include "net/assets.h"
 #include "net/auth.h"
-#include "store/redis.h"
+#include "net/conn.h"
+#include "net/http_req.h"
+#include "net/sse.h"
+#include "net/ws.h"
+#include "lib/util.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
-#include "store/pg_queue.h"
 #include "proc/srv.h"
-#include "lib/util.h"
+#include "store/pg_queue.h"
+#include "store/redis.h"
 
-#include <libwebsockets.h>
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <strings.h>
+#include <time.h>
 
-static int
-http__reply(struct lws *wsi, int status, const char *ctype, const char *body, size_t len)
+#define HTTP_M(m) (1u << (m))
+#define HTTP_GET_HEAD (HTTP_M(HTTP_GET) | HTTP_M(HTTP_HEAD))
+/* Responses waiting to be written past which pipelined requests wait. */
+#define HTTP_QUEUE_MAX (256 * 1024)
+
+typedef void http_handler(struct conn *c, struct http_req *r);
+
+static http_handler http__ws, http__health, http__ready, http__monitoring_json,
+    http__monitoring_stream, http__asset;
+
+/* The routes: an exact path, the methods it answers, the largest body it
+ * takes. A path no route names is an asset (net/assets.c) or 404. */
+static const struct http_route {
+	const char *path;
+	unsigned methods;
+	uint32_t max_body;
+	const char *allow;	/* the Allow header of a 405 */
+	http_handler *fn;
+} http_routes[] = {
+	{ "/ws", HTTP_M(HTTP_GET), 0, "GET", http__ws },
+	{ "/health", HTTP_GET_HEAD, 0, "GET, HEAD", http__health },
+	{ "/ready", HTTP_GET_HEAD, 0, "GET, HEAD", http__ready },
+	{ "/api/monitoring/websocket", HTTP_GET_HEAD, 0, "GET, HEAD", http__monitoring_json },
+	{ "/api/monitoring/stream", HTTP_M(HTTP_GET), 0, "GET", http__monitoring_stream },
+};
+static const struct http_route http_asset_route = {
+	NULL, HTTP_GET_HEAD, 0, "GET, HEAD", http__asset
+};
+
+static const struct http_route *
+http__route(const struct http_req *r)
 {
-	unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start;
-	unsigned char *end = hdr + sizeof(hdr) - 1;
-	unsigned char *buf;
-	int n;
+	size_t n;
+	const char *path = http_req_path(r, &n);
 
-	if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, len, &p, end) ||
-	    lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-	    (const unsigned char *)"no-store", 8, &p, end) ||
-	    lws_finalize_write_http_header(wsi, start, &p, end))
-		return -1;
-	buf = xmalloc(LWS_PRE + len + 1);
-	memcpy(buf + LWS_PRE, body, len);
-	n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-	free(buf);
-	if (n < (int)len)
-		return -1;
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	for (size_t i = 0; i < sizeof(http_routes) / sizeof(http_routes[0]); i++)
+		if (strlen(http_routes[i].path) == n && memcmp(http_routes[i].path, path, n) == 0)
+			return &http_routes[i];
+	return &http_asset_route;
 }
 
-static int
-http__json(struct lws *wsi, int status, const char *body)
+static uint64_t
+http__body_limit(const struct http_req *r)
 {
-	return http__reply(wsi, status, "application/json", body, strlen(body));
+	return http__route(r)->max_body;
+}
+
+static const char *
+http__reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 426: return "Upgrade Required";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+/* The Date header's value, made once a second. */
+static const char *
+http__date(void)
+{
+	static char buf[64];
+	static time_t made;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != made) {
+		gmtime_r(&now, &tm);
+		strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		made = now;
+	}
+	return buf;
+}
+
+void
+http_respond(struct conn *c, const struct http_req *r, int status, const char *ctype,
+    const char *body, size_t len, const char *headers)
+{
+	char head[1024];
+	int keep = r != NULL && r->status == 0 && http_req_keep_alive(r) && !srv.draining;
+	int hn, no_body = (r != NULL && http_req_method(r) == HTTP_HEAD) || status == 304;
+	hn = snprintf(head, sizeof(head),
+	    "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: chatd\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n",
+	    status, http__reason(status), http__date(),
+	    ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "", len,
+	    keep ? "" : "Connection: close\r\n", headers ? headers : "");
+	if (hn < 0 || (size_t)hn >= sizeof(head))
+		log_fatal("http: response head too long");
+	if (no_body || len == 0) {
+		conn_send_raw(c, head, (size_t)hn);
+	} else {
+		char *all = xmalloc((size_t)hn + len);
+
+		memcpy(all, head, (size_t)hn);
+		memcpy(all + hn, body, len);
+		conn_send_raw(c, all, (size_t)hn + len);
+		free(all);
+	}
+	if (!keep)
+		conn_end_after_write(c);
+}
+
+void
+http_respond_error(struct conn *c, const struct http_req *r, int status, const char *why,
+    const char *headers)
+{
+	char body[320];
+	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d}", why, status);
+
+	http_respond(c, r, status, "application/json", body, (size_t)n, headers);
+}
+
+static void
+http__json(struct conn *c, struct http_req *r, int status, const char *body)
+{
+	http_respond(c, r, status, "application/json", body, strlen(body),
+	    "Cache-Control: no-store\r\n");
+}
+
+/* ---------------------------------------------------------------- routes */
+
+static void
+http__ws(struct conn *c, struct http_req *r)
+{
+	struct ws_refusal no;
+
+	if (ws_upgrade(c, r, &no) != 0)
+		http_respond_error(c, r, no.status, no.why, no.header);
+}
+
+static void
+http__health(struct conn *c, struct http_req *r)
+{
+	char body[256];
+
+	snprintf(body, sizeof(body), "{\"status\":\"ok\",\"worker\":%d,\"draining\":%s}",
+	    srv.index, srv.draining ? "true" : "false");
+	http__json(c, r, 200, body);
+}
+
+static void
+http__ready(struct conn *c, struct http_req *r)
+{
+	char body[256];
+	int redis = redis_ready(), pg = pgq_up(srv.pg);
+	int ok = redis && pg && !srv.draining;
+
+	snprintf(body, sizeof(body), "{\"ready\":%s,\"redis\":%s,\"postgres\":%s,\"draining\":%s}",
+	    ok ? "true" : "false", redis ? "true" : "false", pg ? "true" : "false",
+	    srv.draining ? "true" : "false");
+	http__json(c, r, ok ? 200 : 503, body);
 }
 
 /* Monitoring is for loopback (trusted) peers or an admin token. */
 static int
-http__trusted(struct lws *wsi)
+http__trusted(struct conn *c, const struct http_req *r)
 {
-	char ip[64], auth[4200];
+	char token[4200];
 	struct auth_identity id;
-	const char *reason;
-	int n;
+	const char *reason, *auth;
+	size_t n;
 
-	lws_get_peer_simple(wsi, ip, sizeof(ip));
-	if (strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0 ||
-	    strncmp(ip, "::ffff:127.", 11) == 0)
+	if (strncmp(c->ip, "127.", 4) == 0 || strcmp(c->ip, "::1") == 0 ||
+	    strncmp(c->ip, "::ffff:127.", 11) == 0)
 		return 1;
-	n = lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
-	return n > 7 && strncasecmp(auth, "Bearer ", 7) == 0 &&
-	    auth_verify(srv.cfg, auth + 7, &id, &reason) == 0 && id.admin;
+	auth = http_req_header(r, "Authorization", &n);
+	if (auth == NULL || n <= 7 || n - 7 >= sizeof(token) || strncasecmp(auth, "Bearer ", 7) != 0)
+		return 0;
+	memcpy(token, auth + 7, n - 7);
+	token[n - 7] = '\0';
+	return auth_verify(srv.cfg, token, &id, &reason) == 0 && id.admin;
 }
 
-static const char *
-http__mime(const char *path)
+static void
+http__monitoring_json(struct conn *c, struct http_req *r)
 {
-	static const struct { const char *ext, *type; } types[] = {
-		{ ".html", "text/html; charset=utf-8" },
-		{ ".js", "application/javascript" },
-		{ ".mjs", "application/javascript" },
-		{ ".css", "text/css" },
-		{ ".json", "application/json" },
-		{ ".svg", "image/svg+xml" },
-		{ ".png", "image/png" },
-		{ ".ico", "image/x-icon" },
-		{ ".txt", "text/plain; charset=utf-8" },
-	};
-	const char *dot = strrchr(path, '.');
+	char *json;
 
-	for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
-		if (strcmp(dot, types[i].ext) == 0)
-			return types[i].type;
-	return "application/octet-stream";
+	if (!http__trusted(c, r)) {
+		http__json(c, r, 401, "{\"error\":\"admin token required\"}");
+		return;
+	}
+	json = metrics_json();
+	http__json(c, r, 200, json);
+	free(json);
 }
 
-static int
-http__static(struct lws *wsi, const char *path)
+static void
+http__monitoring_stream(struct conn *c, struct http_req *r)
 {
-	char file[1024];
-	struct stat st;
-	int n;
-
-	if (strstr(path, "..") != NULL || path[0] != '/')
-		return http__json(wsi, 400, "{\"error\":\"bad path\"}");
-	if (strcmp(path, "/") == 0 || strcmp(path, "/monitoring") == 0 ||
-	    strcmp(path, "/monitoring/") == 0)
-		path = "/monitoring/index.html";
-	n = snprintf(file, sizeof(file), "%s%s", srv.cfg->assets, path);
-	if (n < 0 || (size_t)n >= sizeof(file) || stat(file, &st) != 0 || !S_ISREG(st.st_mode))
-		return http__json(wsi, 404, "{\"error\":\"not found\"}");
-	n = lws_serve_http_file(wsi, file, http__mime(file), NULL, 0);
-	if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
-		return -1;
-	return 0;
+	if (!http__trusted(c, r)) {
+		http__json(c, r, 401, "{\"error\":\"admin token required\"}");
+		return;
+	}
+	sse_open(c, SSE_MONITORING);
 }
 
-int
-http_request(struct lws *wsi, const char *path)
+static void
+http__asset(struct conn *c, struct http_req *r)
 {
-	char body[256];
+	size_t n, inm_n;
+	const char *path = http_req_path(r, &n);
+	const char *inm = http_req_header(r, "If-None-Match", &inm_n);
+	const struct asset *a;
+	char headers[256];
+	int status = assets_get(path, n, &a);
 
-	if (strcmp(path, "/health") == 0) {
-		snprintf(body, sizeof(body), "{\"status\":\"ok\",\"worker\":%d,\"draining\":%s}",
-		    srv.index, srv.draining ? "true" : "false");
-		return http__json(wsi, 200, body);
+	if (status != 200) {
+		http_respond_error(c, r, status, status == 400 ? "bad path" : "not found", NULL);
+		return;
 	}
-	if (strcmp(path, "/ready") == 0) {
-		int redis = redis_ready(), pg = pgq_up(srv.pg);
-		int ok = redis && pg && !srv.draining;
+	if (http_req_method(r) != HTTP_GET && http_req_method(r) != HTTP_HEAD) {
+		http_respond_error(c, r, 405, "method not allowed", "Allow: GET, HEAD\r\n");
+		return;
+	}
+	snprintf(headers, sizeof(headers), "ETag: %s\r\nCache-Control: %s\r\n", a->etag,
+	    a->cache_control);
+	if (inm != NULL && strlen(a->etag) == inm_n && memcmp(inm, a->etag, inm_n) == 0)
+		http_respond(c, r, 304, NULL, NULL, 0, headers);
+	else
+		http_respond(c, r, 200, a->type, a->data, a->len, headers);
+}
 
-		snprintf(body, sizeof(body), "{\"ready\":%s,\"redis\":%s,\"postgres\":%s,\"draining\":%s}",
-		    ok ? "true" : "false", redis ? "true" : "false", pg ? "true" : "false",
-		    srv.draining ? "true" : "false");
-		return http__json(wsi, ok ? 200 : 503, body);
-	}
-	if (strcmp(path, "/api/monitoring/websocket") == 0) {
-		char *json;
-		int rc;
+/* ---------------------------------------------------------------- reading */
 
-		if (!http__trusted(wsi))
-			return http__json(wsi, 401, "{\"error\":\"admin token required\"}");
-		json = metrics_json();
-		rc = http__json(wsi, 200, json);
-		free(json);
-		return rc;
+static void
+http__handle(struct conn *c, struct http_req *r)
+{
+	const struct http_route *route = http__route(r);
+	char allow[64];
+
+	if (route->fn != http__asset && !(route->methods & HTTP_M(http_req_method(r)))) {
+		snprintf(allow, sizeof(allow), "Allow: %s\r\n", route->allow);
+		http_respond_error(c, r, 405, "method not allowed", allow);
+		return;
 	}
-	return http__static(wsi, path);
+	route->fn(c, r);
+}
+
+/* No complete request within handshake_timeout_s: 408 if it began, else
+ * the idle connection just closes. */
+static void
+http__timeout(struct conn *c)
+{
+	if (http_req_started(c->req)) {
+		log_info("http from %s: request not complete in %d s, 408", c->ip,
+		    srv.cfg->handshake_timeout_s);
+		c->req->status = 408;
+		http_respond_error(c, c->req, 408, "request timeout", NULL);
+	} else {
+		conn_end_after_write(c);
+	}
+}
+
+/* Bytes of an HTTP connection (NULL: the sweep's deadline check, or
+ * reading resumed). Requests are answered one at a time, in order. */
+static void
+http__read(struct conn *c, char *data, size_t n)
+{
+	struct http_req *r = c->req;
+	enum http_req_result res;
+
+	if (data == NULL && r != NULL && !r->complete &&
+	    uv_now(srv.loop) - c->start_ms >= (uint64_t)srv.cfg->handshake_timeout_s * 1000) {
+		http__timeout(c);
+		return;
+	}
+	res = http_req_feed(r, data, n);
+	while (res != HTTP_REQ_MORE) {
+		if (res == HTTP_REQ_ERROR) {
+			log_info("http from %s: %d %s", c->ip, r->status, r->error);
+			http_respond_error(c, r, r->status, r->error, NULL);
+			return;
+		}
+		http__handle(c, r);
+		if (c->kind != CONN_HTTP || c->end_after_write || c->killing)
+			return;		/* upgraded, streaming, or ending */
+		http_req_next(r);
+		c->start_ms = uv_now(srv.loop);
+		if (c->qbytes > HTTP_QUEUE_MAX) {
+			conn_pause_reading(c, 1);
+			return;
+		}
+		res = http_req_feed(r, NULL, 0);
+	}
+}
+
+void
+http_start(void)
+{
+	conn_set_reader(CONN_HTTP, http__read);
+}
+
+void
+http_accept(uv_loop_t *loop, int fd)
+{
+	struct conn *c = conn_accept(loop, fd);
+
+	if (c == NULL)
+		return;
+	c->req = xmalloc(sizeof(*c->req));
+	http_req_init(c->req, http__body_limit, c);
+}
+
+void
+http_tick(void)
+{
+	sse_tick();
 }

@@ -1,11 +1,35 @@
 #ifndef CHATD_HTTP_H
 #define CHATD_HTTP_H
 
-struct lws;
+#include <stddef.h>
+#include <uv.h>
 
-/* Plain HTTP on the WebSocket port: /health, /ready, the monitoring JSON,
- * /monitoring and static files from the assets directory. Returns what the
- * lws callback returns. */
-int http_request(struct lws *wsi, const char *path);
+struct conn;
+struct http_req;
+
+/*
+ * HTTP/1.1 on chatd's port: every accepted socket starts here. Requests are
+ * read by net/http_req.c, answered in order one at a time (keep-alive and
+ * pipelining), and routed by one table: /ws (the WebSocket upgrade,
+ * net/ws.c), /health, /ready, the monitoring JSON and its event stream
+ * (net/sse.c), and the static assets (net/assets.c) for any other path.
+ */
+
+/* Worker start: register the HTTP reader. */
+void http_start(void);
+/* A socket accept4()ed by the worker. */
+void http_accept(uv_loop_t *loop, int fd);
+/* Once a second (the worker's tick): the event streams' updates. */
+void http_tick(void);
+
+/* A response to r (NULL: no request could be read): status line, Date,
+ * Content-Type when ctype, Content-Length, headers (whole lines), body
+ * (not for HEAD or 304). The connection ends after it unless the request
+ * keeps it alive. */
+void http_respond(struct conn *c, const struct http_req *r, int status, const char *ctype,
+    const char *body, size_t len, const char *headers);
+/* A JSON error body {"error": why, "status": status}. */
+void http_respond_error(struct conn *c, const struct http_req *r, int status, const char *why,
+    const char *headers);
 
 #endif

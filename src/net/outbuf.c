@@ -1,5 +1,6 @@
 #include "net/outbuf.h"
 #include "lib/util.h"
+#include "net/ws_frame.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,28 @@ outbuf__put(struct outbuf *b, const char *payload, size_t len, int64_t seq)
 		if (seq > b->last_seq)
 			b->last_seq = seq;
 	}
+}
+
+struct outbuf *
+outbuf_raw(const char *bytes, size_t len)
+{
+	struct outbuf *b = outbuf__alloc(len);
+
+	memcpy(b->data, bytes, len);
+	b->len = (uint32_t)len;
+	return b;
+}
+
+struct outbuf *
+outbuf_frame(int opcode, const unsigned char *payload, size_t len)
+{
+	struct outbuf *b = outbuf__alloc(OUTBUF_HDR_MAX + len);
+
+	b->len = (uint32_t)wsframe_header(b->data, opcode, len);
+	memcpy(b->data + b->len, payload, len);
+	b->len += (uint32_t)len;
+	b->nframes = 1;
+	return b;
 }
 
 struct outbuf *

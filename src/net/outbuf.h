@@ -26,6 +26,10 @@ struct outbuf {
 	unsigned char data[];
 };
 
+/* Bytes as they are (an HTTP response, an event stream's text). */
+struct outbuf *outbuf_raw(const char *bytes, size_t len);
+/* One server frame of opcode (a control frame: ping, close). */
+struct outbuf *outbuf_frame(int opcode, const unsigned char *payload, size_t len);
 /* One frame. seq != 0 makes it a room event (the caller sets room). */
 struct outbuf *outbuf_new(const char *payload, size_t len, int64_t seq);
 /* Append one room event frame to the batch *bp (created when NULL). Only

@@ -1,21 +1,31 @@
 #ifndef CHATD_WS_H
 #define CHATD_WS_H
 
-#include <libwebsockets.h>
+struct conn;
+struct http_req;
 
-/* The one lws protocol: WebSocket /ws and, as protocols[0], plain HTTP. */
-extern const struct lws_protocols ws_protocols[];
+/*
+ * WebSocket (RFC 6455) on an HTTP connection: the upgrade at GET /ws, then
+ * frames (net/ws_frame.c) to commands (proto/cmd.c) and back. The
+ * handshake's checks, in order: the request is an RFC 6455 upgrade
+ * (426 with the version, 400 for the key), the server is not draining
+ * (503), the origin (403), the address's attempt and failure limits (429),
+ * the token (401), the address's and the user's connection limits (429).
+ */
 
-/* End of the loop turn: read on from clients that have more waiting
- * than lws read this turn (called by flush.c before the writes). */
-void ws_read_more(void);
-void ws_shutdown(void);
-/* Before lws_create_context: lws allocates through ws.c, which counts what
- * it holds (monitoring's process.lws_heap_kb, set by ws_report_heap). */
-void ws_count_lib_heap(void);
-void ws_report_heap(void);
+/* A refused upgrade, for net/http.c to answer. */
+struct ws_refusal {
+	int status;
+	const char *why;
+	const char *header;	/* an extra header line ("Name: value\r\n"), or NULL */
+};
 
-/* WebSocket sockets not yet freed (a drain waits for their close frames). */
-int ws_open_sockets(void);
+/* 0: the 101 and the hello are queued, c is a WebSocket and c->req is
+ * gone (r with it). -1: refused, out says how to answer. */
+int ws_upgrade(struct conn *c, struct http_req *r, struct ws_refusal *out);
+
+/* Worker start: WebSocket bytes to the frame reader, admission released
+ * at close. */
+void ws_start(void);
 
 #endif

@@ -116,7 +116,7 @@ metrics__field(struct metrics_worker *w, enum metrics_field f)
 	case M_JOIN_BATCHES: return &w->join_batches;
 	case M_WRITES: return &w->writes;
 	case M_WRITE_BYTES: return &w->write_bytes;
-	case M_LWS_HEAP: return &w->lws_heap;
+	case M_CONN_HEAP: return &w->conn_heap;
 	case M_COUNT: break;
 	}
 	log_fatal("metrics: unknown field %d", (int)f);
@@ -306,7 +306,7 @@ metrics_json(void)
 	    "answering_worker_maxrss_kb", (json_int_t)ru.ru_maxrss,
 	    "answering_worker_heap_used_kb", (json_int_t)((mi.uordblks + mi.hblkhd) / 1024),
 	    "answering_worker_heap_free_kb", (json_int_t)(mi.fordblks / 1024),
-	    "lws_heap_kb", (json_int_t)(sum[M_LWS_HEAP] / 1024)));
+	    "conn_heap_kb", (json_int_t)(sum[M_CONN_HEAP] / 1024)));
 	out = json_dumps(root, JSON_COMPACT);
 	json_decref(root);
 	if (out == NULL)

@@ -40,7 +40,7 @@ struct metrics_worker {
 	int64_t token_expired;
 	int64_t writes;		/* socket writes to WebSocket clients */
 	int64_t write_bytes;
-	int64_t lws_heap;	/* bytes libwebsockets holds (ws.c's allocator) */
+	int64_t conn_heap;	/* bytes the connections hold (conn_heap_bytes) */
 	int64_t accept_paused;	/* accepting paused: out of file descriptors */
 	int64_t join_checks;	/* joins whose member check PostgreSQL answered */
 	int64_t join_batches;	/* the statements that answered them */
@@ -52,7 +52,7 @@ enum metrics_field {
 	M_REDIS_ERRORS, M_REDIS_RECONNECTS, M_PG_CONNECTED, M_PG_ERRORS,
 	M_SYNC_SYNCED, M_SYNC_FAILED, M_SYNC_LAST_MS, M_SYNC_BATCH_US,
 	M_REFUSED_AUTH, M_REFUSED_ORIGIN, M_REFUSED_RATE, M_RATE_LIMITED, M_GAPS,
-	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES, M_LWS_HEAP,
+	M_SLOW_CLOSES, M_TOKEN_EXPIRED, M_WRITES, M_WRITE_BYTES, M_CONN_HEAP,
 	M_ACCEPT_PAUSED, M_JOIN_CHECKS, M_JOIN_BATCHES,
 	M_COUNT		/* the number of fields */
 };

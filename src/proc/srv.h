@@ -6,8 +6,6 @@
 
 #include "proc/config.h"
 
-struct lws_context;
-struct lws_vhost;
 struct rlink;
 struct pgq;
 
@@ -17,8 +15,6 @@ struct srv {
 	const struct cfg *cfg;
 	int index;			/* worker index, 0..workers-1 */
 	uv_loop_t *loop;
-	struct lws_context *lws;
-	struct lws_vhost *vhost;
 	struct rlink *rcmd;		/* commands and scripts */
 	struct rlink *rsub;		/* SUBSCRIBE only */
 	struct rlink *rsync;		/* the sync consumer's blocking reads */

@@ -1,7 +1,6 @@
 #include "proc/worker.h"
 #include "store/redis.h"
 #include "net/conn.h"
-#include "net/flush.h"
 #include "net/admit.h"
 #include "chat/member.h"
 #include "proc/log.h"
@@ -10,8 +9,11 @@
 #include "proc/srv.h"
 #include "store/sync.h"
 #include "net/ws.h"
+#include "net/http.h"
+#include "net/sse.h"
+#include "net/assets.h"
+#include "proc/turn.h"
 
-#include <libwebsockets.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -130,10 +132,7 @@ worker__on_accept(uv_poll_t *p, int status, int events)
 				log_warn("accept: %s", strerror(errno));
 			return;
 		}
-		if (lws_adopt_socket_vhost(srv.vhost, fd) == NULL) {
-			log_warn("lws refused an accepted socket");
-			close(fd);
-		}
+		http_accept(srv.loop, fd);
 	}
 }
 
@@ -155,15 +154,14 @@ worker__finish(void)
 	uv_signal_stop(&sig_int);
 	uv_close((uv_handle_t *)&sig_int, NULL);
 	sync_stop();
-	flush_shutdown();
-	ws_shutdown();
+	sse_shutdown();
 	conn_shutdown();
+	turn_shutdown();
+	assets_free();
 	redis_stop();
 	pgq_close(srv.pg);
 	member_shutdown();
 	pgq_close(srv.pgsync);
-	lws_context_destroy(srv.lws);
-	srv.lws = NULL;
 }
 
 /* Waits until every client is closed and the sync batch in flight is
@@ -172,7 +170,7 @@ static void
 worker__drain_check(uv_timer_t *t)
 {
 	(void)t;
-	if ((conn_count() == 0 && ws_open_sockets() == 0 && !sync_busy()) ||
+	if ((conn_count() == 0 && !sync_busy()) ||
 	    uv_now(srv.loop) >= drain_deadline)
 		worker__finish();
 }
@@ -202,37 +200,8 @@ worker__tick(uv_timer_t *t)
 	(void)t;
 	metrics_set(M_PG_CONNECTED, pgq_up(srv.pg) && pgq_up(srv.pgsync));
 	conn_sweep();
-	ws_report_heap();
-}
-
-static int
-worker__lws(const struct cfg *cfg)
-{
-	/* No validity pings by lws (secs_since_valid_hangup 0; without a
-	 * policy lws applies its default of 300 s): the heartbeat is
-	 * conn_sweep's, as lws keeps each connection's validity timer in one
-	 * list sorted by a linear walk, O(connections) per new connection. */
-	static const lws_retry_bo_t no_validity;
-	struct lws_context_creation_info info;
-	void *loops[1] = { srv.loop };
-
-	memset(&info, 0, sizeof(info));
-	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-	info.protocols = ws_protocols;
-	/* UTF-8 is checked in ws.c: lws' own 1007 close goes through the
-	 * double close of its debug build (see conn.c) and sends no frame. */
-	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_DISABLE_IPV6;
-	info.foreign_loops = loops;
-	info.retry_and_idle_policy = &no_validity;
-	info.timeout_secs = (unsigned int)cfg->handshake_timeout_s;
-	info.timeout_secs_ah_idle = (uint16_t)cfg->handshake_timeout_s;	/* header reading */
-	info.vhost_name = "default";
-	ws_count_lib_heap();
-	srv.lws = lws_create_context(&info);
-	if (srv.lws == NULL)
-		return -1;
-	srv.vhost = lws_get_vhost_by_name(srv.lws, "default");
-	return srv.vhost ? 0 : -1;
+	http_tick();
+	metrics_set(M_CONN_HEAP, conn_heap_bytes());
 }
 
 int
@@ -247,8 +216,6 @@ worker_run(const struct cfg *cfg, int index)
 	admit_set_self(index);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);	/* the parent decides what a hangup means */
-	lws_set_log_level(strcmp(cfg->log_level, "debug") == 0 ?
-	    LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO | LLL_DEBUG : LLL_ERR | LLL_WARN, NULL);
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = cfg;
 	srv.index = index;
@@ -260,10 +227,10 @@ worker_run(const struct cfg *cfg, int index)
 		log_err("cannot listen on %s:%d: %s", cfg->listen, cfg->port, strerror(errno));
 		return 2;
 	}
-	if (worker__lws(cfg) != 0) {
-		log_err("cannot create the libwebsockets context (is libwebsockets-evlib-uv installed?)");
-		return 2;
-	}
+	turn_init(&loop);
+	conn_start();
+	http_start();
+	ws_start();
 	uv_poll_init(&loop, &listen_poll, listen_fd);
 	uv_poll_start(&listen_poll, UV_READABLE, worker__on_accept);
 	uv_timer_init(&loop, &accept_timer);
@@ -283,8 +250,6 @@ worker_run(const struct cfg *cfg, int index)
 	sync_start();
 
 	uv_run(&loop, UV_RUN_DEFAULT);
-	if (srv.lws != NULL)
-		lws_context_destroy(srv.lws);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&loop) != 0)
 		log_debug("loop closed with handles left");

@@ -180,6 +180,67 @@ proto__validate(const struct proto_frame *f, const struct proto_limits *lim,
 	return proto__fail(err, "bad_request", "unknown type \"%.64s\"", f->type);
 }
 
+/* The end of the JSON string token starting at text[i] (a quote): the index
+ * of its closing quote, or len. */
+static size_t
+proto__string_end(const char *text, size_t len, size_t i)
+{
+	for (i++; i < len && text[i] != '"'; i++)
+		if (text[i] == '\\')
+			i++;
+	return i < len ? i : len;
+}
+
+/* A frame too deep to parse still gets its error with its id (one reply
+ * per request, carrying the id): the top-level "id" read without parsing
+ * the rest, as JSON text, when it is a string or an integer; else NULL. */
+static char *
+proto__shallow_id(const char *text, size_t len)
+{
+	int depth = 0, want_key = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = text[i];
+
+		if (ch == '"') {
+			size_t end = proto__string_end(text, len, i), v, ve;
+			json_t *id;
+			char *out = NULL;
+
+			if (depth != 1 || !want_key || end - i != 3 || memcmp(text + i, "\"id\"", 4) != 0) {
+				want_key = 0;
+				i = end;
+				continue;
+			}
+			for (v = end + 1; v < len && text[v] != '\0' && strchr(" \t\r\n:", text[v]) != NULL; v++)
+				;
+			if (v >= len)
+				return NULL;
+			if (text[v] == '"')
+				ve = proto__string_end(text, len, v) + 1;
+			else
+				for (ve = v; ve < len && text[ve] != '\0' && strchr("-0123456789", text[ve]) != NULL; ve++)
+					;
+			if (ve > len || ve == v)
+				return NULL;
+			id = json_loadb(text + v, ve - v, JSON_DECODE_ANY, NULL);
+			if ((json_is_string(id) && json_string_length(id) <= 64) || json_is_integer(id))
+				out = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+			json_decref(id);
+			return out;
+		}
+		if (ch == '{' || ch == '[') {
+			depth++;
+			want_key = depth == 1 && ch == '{';
+		} else if (ch == '}' || ch == ']') {
+			depth--;
+		} else if (ch == ',' && depth == 1) {
+			want_key = 1;
+		}
+	}
+	return NULL;
+}
+
 int
 proto_decode(const char *text, size_t len, const struct proto_limits *lim,
     struct proto_frame *out, struct proto_error *err)
@@ -188,9 +249,11 @@ proto_decode(const char *text, size_t len, const struct proto_limits *lim,
 	json_t *id, *type;
 
 	memset(out, 0, sizeof(*out));
-	if (proto_depth(text, len) > PROTO_MAX_DEPTH)
+	if (proto_depth(text, len) > PROTO_MAX_DEPTH) {
+		out->idjson = proto__shallow_id(text, len);
 		return proto__fail(err, "bad_request", "JSON nested deeper than %d levels",
 		    PROTO_MAX_DEPTH);
+	}
 	out->msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (out->msg == NULL)
 		return proto__fail(err, "bad_request", "not JSON: %.100s", jerr.text);

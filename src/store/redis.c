@@ -1,4 +1,5 @@
 #include "store/redis.h"
+#include "store/redis_lua.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/redis_link.h"
@@ -10,56 +11,32 @@
 #include <string.h>
 
 /*
- * A token bucket per user and operation, the same for every worker and
- * instance: rate tokens a second up to burst, on Redis' clock. The bucket
- * is one string, "<thousandths of a token> <ms>", read and written with one
- * GET (or a part of the send script's MGET) and one SET ... PX, in integers
- * (no float formatted for every send). bucket_now() is Redis' clock in ms;
+ * The scripts are the .lua files beside this one, embedded by
+ * redis_lua.S (redis_lua.h says which files make which script).
+ * They name no key: every key comes in KEYS, named by the functions below.
+ *
+ * bucket.lua, prepended to send.lua and rate.lua: a token bucket per user
+ * and operation, the same for every worker and instance: rate tokens a
+ * second up to burst, on Redis' clock. The bucket is one string,
+ * "<thousandths of a token> <ms>", read and written with one GET (or a part
+ * of the send script's MGET) and one SET ... PX, in integers (no float
+ * formatted for every send). bucket_now() is Redis' clock in ms;
  * bucket_milli() the thousandths of a token there now in a bucket's value
  * (false: a full bucket); bucket_get() reads it; bucket_put() stores what
  * is left.
- */
-#define REDIS_BUCKET_LUA \
-"local function bucket_now()\n" \
-"  local t = redis.call('TIME')\n" \
-"  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
-"end\n" \
-"local function bucket_milli(v, now, rate, burst)\n" \
-"  local cap = burst * 1000\n" \
-"  if v then\n" \
-"    local m, ts = string.match(v, '^(%d+) (%d+)$')\n" \
-"    if m then return math.min(cap, tonumber(m) + math.max(0, now - tonumber(ts)) * rate) end\n" \
-"  end\n" \
-"  return cap\n" \
-"end\n" \
-"local function bucket_get(key, now, rate, burst)\n" \
-"  return bucket_milli(redis.call('GET', key), now, rate, burst)\n" \
-"end\n" \
-"local function bucket_put(key, milli, now, rate, burst)\n" \
-"  redis.call('SET', key, string.format('%d %d', milli, now), 'PX',\n" \
-"    math.ceil(burst * 1000 / rate) + 1000)\n" \
-"end\n"
-
-/* KEYS: 1 bucket. ARGV: 1 rate, 2 burst. Returns 0 (a token taken) or the
- * ms until one is there. */
-static const char redis_rate_lua[] = REDIS_BUCKET_LUA
-"local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-"local now = bucket_now()\n"
-"local milli = bucket_get(KEYS[1], now, rate, burst)\n"
-"if milli < 1000 then return math.ceil((1000 - milli) / rate) end\n"
-"bucket_put(KEYS[1], milli - 1000, now, rate, burst)\n"
-"return 0\n";
-
-/*
- * The send path, for every message:send and message:edit that arrived in
- * one loop turn (sendq.c), in batches of one room each, several rooms per
- * call, atomically. First one MGET reads every room's counter and every
- * item's dedupe key and bucket. Then per room, per item: the idempotency
- * check (also against an earlier item of the same call), the rate limit,
- * seq = the room's counter + 1 (re-seeded from PostgreSQL's maximum if
- * Redis lost the counter), the event into the room stream (id seq-0,
- * trimmed), the ack kept for the dedupe window; then, once for the room,
- * its new events into the sync stream (entries of at most
+ *
+ * rate.lua. KEYS: 1 bucket. ARGV: 1 rate, 2 burst. Returns 0 (a token
+ * taken) or the ms until one is there.
+ *
+ * send.lua, the send path, for every message:send and message:edit that
+ * arrived in one loop turn (send_batch.c), in batches of one room each,
+ * several rooms per call, atomically. First one MGET reads every room's
+ * counter and every item's dedupe key and bucket. Then per room, per item:
+ * the idempotency check (also against an earlier item of the same call),
+ * the rate limit, seq = the room's counter + 1 (re-seeded from PostgreSQL's
+ * maximum if Redis lost the counter), the event into the room stream (id
+ * seq-0, trimmed), the ack kept for the dedupe window; then, once for the
+ * room, its new events into the sync stream (entries of at most
  * REDIS_SYNC_ENTRY_MAX events joined by '\n', "s" the first one's seq: a
  * room's new seqs in a call are consecutive), the counter, the stream's
  * expiry and one PUBLISH of the new events joined by '\n' (an event is
@@ -83,114 +60,17 @@ static const char redis_rate_lua[] = REDIS_BUCKET_LUA
  * Returns per room {-1} when its counter is missing and no floor was given,
  * else per item two values: 1, ack (new); 0, ack (repeat); -2,
  * retry_after_ms.
+ *
+ * history.lua, history from the hot window. KEYS: 1 seq, 2 room stream.
+ * ARGV: 1 from (-1: the newest), 2 to (-1: up to the last), 3 count.
+ * Returns {last_seq, event...} oldest first, or {-1} when Redis has no
+ * counter.
  */
-static const char redis_send_lua[] = REDIS_BUCKET_LUA
-"local maxlen, ttl = ARGV[1], ARGV[2]\n"
-"local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-"local nrooms = tonumber(ARGV[5])\n"
-"local rkeys, pos = {}, {}\n"
-"local k, a = 2, 5\n"
-"for r = 1, nrooms do\n"
-"  local n = tonumber(ARGV[a + 5])\n"
-"  for j = k, k + 1 + 2 * n do\n"
-"    if j ~= k + 1 and not pos[KEYS[j]] then\n"
-"      rkeys[#rkeys + 1] = KEYS[j]\n"
-"      pos[KEYS[j]] = #rkeys\n"
-"    end\n"
-"  end\n"
-"  k, a = k + 2 + 2 * n, a + 5 + 6 * n\n"
-"end\n"
-"local got = redis.call('MGET', unpack(rkeys))\n"
-"local now\n"
-"local counters, milli, taken, seen, res = {}, {}, {}, {}, {}\n"
-"k, a = 2, 5\n"
-"for r = 1, nrooms do\n"
-"  local kseq, kstream = KEYS[k], KEYS[k + 1]\n"
-"  local n = tonumber(ARGV[a + 5])\n"
-"  local cur = counters[kseq] or got[pos[kseq]]\n"
-"  local out = {}\n"
-"  if cur then\n"
-"    cur = tonumber(cur)\n"
-"  elseif ARGV[a + 2] ~= '' then\n"
-"    cur = tonumber(ARGV[a + 2])\n"
-"    local last = redis.call('XREVRANGE', kstream, '+', '-', 'COUNT', 1)\n"
-"    if last[1] then\n"
-"      local s = tonumber(string.match(last[1][1], '^(%d+)'))\n"
-"      if s > cur then cur = s end\n"
-"    end\n"
-"  end\n"
-"  if not cur then\n"
-"    out[1] = -1\n"
-"  else\n"
-"    local evs = {}\n"
-"    for i = 1, n do\n"
-"      local ik, bk, b = KEYS[k + 2 * i], KEYS[k + 1 + 2 * i], a + 5 + 6 * (i - 1)\n"
-"      local ack = seen[ik] or got[pos[ik]]\n"
-"      if ack then\n"
-"        out[#out + 1] = 0\n"
-"        out[#out + 1] = ack\n"
-"      else\n"
-"        now = now or bucket_now()\n"
-"        local m = milli[bk] or bucket_milli(got[pos[bk]], now, rate, burst)\n"
-"        if m < 1000 then\n"
-"          milli[bk] = m\n"
-"          out[#out + 1] = -2\n"
-"          out[#out + 1] = tostring(math.ceil((1000 - m) / rate))\n"
-"        else\n"
-"          milli[bk] = m - 1000\n"
-"          taken[bk] = true\n"
-"          cur = cur + 1\n"
-"          local seq = string.format('%d', cur)\n"
-"          local ev = ARGV[b + 1] .. seq .. ARGV[b + 3]\n"
-"          if ARGV[b + 2] ~= '' then ev = ARGV[b + 1] .. seq .. ARGV[b + 2] .. seq .. ARGV[b + 3] end\n"
-"          redis.call('XADD', kstream, 'MAXLEN', maxlen, seq .. '-0', 'e', ev)\n"
-"          ack = '\"msg_id\":\"' .. ARGV[b + 4] .. '\",\"seq\":' .. seq .. ',\"ts\":' .. ARGV[b + 5]\n"
-"          redis.call('SET', ik, ack, 'EX', ARGV[b + 6])\n"
-"          seen[ik] = ack\n"
-"          evs[#evs + 1] = ev\n"
-"          out[#out + 1] = 1\n"
-"          out[#out + 1] = ack\n"
-"        end\n"
-"      end\n"
-"    end\n"
-"    counters[kseq] = cur\n"
-"    if #evs > 0 then\n"
-"      local first = cur - #evs + 1\n"
-"      for j = 1, #evs, " REDIS_STR(REDIS_SYNC_ENTRY_MAX) " do\n"
-"        redis.call('XADD', KEYS[1], '*', 't', ARGV[a + 3], 'r', ARGV[a + 4],\n"
-"          's', string.format('%d', first + j - 1),\n"
-"          'e', table.concat(evs, '\\n', j, math.min(#evs, j + " REDIS_STR(REDIS_SYNC_ENTRY_MAX) " - 1)))\n"
-"      end\n"
-"      redis.call('SET', kseq, string.format('%d', cur))\n"
-"      redis.call('EXPIRE', kstream, ttl)\n"
-"      redis.call('PUBLISH', ARGV[a + 1], table.concat(evs, '\\n'))\n"
-"    end\n"
-"  end\n"
-"  res[r] = out\n"
-"  k, a = k + 2 + 2 * n, a + 5 + 6 * n\n"
-"end\n"
-"for bk in pairs(taken) do bucket_put(bk, milli[bk], now, rate, burst) end\n"
-"return res\n";
 
-/*
- * History from the hot window. KEYS: 1 seq, 2 room stream. ARGV: 1 from
- * (-1: the newest), 2 to (-1: up to the last), 3 count. Returns
- * {last_seq, event...} oldest first, or {-1} when Redis has no counter.
- */
-static const char redis_hist_lua[] =
-"local last = redis.call('GET', KEYS[1])\n"
-"if not last then return {-1} end\n"
-"local out = {tonumber(last)}\n"
-"local hi = '+'\n"
-"if ARGV[2] ~= '-1' then hi = ARGV[2] .. '-0' end\n"
-"if ARGV[1] == '-1' then\n"
-"  local ev = redis.call('XREVRANGE', KEYS[2], hi, '-', 'COUNT', ARGV[3])\n"
-"  for i = #ev, 1, -1 do out[#out + 1] = ev[i][2][2] end\n"
-"else\n"
-"  local ev = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', hi, 'COUNT', ARGV[3])\n"
-"  for i = 1, #ev do out[#out + 1] = ev[i][2][2] end\n"
-"end\n"
-"return out\n";
+/* send.lua writes REDIS_SYNC_ENTRY_MAX as a number (a script is loaded as
+ * it is, with no parameters of the build); redis_start() checks the two
+ * agree. */
+#define REDIS_SEND_ENTRY_LOOP "for j = 1, #evs, " REDIS_STR(REDIS_SYNC_ENTRY_MAX) " do\n"
 
 static char send_sha[41];
 static char hist_sha[41];
@@ -200,10 +80,25 @@ static uv_timer_t ping_timer;
 static uint64_t ping_sent_us;
 static int ping_outstanding;
 
+/* '/' is not an id character, so tenant/room and tenant/user pairs cannot
+ * collide. */
 void
 redis_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what)
 {
 	snprintf(buf, len, "chatd:{%s/%s}:%s", tenant, room_id, what);
+}
+
+void
+redis_idem_key(char *buf, size_t len, const char *tenant, const char *room_id,
+    const char *user, const char *client_msg_id)
+{
+	snprintf(buf, len, "chatd:{%s/%s}:idem:%s/%s", tenant, room_id, user, client_msg_id);
+}
+
+void
+redis_channel(char *buf, size_t len, const char *tenant, const char *room_id)
+{
+	snprintf(buf, len, "chatd:ev:{%s/%s}", tenant, room_id);
 }
 
 static int scripts_loading;
@@ -233,11 +128,11 @@ redis__load_scripts(struct rlink *l)
 	scripts_loaded = 0;
 	send_sha[0] = hist_sha[0] = rate_sha[0] = '\0';
 	scripts_loading = 0;
-	if (rlink_cmd(l, redis__loaded, send_sha, "SCRIPT LOAD %s", redis_send_lua) == 0)
+	if (rlink_cmd(l, redis__loaded, send_sha, "SCRIPT LOAD %s", redis_lua_send) == 0)
 		scripts_loading++;
-	if (rlink_cmd(l, redis__loaded, hist_sha, "SCRIPT LOAD %s", redis_hist_lua) == 0)
+	if (rlink_cmd(l, redis__loaded, hist_sha, "SCRIPT LOAD %s", redis_lua_history) == 0)
 		scripts_loading++;
-	if (rlink_cmd(l, redis__loaded, rate_sha, "SCRIPT LOAD %s", redis_rate_lua) == 0)
+	if (rlink_cmd(l, redis__loaded, rate_sha, "SCRIPT LOAD %s", redis_lua_rate) == 0)
 		scripts_loading++;
 }
 
@@ -330,6 +225,9 @@ redis_start(void)
 {
 	const struct cfg *c = srv.cfg;
 
+	if (strstr(redis_lua_send, REDIS_SEND_ENTRY_LOOP) == NULL)
+		log_fatal("redis: send.lua does not write REDIS_SYNC_ENTRY_MAX (%d) events an entry",
+		    REDIS_SYNC_ENTRY_MAX);
 	srv.rcmd = rlink_new(srv.loop, "command", c->redis_host, c->redis_port, c->redis_db,
 	    &redis_cmd_ops, NULL);
 	srv.rsub = rlink_new(srv.loop, "subscriber", c->redis_host, c->redis_port, c->redis_db,

@@ -4,7 +4,7 @@
 #include <stddef.h>
 
 /* The worker's Redis side: three links (commands, subscriber, sync
- * consumer), the Lua scripts, key names and the health ping. */
+ * consumer), the Lua scripts (redis_lua.h), key names and the health ping. */
 
 void redis_start(void);
 void redis_stop(void);
@@ -17,10 +17,23 @@ void redis_scripts_missing(void);
 const char *redis_hist_sha(void);
 /* EVALSHA rate 1 <bucket> <rate> <burst> -> 0 or retry_after_ms. */
 const char *redis_rate_sha(void);
-void redis_rate_key(char *buf, size_t len, const char *tenant, const char *user, const char *op);
 
-/* Key names; '{tenant/room}' is the Redis Cluster hash tag of a room. */
+/*
+ * Every Redis name chatd uses is made here (the scripts get theirs in
+ * KEYS). They are data: a name changed loses what Redis holds under the
+ * old one. '{tenant/room}' and '{tenant/user}' are Redis Cluster hash tags.
+ *
+ *   chatd:{T/R}:seq, chatd:{T/R}:stream   redis_key(.., "seq" / "stream")
+ *   chatd:{T/R}:idem:U/C                  redis_idem_key: an ack, for dedupe
+ *   chatd:rb:{T/U}:OP                     redis_rate_key: a token bucket
+ *   chatd:ev:{T/R}                        redis_channel: Pub/Sub, not a key
+ *   chatd:sync, group chatd               REDIS_SYNC_STREAM, REDIS_SYNC_GROUP
+ */
 void redis_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what);
+void redis_idem_key(char *buf, size_t len, const char *tenant, const char *room_id,
+    const char *user, const char *client_msg_id);
+void redis_rate_key(char *buf, size_t len, const char *tenant, const char *user, const char *op);
+void redis_channel(char *buf, size_t len, const char *tenant, const char *room_id);
 #define REDIS_SYNC_STREAM "chatd:sync"
 #define REDIS_SYNC_GROUP "chatd"
 /* Most events in one sync-stream entry ("e": events joined by '\n', "s":

@@ -1,11 +1,10 @@
 #include "store/send_batch.h"
 #include "store/redis.h"
-#include "net/flush.h"
+#include "proc/turn.h"
 #include "lib/hmap.h"
 #include "proc/log.h"
 #include "store/pg_queue.h"
 #include "store/redis_link.h"
-#include "chat/room.h"
 #include "proc/srv.h"
 #include "lib/util.h"
 
@@ -43,6 +42,7 @@ struct sendbatch_call {
 static struct hmap *open_by_room;	/* batches still taking items this turn */
 static struct sendbatch_batch **open_list;
 static int nopen, capopen;
+static int registered;	/* sendbatch_flush is a turn step */
 
 static void
 sendbatch__finish(struct sendbatch_batch *b, enum sendbatch_status st)
@@ -79,7 +79,11 @@ sendbatch_add(struct sendbatch_item *it)
 			open_list = xrealloc(open_list, (size_t)capopen * sizeof(*open_list));
 		}
 		open_list[nopen++] = b;
-		flush_kick();
+		if (!registered) {
+			turn_register(TURN_SEND, sendbatch_flush);
+			registered = 1;
+		}
+		turn_kick();
 	}
 	b->items[b->n++] = it;
 }
@@ -219,14 +223,14 @@ sendbatch__eval(struct sendbatch_call *call)
 
 		redis_key(rkeys[3 * r], SENDBATCH_RKEY, first->tenant, first->room, "seq");
 		redis_key(rkeys[3 * r + 1], SENDBATCH_RKEY, first->tenant, first->room, "stream");
-		room_channel(rkeys[3 * r + 2], SENDBATCH_RKEY, first->tenant, first->room);
+		redis_channel(rkeys[3 * r + 2], SENDBATCH_RKEY, first->tenant, first->room);
 		argv[argc++] = rkeys[3 * r];
 		argv[argc++] = rkeys[3 * r + 1];
 		for (int i = 0; i < b->n; i++, ki += 2) {
 			const struct sendbatch_item *it = b->items[i];
 
-			snprintf(keys[ki], SENDBATCH_KEY, "chatd:{%s/%s}:idem:%s/%s", it->tenant,
-			    it->room, it->user, it->cmid);
+			redis_idem_key(keys[ki], SENDBATCH_KEY, it->tenant, it->room, it->user,
+			    it->cmid);
 			redis_rate_key(keys[ki + 1], SENDBATCH_KEY, it->tenant, it->user, "send");
 			argv[argc++] = keys[ki];
 			argv[argc++] = keys[ki + 1];
@@ -269,14 +273,14 @@ sendbatch__eval(struct sendbatch_call *call)
 	return rc;
 }
 
-void
+int
 sendbatch_flush(void)
 {
 	struct sendbatch_batch **list = open_list;
 	int n = nopen;
 
 	if (n == 0)
-		return;
+		return 0;
 	/* A done callback may queue again: it starts a new list. */
 	open_list = NULL;
 	nopen = capopen = 0;
@@ -296,13 +300,13 @@ sendbatch_flush(void)
 			sendbatch__finish_call(call, SENDBATCH_NO_BUS);
 	}
 	free(list);
+	return 0;
 }
 
 void
 sendbatch_shutdown(void)
 {
-	/* flush_shutdown's last flush has sent every batch (sendbatch_add starts
-	 * its check handle). */
+	/* turn_shutdown's last steps have sent every batch. */
 	hmap_free(open_by_room);
 	open_by_room = NULL;
 }

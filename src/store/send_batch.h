@@ -1,11 +1,11 @@
-#ifndef CHATD_SENDQ_H
-#define CHATD_SENDQ_H
+#ifndef CHATD_SEND_BATCH_H
+#define CHATD_SEND_BATCH_H
 
 /*
  * The send queue: every message:send and message:edit that arrives in one
- * loop turn goes to Redis at the end of the turn (flush.c calls
- * sendbatch_flush), in batches of one room each, several rooms' batches per
- * call of the send script (bus.c). A fast sender's pipelined burst costs
+ * loop turn goes to Redis at the end of the turn (sendbatch_flush,
+ * an end-of-turn step), in batches of one room each, several rooms' batches per
+ * call of the send script (store/redis.c). A fast sender's pipelined burst costs
  * Redis one counter update, one PUBLISH and one bucket update instead of
  * one of each per message, and chatd one pub/sub message; many rooms with
  * a message each share the call and its reads. The items keep their order;
@@ -34,7 +34,7 @@ struct sendbatch_item {
 /* Queues it for this loop turn; done is called exactly once, later. */
 void sendbatch_add(struct sendbatch_item *it);
 /* Sends this turn's batches (flush.c, at the end of every loop turn). */
-void sendbatch_flush(void);
+int sendbatch_flush(void);
 /* After flush_shutdown's last flush: frees the queue's own state. */
 void sendbatch_shutdown(void);
 

@@ -112,7 +112,8 @@ http_respond(struct conn *c, const struct http_req *r, int status, const char *c
 {
 	char head[1024];
 	int keep = r != NULL && r->status == 0 && http_req_keep_alive(r) && !srv.draining;
-	int hn, no_body = (r != NULL && http_req_method(r) == HTTP_HEAD) || status == 304;
+	int hn, no_body = (r != NULL && r->status == 0 && r->headers_done &&
+	    http_req_method(r) == HTTP_HEAD) || status == 304;
 	hn = snprintf(head, sizeof(head),
 	    "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: chatd\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n",
 	    status, http__reason(status), http__date(),
@@ -294,6 +295,8 @@ http__read(struct conn *c, char *data, size_t n)
 	struct http_req *r = c->req;
 	enum http_req_result res;
 
+	if (c->end_after_write)
+		return;		/* the last response is queued: the rest is ignored */
 	if (data == NULL && r != NULL && !r->complete &&
 	    uv_now(srv.loop) - c->start_ms >= (uint64_t)srv.cfg->handshake_timeout_s * 1000) {
 		http__timeout(c);

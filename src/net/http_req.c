@@ -79,6 +79,19 @@ http_req__headers_complete(http_parser *p)
 
 	r->headers_done = 1;
 	r->upgrade = (p->flags & F_UPGRADE) != 0;
+	/* A head that arrived in one piece is measured here: the request
+	 * starts at buf[0] and its last header value ends the head. */
+	if (r->url.len > HTTP_REQ_HEAD_MAX - 16) {
+		r->status = 414;
+		r->error = "request line too long";
+		return -1;
+	}
+	if (r->nheaders > 0 &&
+	    r->value[r->nheaders - 1].off + r->value[r->nheaders - 1].len > HTTP_REQ_HEAD_MAX) {
+		r->status = 431;
+		r->error = "request header fields too large";
+		return -1;
+	}
 	if (p->http_major != 1) {
 		r->status = 505;
 		r->error = "HTTP/1.x only";

@@ -26,7 +26,7 @@ struct join_op {
 	char room[UTIL_ID_MAX + 1];
 	long long since;		/* -1: the latest events */
 	struct sub *sub;
-	uint64_t gen;			/* of sub */
+	uint32_t gen;			/* of sub */
 	char role[16];
 	json_t *result;			/* owned */
 	int64_t last_seq;
@@ -352,7 +352,7 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 struct resync_op {
 	struct conn *c;		/* reference held */
 	struct sub *sub;
-	uint64_t gen;
+	uint32_t gen;
 	int tries;
 	uv_timer_t timer;
 	char room[UTIL_ID_MAX + 1];

@@ -274,17 +274,17 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 		hmap_put(room_by_channel, r->channel, r);
 		metrics_set(M_ROOMS_LOCAL, (int64_t)hmap_count(room_by_channel));
 	}
-	static uint64_t gen;
+	static uint32_t gen;
 
 	if (!hooked) {
 		conn_on_close(room__conn_closed);
+		conn_set_sub_room(room_sub_room_id);
 		hooked = 1;
 	}
 	s = xcalloc(1, sizeof(*s));
 	s->gen = ++gen;
 	s->c = c;
 	s->room = r;
-	s->room_id = r->id;
 	s->state = SUB_JOINING;
 	s->role = strcmp(role, "admin") == 0 ? SUB_ADMIN :
 	    strcmp(role, "moderator") == 0 ? SUB_MODERATOR : SUB_MEMBER;

@@ -13,7 +13,7 @@
 
 /*
  * The table grows: it starts at ADMIT_MIN_SLOTS and doubles (a rehash
- * under the lock, dropping idle slots) whenever more than half of it holds
+ * under the lock, dropping idle slots) whenever more than three quarters hold
  * keys, up to ADMIT_MAX_SLOTS (fewer if the system will not map that
  * much). The mapping reserves the largest size (MAP_NORESERVE) but only
  * the first nslots are ever touched, so its resident size follows the
@@ -158,7 +158,7 @@ admit__grow(int64_t now)
 	}
 	g->used = n;
 	free(keep);
-	log_info("guard: table grown to %u slots (%u in use)", g->nslots, n);
+	log_info("admit: table grown to %u slots (%u in use)", g->nslots, n);
 }
 
 /* The slot of a key, claimed if needed (reusing an idle one); NULL when
@@ -191,7 +191,7 @@ admit__slot(const char *kind, const char *a, const char *b, int claim)
 	if (!claim)
 		return NULL;
 	if (reuse == NULL) {
-		if (fresh == NULL || (g->used + 1) * 2 > g->nslots) {
+		if (fresh == NULL || (g->used + 1) * 4 > g->nslots * 3) {
 			if (g->nslots < g->maxslots) {
 				admit__grow(now);
 				return admit__slot(kind, a, b, claim);

@@ -35,6 +35,7 @@ static int conn_n;
 static char read_buf[CONN_READ_BUF];
 static conn_reader *readers[CONN_SSE + 1];
 static conn_hook *hooks[CONN_HOOKS_MAX];
+static const char *(*sub_room)(const struct sub *s);
 static int nhooks;
 static struct conn_list todo;	/* [head, todo.n): this turn's writes */
 static int head;
@@ -47,6 +48,12 @@ void
 conn_set_reader(enum conn_kind kind, conn_reader *fn)
 {
 	readers[kind] = fn;
+}
+
+void
+conn_set_sub_room(const char *(*fn)(const struct sub *s))
+{
+	sub_room = fn;
 }
 
 void
@@ -117,6 +124,7 @@ conn_accept(uv_loop_t *loop, int fd)
 	size_t lcid, lip;
 	struct conn *c;
 
+
 	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET)
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
@@ -127,8 +135,8 @@ conn_accept(uv_loop_t *loop, int fd)
 	lcid = strlen(cid) + 1;
 	lip = strlen(ip) + 1;
 	c = xcalloc(1, sizeof(*c) + lcid + lip);
-	c->cid = memcpy(c->names, cid, lcid);
-	c->ip = memcpy(c->names + lcid, ip, lip);
+	memcpy(c->cid, cid, lcid);
+	c->ip = memcpy(c->cid + lcid, ip, lip);
 	if (uv_tcp_init(loop, &c->tcp) != 0 || uv_tcp_open(&c->tcp, fd) != 0) {
 		log_warn("accept: libuv refused socket %d", fd);
 		close(fd);
@@ -138,7 +146,7 @@ conn_accept(uv_loop_t *loop, int fd)
 	c->refs = 1;	/* the socket's, dropped in the handle's close callback */
 	c->kind = CONN_HTTP;
 	c->phase = CONN_OPEN;
-	c->start_ms = c->rx_ms = c->ping_ms = uv_now(loop);
+	c->start_ms = c->rx_ms = uv_now(loop);
 	c->next = conn_list;
 	if (conn_list)
 		conn_list->prev = c;
@@ -312,7 +320,8 @@ conn_unref(struct conn *c)
 	wsframe_reader_free(&c->rd);
 	free(c->idnames);
 	free(c->q);
-	free(c->subs);
+	if (c->subs != &c->sub1)
+		free(c->subs);
 	free(c);
 }
 
@@ -823,7 +832,7 @@ struct sub *
 conn_find_sub(struct conn *c, const char *room_id)
 {
 	for (int i = 0; i < c->nsubs; i++)
-		if (strcmp(c->subs[i]->room_id, room_id) == 0)
+		if (strcmp(sub_room(c->subs[i]), room_id) == 0)
 			return c->subs[i];
 	return NULL;
 }
@@ -831,9 +840,17 @@ conn_find_sub(struct conn *c, const char *room_id)
 void
 conn_add_sub(struct conn *c, struct sub *s)
 {
-	if (c->nsubs == c->subcap) {
-		c->subcap = c->subcap ? c->subcap * 2 : 1;	/* most join one room */
-		c->subs = xrealloc(c->subs, (size_t)c->subcap * sizeof(*c->subs));
+	if (c->subcap == 0) {
+		c->subs = &c->sub1;
+		c->subcap = 1;
+	} else if (c->nsubs == c->subcap) {
+		struct sub **v = xmalloc((size_t)c->subcap * 2 * sizeof(*v));
+
+		memcpy(v, c->subs, (size_t)c->nsubs * sizeof(*v));
+		if (c->subs != &c->sub1)
+			free(c->subs);
+		c->subs = v;
+		c->subcap *= 2;
 	}
 	c->subs[c->nsubs++] = s;
 }
@@ -868,7 +885,8 @@ conn_heap_bytes(void)
 
 	for (struct conn *c = conn_list; c != NULL; c = c->next) {
 		n += (int64_t)malloc_usable_size(c) + (int64_t)malloc_usable_size(c->idnames) +
-		    (int64_t)malloc_usable_size(c->q) + (int64_t)malloc_usable_size(c->subs) +
+		    (int64_t)malloc_usable_size(c->q) +
+		    (int64_t)(c->subs != &c->sub1 ? malloc_usable_size(c->subs) : 0) +
 		    (int64_t)wsframe_reader_held(&c->rd);
 		if (c->req != NULL)
 			n += (int64_t)malloc_usable_size(c->req) + (int64_t)malloc_usable_size(c->req->buf);

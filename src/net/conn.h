@@ -35,11 +35,10 @@ enum sub_role { SUB_MEMBER, SUB_MODERATOR, SUB_ADMIN };
 struct sub {
 	struct conn *c;
 	struct room *room;
-	const char *room_id;	/* the room's, while attached */
 	int64_t delivered_seq;	/* highest seq queued to the client */
 	struct outbuf **pend;	/* live events held while joining; owned refs */
 	int64_t muted_until_ms;
-	uint64_t gen;		/* unique per subscription: a freed one's address may come back */
+	uint32_t gen;		/* unique per subscription: a freed one's address may come back */
 	int ridx;
 	int npend, pendcap;
 	int pend_frames;
@@ -74,7 +73,7 @@ enum conn_phase {
 /*
  * One client socket, from accept to close: an HTTP connection, a WebSocket
  * or an event stream. One allocation holds the libuv handle and the
- * strings cid and ip (names[]); idle WebSockets are most of a server's
+ * strings cid and ip; idle WebSockets are most of a server's
  * memory (docs/architecture.md), so what only the handshake needs lives in
  * req and is freed after it, and the frame reader holds nothing between
  * frames. Reading uses the loop's one buffer (net/conn.c).
@@ -85,8 +84,7 @@ struct conn {
 	struct wsframe_reader rd;	/* CONN_WS: frames being read */
 	struct conn_identity id;
 	char *idnames;			/* user and tenant, NUL-ended; owned */
-	const char *cid;		/* "<worker>-<n>", for the logs and hello */
-	const char *ip;			/* the peer's address */
+	const char *ip;			/* the peer's address, in cid[] after the cid */
 	struct conn *prev, *next;	/* every socket of this worker */
 	struct outbuf **q;		/* ring of queued outbufs (refs); owned */
 	uint32_t qhead, qlen, qcap;	/* q: NULL once conn_sweep saw it empty */
@@ -95,12 +93,17 @@ struct conn {
 	uint32_t inflight;		/* outbufs at the head in a uv_write */
 	size_t qbytes;			/* bytes queued, not yet written */
 	uv_write_t *wreq;		/* the uv_write in flight; owned */
-	uint64_t progress_ms;		/* last write, or when the queue filled from empty */
+	union {
+		uint64_t progress_ms;	/* OPEN: last write, or when the queue filled from empty */
+		uint64_t close_ms;	/* ENDING, SHUT: when the close began */
+	};
 	uint64_t rx_ms;			/* last frame or pong from the client (loop time) */
-	uint64_t ping_ms;		/* last heartbeat ping sent (loop time) */
-	uint64_t start_ms;		/* CONN_HTTP: when this request began to be awaited */
-	uint64_t close_ms;		/* when the close began (phase ENDING) */
-	struct sub **subs;		/* owned, with each sub */
+	union {
+		uint64_t ping_ms;	/* CONN_WS: last heartbeat ping sent (loop time) */
+		uint64_t start_ms;	/* CONN_HTTP: when this request began to be awaited */
+	};
+	struct sub **subs;		/* &sub1 or owned; the subs are owned, each with its room */
+	struct sub *sub1;		/* subs while there is at most one (most join one room) */
 	int nsubs, subcap;
 	int refs;			/* 1 for the socket + 1 per request in flight */
 	int close_code;			/* close once the queue is written */
@@ -111,7 +114,7 @@ struct conn {
 	uint8_t end_after_write;	/* CONN_HTTP: close once the queue is written */
 	uint8_t reading_paused;		/* CONN_HTTP: too much output waiting */
 	uint8_t counted;		/* CONN_WS: in the admission counts */
-	char names[];			/* cid, ip, each NUL-ended */
+	char cid[];			/* "<worker>-<n>" (logs, hello), then ip; NUL-ended */
 };
 
 /* A socket accept4()ed by the worker: becomes a connection reading HTTP.
@@ -129,6 +132,9 @@ void conn_set_reader(enum conn_kind kind, conn_reader *fn);
  * state go (chat/room leaves its rooms; net/ws releases its admission). */
 typedef void conn_hook(struct conn *c);
 void conn_on_close(conn_hook *fn);
+/* The room id of a subscription (chat/room registers it), for
+ * conn_find_sub. */
+void conn_set_sub_room(const char *(*fn)(const struct sub *s));
 void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
 

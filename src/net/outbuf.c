@@ -12,21 +12,7 @@
 static size_t
 outbuf__header(unsigned char *h, size_t len)
 {
-	h[0] = 0x81;
-	if (len < 126) {
-		h[1] = (unsigned char)len;
-		return 2;
-	}
-	if (len <= 0xffff) {
-		h[1] = 126;
-		h[2] = (unsigned char)(len >> 8);
-		h[3] = (unsigned char)len;
-		return 4;
-	}
-	h[1] = 127;
-	for (int i = 0; i < 8; i++)
-		h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-	return 10;
+	return wsframe_header(h, WSFRAME_TEXT, len);
 }
 
 /* The frame at p (framed by outbuf__header): its payload and length. */

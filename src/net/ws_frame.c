@@ -26,7 +26,7 @@ void
 wsframe_reader_init(struct wsframe_reader *r, uint64_t max_message)
 {
 	memset(r, 0, sizeof(*r));
-	r->max_message = max_message;
+	r->max_message = max_message < UINT32_MAX ? (uint32_t)max_message : UINT32_MAX;
 	r->utf8 = UTF8_ACCEPT;
 }
 

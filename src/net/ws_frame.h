@@ -62,10 +62,10 @@ struct wsframe_events {
 };
 
 struct wsframe_reader {
-	uint64_t max_message;	/* bytes of one message (all its fragments) */
 	unsigned char *buf;	/* an incomplete frame, from its first byte; owned */
 	uint32_t len, cap;	/* bytes in buf, allocated */
 	uint32_t checked;	/* payload bytes of buf's frame unmasked and UTF-8 checked */
+	uint32_t max_message;	/* bytes of one message (all its fragments) */
 	unsigned char *msg;	/* the fragmented message so far; owned */
 	uint32_t msglen, msgcap;
 	uint32_t utf8;		/* UTF-8 state of the text message so far */

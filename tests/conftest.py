@@ -4,11 +4,9 @@ Run with `make test`, or by hand once the test services run:
     scripts/services.sh start test && /usr/bin/python3 -m pytest tests/
 """
 
-import psycopg2
 import pytest
-import redis
 
-from chatd_harness import Server, chatd_env, sanitizer_reports, unique_id
+from chatd_harness import Server, chatd_env, pg_connect, redis_client, sanitizer_reports, unique_id
 
 
 def shut_down(servers):
@@ -68,14 +66,13 @@ def tenant():
 
 @pytest.fixture
 def db(env):
-    conn = psycopg2.connect(env["DATABASE_URL"], connect_timeout=5)
-    conn.autocommit = True
+    conn = pg_connect()
     yield conn
     conn.close()
 
 
 @pytest.fixture
 def redis_db(env):
-    client = redis.Redis.from_url(env["REDIS_URL"], socket_timeout=5)
+    client = redis_client()
     yield client
     client.close()

@@ -1,6 +1,6 @@
 /*
  * chatd: a real-time team chat server. A parent process and one worker per
- * core (Kore's shape) on libwebsockets + libuv, hiredis and libpq.
+ * core (Kore's shape) on libuv, http-parser, hiredis and libpq.
  *
  *   chatd [-c chatd.conf]          run
  *   chatd -t [-c chatd.conf]       check the configuration

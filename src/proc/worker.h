@@ -3,7 +3,7 @@
 
 #include "proc/config.h"
 
-/* A worker process: its own libuv loop carrying libwebsockets (on its own
+/* A worker process: its own libuv loop carrying chatd's HTTP and WebSocket (on its own
  * SO_REUSEPORT listening socket), hiredis and libpq. Returns the process
  * exit code after a drain. */
 int worker_run(const struct cfg *cfg, int index);

@@ -2,8 +2,9 @@
 """What the send script costs Redis per message, apart from chatd.
 
 Starts a scratch redis-server (no persistence, a free port, pinned to core
-0; this process on core 1), loads the send script as src/bus.c has it, and
-calls it the way sendq.c does, in four shapes:
+0; this process on core 1), loads the send script as chatd does
+(src/store/bucket.lua + send.lua), and calls it the way
+src/store/send_batch.c does, in four shapes:
 
   1x1    one room, one message per call (the shape of S2 before a call took
          several rooms)
@@ -21,7 +22,6 @@ per message (INFO commandstats, wall clock inside EVALSHA).
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -34,28 +34,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"1x1": (1, 1), "10x1": (10, 1), "50x1": (50, 1), "1x20": (1, 20)}
 
 
-def c_string_literals(text, defines):
-    """The concatenated C string literals of text ("..." pieces and
-    BUS_STR(NAME) of a numeric #define)."""
-    out = []
-    for m in re.finditer(r'"((?:[^"\\]|\\.)*)"|BUS_STR\((\w+)\)', text):
-        if m.group(2):
-            out.append(defines[m.group(2)])
-        else:
-            out.append(m.group(1).encode().decode("unicode_escape"))
-    return "".join(out)
-
-
 def send_script():
-    src = open(os.path.join(REPO, "src", "bus.c")).read()
-    hdr = open(os.path.join(REPO, "src", "bus.h")).read()
-    defines = dict(re.findall(r"#define (\w+) (\d+)", hdr))
-    bucket = src[src.index("#define BUS_BUCKET_LUA"):]
-    bucket = bucket[:bucket.index("\n\n")]
-    start = src.index("static const char bus_send_lua[] = BUS_BUCKET_LUA")
-    body = src[start + len("static const char bus_send_lua[] = BUS_BUCKET_LUA"):]
-    body = body[:body.index(";\n")]
-    return c_string_literals(bucket, defines) + c_string_literals(body, defines)
+    """The send script as chatd loads it: src/store/bucket.lua then
+    src/store/send.lua (src/store/redis_lua.S embeds the two so)."""
+    text = b""
+    for name in ("bucket.lua", "send.lua"):
+        with open(os.path.join(REPO, "src", "store", name), "rb") as f:
+            text += f.read()
+    return text
 
 
 def free_port():
@@ -65,7 +51,8 @@ def free_port():
 
 
 def call_args(tag, first, rooms, per_room):
-    """KEYS and ARGV of one call as sendq.c builds them (bus.c's layout):
+    """KEYS and ARGV of one call as send_batch.c builds them (the layout
+    redis.c documents):
     per room its keys and header, its items' keys and fields after it."""
     keys, argv = ["chatd:sync"], ["1000", "86400", "1000000", "1000000", str(rooms)]
     for r in range(rooms):
@@ -134,8 +121,9 @@ def main():
             except redis.ConnectionError:
                 time.sleep(0.05)
         sha = r.script_load(send_script())
-        print(f"send script of src/bus.c on a scratch Redis (port {port}, core 0), "
-              f"{a.messages} messages per shape and repeat, 1,000 rooms, 64-byte bodies")
+        print(f"send script {sha} (src/store/bucket.lua + send.lua) on a scratch Redis "
+              f"(port {port}, core 0), {a.messages} messages per shape and repeat, "
+              f"1,000 rooms, 64-byte bodies")
         print(f"{'shape':>6} {'msgs/call':>9} {'redis cpu us/msg':>17} {'script us/msg':>14}")
         for rep in range(a.repeat):
             for shape in a.shapes.split(","):

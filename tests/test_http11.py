@@ -23,9 +23,8 @@ import time
 
 import pytest
 
-from chatd_harness import REPO, Server, make_token, unique_id
-from conftest import shut_down
-from test_rfc6455 import RawWs
+from chatd_harness import REPO, Server, unique_id
+from test_rfc6455 import RawWs, stop_checked
 
 READ_TIMEOUT = 5.0
 EOF_WITHIN = 2.0
@@ -180,7 +179,7 @@ def slow_server(env, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("chatd-slow"), workers=1,
                  handshake_timeout_s=2).start()
     yield srv
-    shut_down([srv])
+    stop_checked(srv)
 
 
 # ------------------------------------------------------------ status lines

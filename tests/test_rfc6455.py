@@ -34,8 +34,7 @@ import time
 
 import pytest
 
-from chatd_harness import Server, make_token, unique_id
-from conftest import shut_down
+from chatd_harness import Server, make_token, sanitizer_reports, unique_id
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 READ_TIMEOUT = 5.0   # any expected answer
@@ -393,6 +392,18 @@ class RawWs:
 
 # ---------------------------------------------------------------- fixtures
 
+def stop_checked(srv):
+    """Stop a module's own server (as conftest's teardown does): fail on a
+    hang, a crash or a sanitizer report."""
+    try:
+        srv.stop(timeout=15)
+    finally:
+        reports = sanitizer_reports(srv.log())
+        if reports:
+            pytest.fail(f"port {srv.port}: crash or sanitizer report in {srv.log_path}:\n"
+                        + "\n".join(reports[:10]), pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def tenant_m():
     return unique_id("rfc")
@@ -414,7 +425,7 @@ def small_server(env, tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("chatd-small"), workers=1,
                  max_frame_bytes=MAX_FRAME).start()
     yield srv
-    shut_down([srv])
+    stop_checked(srv)
 
 
 @pytest.fixture
@@ -655,9 +666,7 @@ def test_server_closes_tcp_even_if_client_never_answers_close(ws):
     # server's own TCP close within 2 s; the client sends nothing more.
     ws.send_frame(TEXT, ping_json("x"), mask=False)
     ws.expect_close(1002, eof=False)
-    t0 = time.monotonic()
-    ws.expect_eof(EOF_WITHIN)
-    assert time.monotonic() - t0 < EOF_WITHIN + 0.1
+    ws.expect_eof(EOF_WITHIN)  # counted from the close frame's arrival
 
 
 # -------------------------------------------------------------------- UTF-8

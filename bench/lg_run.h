@@ -73,6 +73,7 @@ struct opts {
 	double duration, warmup, drain, setup_timeout;
 	double start_at;	/* CLOCK_REALTIME seconds; 0 = at once */
 	int start_on_signal;	/* after set-up, wait for SIGUSR1 */
+	int pause_at_hellos;	/* after the hellos, say so and wait for SIGUSR1 */
 	const char *token_cmd;
 	const char *secret;
 	const char *tenant;
@@ -109,6 +110,7 @@ struct lg {
 	struct conn **retry_q;	/* owned: FIFO of C_RETRY connections */
 	uint64_t *retry_at;	/* owned: when each may try again */
 	uint32_t retry_head, retry_len;
+	int hellos_marked;	/* "hellos done" printed (--pause-at-hellos) */
 	uint64_t t_setup0, t_first_hello, t_last_hello, t_join0, t_last_join, t_setup_done;
 	struct errtab setup_err;
 	struct hist hs;		/* connect() to hello */

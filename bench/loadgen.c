@@ -29,7 +29,8 @@
 struct lg g;
 
 static volatile sig_atomic_t interrupted;
-static volatile sig_atomic_t go_signal;	/* SIGUSR1 came (--start-on-signal) */
+static volatile sig_atomic_t go_signal;	/* SIGUSR1s so far (--pause-at-hellos,
+					 * --start-on-signal: one each, in order) */
 
 uint64_t
 mono_ns(void)
@@ -109,6 +110,10 @@ usage(FILE *f)
 "  --start-at EPOCH     start sending at this CLOCK_REALTIME time, after set-up\n"
 "  --start-on-signal    after set-up, wait for SIGUSR1 before going on (several\n"
 "                       loadgens of one run hold their connections together)\n"
+"  --pause-at-hellos    once every connection has its hello, print \"hellos done\"\n"
+"                       on stderr and wait for SIGUSR1 before joining (the\n"
+"                       server's cost of the handshakes alone; with\n"
+"                       --start-on-signal, that signal is the second)\n"
 "  --json               print one JSON line of results on stdout\n");
 }
 
@@ -179,7 +184,7 @@ parse_options(int argc, char **argv)
 		O_HOST = 256, O_PORT, O_PATH, O_CONNS, O_ROOMS, O_SENDERS, O_RATE, O_WARMUP,
 		O_DURATION, O_DRAIN, O_IDLE, O_SECRET, O_TOKEN_CMD, O_TENANT, O_USERS, O_TTL,
 		O_SRC, O_CRATE, O_PENDING, O_JOINS, O_CREATE, O_BODY, O_PREFIX, O_SETUP, O_START, O_SIGSTART,
-		O_JSON, O_HELP
+		O_HELLOPAUSE, O_JSON, O_HELP
 	};
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, O_HOST },
@@ -208,6 +213,7 @@ parse_options(int argc, char **argv)
 		{ "setup-timeout", required_argument, NULL, O_SETUP },
 		{ "start-at", required_argument, NULL, O_START },
 		{ "start-on-signal", no_argument, NULL, O_SIGSTART },
+		{ "pause-at-hellos", no_argument, NULL, O_HELLOPAUSE },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 }
@@ -259,6 +265,7 @@ parse_options(int argc, char **argv)
 		case O_SETUP: rc |= parse_num("setup-timeout", optarg, 1, 3600, &g.o.setup_timeout); break;
 		case O_START: rc |= parse_num("start-at", optarg, 0, 1e11, &g.o.start_at); break;
 		case O_SIGSTART: g.o.start_on_signal = 1; break;
+		case O_HELLOPAUSE: g.o.pause_at_hellos = 1; break;
 		case O_CRATE: rc |= parse_num("connect-rate", optarg, 0, 1e7, &g.o.connect_rate); break;
 		case O_TTL: rc |= parse_num("token-ttl", optarg, 60, 1e7, &v); g.o.token_ttl = (long)v; break;
 		case O_PENDING: rc |= parse_num("max-pending", optarg, 1, 1e6, &v); g.o.max_pending = (uint32_t)v; break;
@@ -393,6 +400,24 @@ setup_connect(uint64_t now)
 	return next;
 }
 
+/* Every connection has its hello (or failed): says so once on stderr
+ * (--pause-at-hellos; the driver reads the server's CPU time then), and
+ * whether the joins may start (after the first SIGUSR1). */
+static int
+hellos_done(uint64_t now)
+{
+	if (!g.o.pause_at_hellos)
+		return 1;
+	if (!g.hellos_marked) {
+		g.hellos_marked = 1;
+		fprintf(stderr, "loadgen %s: hellos done: %u of %u in %.3f s, mono_ns %llu\n",
+		    g.o.prefix, g.hellos, g.o.conns, (now - g.t_setup0) / 1e9,
+		    (unsigned long long)now);
+		fflush(stderr);
+	}
+	return go_signal >= 1;
+}
+
 /* Once every connection has its hello (or failed): room:create by each
  * room's first connection, then room:join, in connection order, at most
  * max_joins in flight; refused joins come back from the retry queue.
@@ -445,6 +470,7 @@ setup_finish(uint64_t now)
 		if (c->state != C_JOINED && c->state != C_FAILED && c->state != C_DEAD)
 			conn_abandon(c, "setup_timeout");
 	}
+	(void)hellos_done(now);	/* the driver waits for the line */
 	g.t_setup_done = now;
 	g.phase = P_WAIT;
 	secs = (g.t_last_hello - g.t_setup0) / 1e9;
@@ -517,8 +543,12 @@ advance(uint64_t now, uint64_t *wake)
 	case P_SETUP:
 		next = setup_connect(now);
 		if (g.started == g.o.conns && g.pending == 0) {
-			uint64_t retry = setup_join(now);
+			uint64_t retry = 0;
 
+			if (hellos_done(now))
+				retry = setup_join(now);
+			else
+				retry = now + 1000000;	/* paused until SIGUSR1 */
 			if (retry && (next == 0 || retry < next))
 				next = retry;
 		}
@@ -533,7 +563,7 @@ advance(uint64_t now, uint64_t *wake)
 		return;
 	case P_WAIT:
 		if ((g.o.start_at > 0 && real_s() < g.o.start_at) ||
-		    (g.o.start_on_signal && !go_signal)) {
+		    (g.o.start_on_signal && go_signal < 1 + g.o.pause_at_hellos)) {
 			*wake = now + 1000000;
 			return;
 		}
@@ -574,7 +604,8 @@ static void
 on_go(int sig)
 {
 	(void)sig;
-	go_signal = 1;
+	if (go_signal < 8)
+		go_signal++;
 }
 
 static void
@@ -747,7 +778,7 @@ main(int argc, char **argv)
 	cap = g.o.setup_timeout + g.o.warmup + g.o.duration + g.o.drain + 30;
 	if (g.o.start_at > 0 && g.o.start_at > real_s())
 		cap += g.o.start_at - real_s();
-	if (g.o.start_on_signal)
+	if (g.o.start_on_signal || g.o.pause_at_hellos)
 		cap += g.o.setup_timeout;	/* the others' set-up, at most */
 	alarm((unsigned)ceil(cap));
 	loop();

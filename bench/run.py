@@ -133,6 +133,24 @@ def proc_cpu_s(pid):
         return 0.0
 
 
+def proc_oncpu_ns(pid):
+    """Nanoseconds a process has been on a CPU, all its threads
+    (/proc/PID/task/TID/schedstat, first field: ns resolution, where
+    /proc/PID/stat counts clock ticks). Exact for a process that is
+    asleep; a running one's current slice may be missing."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def cores_ticks():
     """{cpuN: [user, nice, system, idle, iowait, irq, softirq, steal]} ticks."""
     out = {}
@@ -329,6 +347,14 @@ class Chatd:
     def cpu_s(self):
         return sum(proc_cpu_s(p) for p in self.pids())
 
+    def worker_pids(self):
+        """The workers' pids (monitoring), or every process if it does not say."""
+        try:
+            pids = [w["pid"] for w in self.monitoring()["workers"] if w.get("pid")]
+        except (OSError, ValueError, KeyError, TypeError):
+            pids = []
+        return pids or self.pids()
+
     def wait_sync(self, timeout=20):
         """Until the PostgreSQL sync has caught up with this run's messages,
         so that the next run does not inherit a backlog. Returns the wait."""
@@ -403,9 +429,10 @@ class Loadgens:
     them (each its own rooms and id prefix)."""
 
     def __init__(self, port, secret, prefix, spec):
-        self.procs, self.outputs, self.setup_lines = [], [], []
+        self.procs, self.outputs, self.setup_lines, self.hello_lines = [], [], [], []
         self.lock = threading.Lock()
         self.all_setup = threading.Event()
+        self.all_hellos = threading.Event()     # spec["pause_at_hellos"]
         conns = spec["conns"]
         nproc = max(1, -(-conns // MAX_CONNS_PER_PROC))
         if nproc > 1 and spec.get("senders"):
@@ -425,6 +452,8 @@ class Loadgens:
                     args += ["--" + key.replace("_", "-"), str(spec[key])]
             if spec.get("idle"):
                 args.append("--idle")
+            if spec.get("pause_at_hellos"):
+                args.append("--pause-at-hellos")
             if nproc > 1:
                 args.append("--start-on-signal")
             self.cap = (spec.get("setup_timeout", 60) + spec.get("warmup", 1) +
@@ -442,6 +471,11 @@ class Loadgens:
                     self.setup_lines.append(line)
                     if len(self.setup_lines) == self.nproc:
                         self.all_setup.set()
+            elif "hellos done" in line:
+                with self.lock:
+                    self.hello_lines.append(line)
+                    if len(self.hello_lines) == self.nproc:
+                        self.all_hellos.set()
             else:
                 log(f"loadgen: {line}")
 
@@ -459,6 +493,13 @@ class Loadgens:
                 raise RuntimeError(f"loadgen failed (exit {p.returncode}): {out[-500:]}")
             self.outputs.append(json.loads(lines[-1]))
         return self.outputs
+
+    def join(self):
+        """--pause-at-hellos: every loadgen has its hellos and waits; the
+        joins may start (each loadgen's first SIGUSR1)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGUSR1)
 
     def go(self):
         """Several loadgens wait after their set-up (--start-on-signal) until
@@ -528,10 +569,12 @@ class Bench:
         self.commit, self.dirty = git_commit()
         # Another binary than build/chatd (--chatd): which one, so an A/B
         # run can be told apart from the commit's own in results.jsonl.
+        # build/chatd's sha1 too: another checkout's `make` may replace it
+        # between the runs of an A/B series.
         self.binary = {}
         if CHATD != BUILT_CHATD:
             self.binary["chatd_bin"] = str(CHATD)
-            self.binary["chatd_sha1"] = hashlib.sha1(CHATD.read_bytes()).hexdigest()
+        self.binary["chatd_sha1"] = hashlib.sha1(CHATD.read_bytes()).hexdigest()
         if args.note:
             self.binary["note"] = args.note
         self.session = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
@@ -572,9 +615,22 @@ class Bench:
             mon0 = chatd.monitoring()
             profile = bool(self.args.perf) and scenario in self.args.perf
             perf = Perf(chatd, tag, self.args.perf_callgraph) if profile and measure_idle else None
+            wpids = chatd.worker_pids()
             snap0 = CpuSnap(chatd)
+            oncpu0 = sum(proc_oncpu_ns(p) for p in wpids)
             lg = Loadgens(self.port, self.secret, prefix, spec)
             rss1 = None
+            hello_cpu = None
+            if spec.get("pause_at_hellos"):
+                # The loadgens stop once every connection has its hello, so
+                # the workers' CPU time of the handshakes alone (upgrade,
+                # token, hello) is read while they sleep, before any join.
+                if not lg.all_hellos.wait(lg.cap):
+                    raise RuntimeError("the loadgens did not report their hellos")
+                oncpu_h = sum(proc_oncpu_ns(p) for p in wpids)
+                hello_cpu = CpuSnap(chatd).since(snap0)
+                hello_cpu["workers_oncpu_s"] = round((oncpu_h - oncpu0) / 1e9, 4)
+                lg.join()
             # Set-up (handshakes, joins) and the run proper are measured apart;
             # an idle run is profiled during its set-up, the others after it.
             if not lg.all_setup.wait(lg.cap):
@@ -617,7 +673,8 @@ class Bench:
             },
             # CPU seconds of each part, during set-up and after it, and of
             # each core (softirq: loopback TCP; steal: the hypervisor).
-            "cpu": {"setup": setup_cpu, "run": run_cpu, "loadgen_total_s": round(lg_cpu, 2)},
+            "cpu": {"setup": setup_cpu, "run": run_cpu, "loadgen_total_s": round(lg_cpu, 2),
+                    **({"hellos": hello_cpu} if hello_cpu else {})},
             # Redis' commands after set-up: calls and CPU microseconds each.
             "redis_cmds": redis_cmds,
             "wall_s": round(snap2.t - snap0.t, 1),
@@ -643,6 +700,11 @@ class Bench:
                 rec["server"]["socket_writes"] = w
                 rec["server"]["deliveries_per_write"] = round(
                     rec["server"]["deliveries"] / w, 2) if w else None
+        if hello_cpu and r["setup"]["hellos"]:
+            # The workers' CPU (all threads, schedstat) from the loadgens'
+            # start to their last hello, per hello: connection set-up alone.
+            rec["server"]["setup_cpu_us_per_conn"] = round(
+                hello_cpu["workers_oncpu_s"] * 1e6 / r["setup"]["hellos"], 1)
         if perf_top:
             rec["perf_top"] = perf_top
         if rss1 is not None and r["setup"]["joined"]:
@@ -707,7 +769,7 @@ class Bench:
             """S3's spec: n idle connections in rooms of 10, held 4 s."""
             return {"conns": n, "rooms": max(1, n // 10), "idle": True, "warmup": 0,
                     "duration": 4, "drain": 0, "setup_timeout": 120, "max_pending": 1024,
-                    **more}
+                    "pause_at_hellos": True, **more}
 
         if "S3" in only:
             self.run("S3", f"S3 {a.s3_conns} idle", idle(a.s3_conns), measure_idle=True)
@@ -734,7 +796,11 @@ def summary_line(r):
     log(f"  cpu after set-up  {cpu_line(r['cpu']['run'])}")
     if r.get("idle"):
         s = r["setup"]
+        if r["cpu"].get("hellos"):
+            log(f"  cpu until the last hello {cpu_line(r['cpu']['hellos'])}; workers on CPU "
+                f"{r['cpu']['hellos']['workers_oncpu_s']:.3f} s")
         return (f"{s['joined']} joined, {s['hellos_per_s']:.0f} handshakes/s, "
+                f"set-up {r['server'].get('setup_cpu_us_per_conn', '-')} us CPU/conn, "
                 f"{r['server'].get('kib_per_conn')} KiB/conn, errors {s['errors']}")
     lat = r["latency_us"]
     return (f"{r['msgs_per_s']:.0f} msgs/s, {r['deliveries_per_s']:.0f} deliveries/s, "
@@ -820,14 +886,17 @@ def markdown(records):
                    f"{sum(x['ok'] for x in rs)}/{len(rs)} |")
     idle = [r for r in records if r.get("idle")]
     if idle:
-        out += ["", "| run | joined | handshakes/s | handshake p50 ms | p99 ms | joins/s | "
-                "RSS before KiB | RSS held KiB | KiB/conn | setup errors |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        out += ["", "Set-up CPU: chatd's workers' CPU time from the loadgens' start to the "
+                "last hello (upgrade, token, hello; no joins), per connection.", "",
+                "| run | joined | handshakes/s | handshake p50 ms | p99 ms | set-up CPU us/conn | "
+                "joins/s | RSS before KiB | RSS held KiB | KiB/conn | setup errors |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in idle:
             s, sv = r["setup"], r["server"]
             errs = ", ".join(f"{k} {v}" for k, v in s["errors"].items())
             out.append(f"| {r['label']} | {s['joined']} | {s['hellos_per_s']:,.0f} | "
                        f"{ms(s['handshake_us']['p50'])} | {ms(s['handshake_us']['p99'])} | "
+                       f"{sv.get('setup_cpu_us_per_conn', '-')} | "
                        f"{s['joins_per_s']:,.0f} | {sv['rss_kib_before']:,} | "
                        f"{(sv['rss_kib_idle'] or 0):,} | {sv.get('kib_per_conn')} | {errs or '-'} |")
     busy = [f"{r['label']} ({r['busy_before']:.2f})" for r in records

@@ -49,3 +49,31 @@ def test_idle_run_holds_joined_connections(server, tenant):
     assert r["setup"]["hellos"] == 60 and r["setup"]["joined"] == 60
     assert r["setup"]["handshake_us"]["count"] == 60
     assert r["lost_conns"] == 0 and r["sent"] == 0
+
+
+def test_pause_at_hellos_waits_for_sigusr1_before_joining(server, tenant):
+    # S3's pause (bench/run.py reads chatd's CPU there): every hello first,
+    # a line on stderr, no join until SIGUSR1.
+    import signal
+    import time
+    proc = subprocess.Popen(
+        [str(LOADGEN), "--json", "--port", str(server.port), "--secret", SECRET,
+         "--tenant", tenant, "--id-prefix", tenant + "-", "--create-rooms",
+         "--conns", "30", "--rooms", "3", "--idle", "--warmup", "0", "--duration", "0.5",
+         "--drain", "0", "--setup-timeout", "30", "--pause-at-hellos"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "hellos done: 30 of 30" in line, line
+        time.sleep(0.5)
+        assert proc.poll() is None, "loadgen went on without the signal"
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "setup done" in err and "hellos done" not in err, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["setup"]["hellos"] == 30 and r["setup"]["joined"] == 30
+    assert r["errors"] == {} and r["setup"]["errors"] == {}, r

@@ -31,7 +31,7 @@ struct admit_slot {
 	int32_t attempts;
 	int32_t fail_start;	/* auth failures window, monotonic seconds */
 	int32_t fails;
-	uint16_t active[];	/* open connections per worker, g->workers of them */
+	uint32_t active[];	/* open connections per worker, g->workers of them */
 };
 
 struct admit_shm {
@@ -59,7 +59,7 @@ int
 admit_init(const struct cfg *c)
 {
 	pthread_mutexattr_t a;
-	size_t stride = (sizeof(struct admit_slot) + 2 * (size_t)c->workers + 7) & ~(size_t)7;
+	size_t stride = (sizeof(struct admit_slot) + 4 * (size_t)c->workers + 7) & ~(size_t)7;
 	uint32_t max = ADMIT_MAX_SLOTS;
 	void *p;
 
@@ -114,10 +114,10 @@ admit__now(void)
 	return ts.tv_sec;
 }
 
-static int
+static int64_t
 admit__active(const struct admit_slot *s)
 {
-	int n = 0;
+	int64_t n = 0;
 
 	for (uint32_t i = 0; i < g->workers; i++)
 		n += s->active[i];
@@ -294,10 +294,10 @@ admit__count(const char *ip, const char *tenant, const char *user, int delta)
 	admit__lock();
 	s = admit__slot("ip", ip, NULL, delta > 0);
 	if (s != NULL && (delta > 0 || s->active[gself] > 0))
-		s->active[gself] = (uint16_t)(s->active[gself] + delta);
+		s->active[gself] = (uint32_t)((int64_t)s->active[gself] + delta);
 	s = admit__slot("user", tenant, user, delta > 0);
 	if (s != NULL && (delta > 0 || s->active[gself] > 0))
-		s->active[gself] = (uint16_t)(s->active[gself] + delta);
+		s->active[gself] = (uint32_t)((int64_t)s->active[gself] + delta);
 	admit__unlock();
 }
 

@@ -1,8 +1,10 @@
 #include "net/assets.h"
 #include "lib/hmap.h"
 #include "lib/util.h"
+#include "proc/log.h"
 #include "proc/srv.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,7 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct hmap *cache;	/* file name -> struct asset, owned */
+#define ASSETS_DEPTH_MAX 8
+#define ASSETS_FILES_MAX 4096
+
+static struct hmap *cache;	/* URL path ("/monitoring/index.html") -> struct asset, owned */
+static unsigned scan_gen;	/* the scan that last saw each asset */
+static int nfiles;
 
 static const char *
 assets__type(const char *file)
@@ -37,26 +44,10 @@ assets__type(const char *file)
 	return "application/octet-stream";
 }
 
-/* A URL path as a file name under the assets directory; -1 when it tries
- * to leave it (a "..", a NUL, a backslash) or is too long. */
-static int
-assets__file(const char *path, size_t n, char *file, size_t len)
+static int64_t
+assets__mtime(const struct stat *st)
 {
-	char p[1024];
-	int w;
-
-	if (n == 0 || n >= sizeof(p) || path[0] != '/' || memchr(path, '\0', n) ||
-	    memchr(path, '\\', n))
-		return -1;
-	memcpy(p, path, n);
-	p[n] = '\0';
-	if (strstr(p, "/..") != NULL || strstr(p, "//") != NULL)
-		return -1;
-	if (strcmp(p, "/") == 0 || strcmp(p, "/monitoring") == 0)
-		snprintf(p, sizeof(p), "/monitoring/index.html");
-	w = snprintf(file, len, "%s%s%s", srv.cfg->assets, p,
-	    p[strlen(p) - 1] == '/' ? "index.html" : "");
-	return w < 0 || (size_t)w >= len ? -1 : 0;
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
 static int
@@ -64,13 +55,13 @@ assets__load(const char *file, const struct stat *st, struct asset *a)
 {
 	int fd = open(file, O_RDONLY | O_CLOEXEC);
 	size_t got = 0;
+	char *data;
 
 	if (fd < 0)
 		return -1;
-	free(a->data);
-	a->data = xmalloc((size_t)st->st_size + 1);
+	data = xmalloc((size_t)st->st_size + 1);
 	while (got < (size_t)st->st_size) {
-		ssize_t r = read(fd, a->data + got, (size_t)st->st_size - got);
+		ssize_t r = read(fd, data + got, (size_t)st->st_size - got);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -79,8 +70,10 @@ assets__load(const char *file, const struct stat *st, struct asset *a)
 		got += (size_t)r;
 	}
 	close(fd);
+	free(a->data);
+	a->data = data;
 	a->len = got;
-	a->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	a->mtime_ns = assets__mtime(st);
 	a->type = assets__type(file);
 	a->cache_control = strstr(a->type, "text/html") ? "no-cache" : "public, max-age=300";
 	snprintf(a->etag, sizeof(a->etag), "\"%llx-%llx\"", (unsigned long long)got,
@@ -88,40 +81,115 @@ assets__load(const char *file, const struct stat *st, struct asset *a)
 	return 0;
 }
 
+/* One file of the tree: loaded when new or changed. */
+static void
+assets__file(const char *file, const char *url, const struct stat *st)
+{
+	struct asset *a = hmap_get(cache, url);
+
+	if (a == NULL) {
+		if (nfiles >= ASSETS_FILES_MAX || st->st_size > ASSETS_FILE_MAX)
+			return;
+		a = xcalloc(1, sizeof(*a));
+		hmap_put(cache, url, a);
+		nfiles++;
+	}
+	a->seen = scan_gen;
+	if (a->data == NULL || a->len != (size_t)st->st_size || a->mtime_ns != assets__mtime(st))
+		if (assets__load(file, st, a) != 0)
+			a->seen = 0;	/* gone again: dropped below */
+}
+
+static void
+assets__walk(const char *dir, const char *url, int depth)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char file[1024], sub[1024];
+		struct stat st;
+		int fn, un;
+
+		if (e->d_name[0] == '.')
+			continue;	/* ., .., and hidden files are not served */
+		fn = snprintf(file, sizeof(file), "%s/%s", dir, e->d_name);
+		un = snprintf(sub, sizeof(sub), "%s/%s", url, e->d_name);
+		if (fn < 0 || (size_t)fn >= sizeof(file) || un < 0 || (size_t)un >= sizeof(sub) ||
+		    stat(file, &st) != 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth < ASSETS_DEPTH_MAX)
+			assets__walk(file, sub, depth + 1);
+		else if (S_ISREG(st.st_mode))
+			assets__file(file, sub, &st);
+	}
+	closedir(d);
+}
+
+struct assets__gone {
+	char **keys;
+	int n;
+};
+
+static void
+assets__collect(const char *key, void *value, void *arg)
+{
+	struct asset *a = value;
+	struct assets__gone *g = arg;
+
+	if (a->seen != scan_gen)
+		g->keys[g->n++] = xstrdup(key);
+}
+
+void
+assets_scan(void)
+{
+	struct assets__gone gone = { NULL, 0 };
+
+	if (cache == NULL)
+		cache = hmap_new();
+	if (++scan_gen == 0)
+		scan_gen = 1;
+	assets__walk(srv.cfg->assets, "", 0);
+	gone.keys = xcalloc((size_t)nfiles + 1, sizeof(*gone.keys));
+	hmap_each(cache, assets__collect, &gone);
+	for (int i = 0; i < gone.n; i++) {
+		struct asset *a = hmap_del(cache, gone.keys[i]);
+
+		free(a->data);
+		free(a);
+		free(gone.keys[i]);
+		nfiles--;
+	}
+	free(gone.keys);
+}
+
 int
 assets_get(const char *path, size_t n, const struct asset **out)
 {
-	char file[1200];
-	struct stat st;
-	struct asset *a;
+	char p[1024];
+	const struct asset *a;
 
-	if (assets__file(path, n, file, sizeof(file)) != 0)
+	if (n == 0 || n >= sizeof(p) - sizeof("/index.html") || path[0] != '/' ||
+	    memchr(path, '\0', n) || memchr(path, '\\', n))
 		return 400;
-	if (stat(file, &st) != 0)
+	memcpy(p, path, n);
+	p[n] = '\0';
+	if (strstr(p, "/..") != NULL || strstr(p, "//") != NULL)
+		return 400;
+	if (strcmp(p, "/") == 0 || strcmp(p, "/monitoring") == 0)
+		snprintf(p, sizeof(p), "/monitoring/index.html");
+	if (p[n - 1] == '/')
+		p[--n] = '\0';
+	a = cache ? hmap_get(cache, p) : NULL;
+	if (a == NULL && cache != NULL) {
+		memcpy(p + n, "/index.html", sizeof("/index.html"));	/* a directory */
+		a = hmap_get(cache, p);
+	}
+	if (a == NULL)
 		return 404;
-	if (S_ISDIR(st.st_mode)) {
-		size_t l = strlen(file);
-
-		if (l + sizeof("/index.html") > sizeof(file))
-			return 404;
-		memcpy(file + l, "/index.html", sizeof("/index.html"));
-		if (stat(file, &st) != 0)
-			return 404;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > ASSETS_FILE_MAX)
-		return 404;
-	if (cache == NULL)
-		cache = hmap_new();
-	a = hmap_get(cache, file);
-	if (a == NULL) {
-		a = xcalloc(1, sizeof(*a));
-		hmap_put(cache, file, a);
-	}
-	if (a->data == NULL || a->len != (size_t)st.st_size ||
-	    a->mtime_ns != (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec) {
-		if (assets__load(file, &st, a) != 0)
-			return 404;
-	}
 	*out = a;
 	return 200;
 }
@@ -145,4 +213,5 @@ assets_free(void)
 	hmap_each(cache, assets__free_one, NULL);
 	hmap_free(cache);
 	cache = NULL;
+	nfiles = 0;
 }

@@ -25,9 +25,6 @@
  * sends to Redis) between them, and what arrives meanwhile joins the
  * queues of the connections not yet written, leaving in the same write. */
 #define CONN_TURN_WRITES 128
-/* An HTTP connection with this much unwritten stops being read (pipelined
- * requests wait in the kernel) until it is written. */
-#define CONN_HTTP_QUEUE_MAX (256 * 1024)
 #define CONN_HOOKS_MAX 4
 
 static struct conn *conn_list;

@@ -212,7 +212,7 @@ http__monitoring_json(struct conn *c, struct http_req *r)
 	char *json;
 
 	if (!http__trusted(c, r)) {
-		http__json(c, r, 401, "{\"error\":\"admin token required\"}");
+		http_respond_error(c, r, 401, "admin token required", NULL);
 		return;
 	}
 	json = metrics_json();
@@ -224,7 +224,7 @@ static void
 http__monitoring_stream(struct conn *c, struct http_req *r)
 {
 	if (!http__trusted(c, r)) {
-		http__json(c, r, 401, "{\"error\":\"admin token required\"}");
+		http_respond_error(c, r, 401, "admin token required", NULL);
 		return;
 	}
 	sse_open(c, SSE_MONITORING);
@@ -326,6 +326,7 @@ void
 http_start(void)
 {
 	conn_set_reader(CONN_HTTP, http__read);
+	assets_scan();
 }
 
 void
@@ -342,5 +343,6 @@ http_accept(uv_loop_t *loop, int fd)
 void
 http_tick(void)
 {
+	assets_scan();
 	sse_tick();
 }

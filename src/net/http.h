@@ -15,11 +15,11 @@ struct http_req;
  * (net/sse.c), and the static assets (net/assets.c) for any other path.
  */
 
-/* Worker start: register the HTTP reader. */
+/* Worker start: register the HTTP reader, read the assets. */
 void http_start(void);
 /* A socket accept4()ed by the worker. */
 void http_accept(uv_loop_t *loop, int fd);
-/* Once a second (the worker's tick): the event streams' updates. */
+/* Once a second (the worker's tick): changed assets, the event streams. */
 void http_tick(void);
 
 /* A response to r (NULL: no request could be read): status line, Date,

@@ -6,7 +6,7 @@
 #include <string.h>
 
 /* buf and msg count in uint32_t: the largest frame buf can hold. The
- * configured limit (max_frame_bytes, at most 16 MiB) is far below it. */
+ * configured limit (max_frame_bytes, at most 64 MiB) is far below it. */
 #define WSFRAME__LIMIT (UINT32_MAX - WSFRAME_HEADER_MAX)
 
 #define WSFRAME__FIN 0x80

@@ -97,7 +97,8 @@ history__resolve(struct history_op *op, long long last)
 			op->res.recovered = 0;
 			return 0;
 		}
-		if (to > from + q->count - 1)
+		/* Not "to > from + count - 1": from may be near INT64_MAX. */
+		if (to - from >= q->count)
 			to = from + q->count - 1;
 	}
 	if (from < 1)

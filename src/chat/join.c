@@ -1,6 +1,7 @@
 #include "chat/join.h"
 #include "store/redis.h"
-#include "proto/cmd.h"
+#include "proto/proto.h"
+#include "proto/reply.h"
 #include "store/redis_link.h"
 #include "net/conn.h"
 #include "chat/history.h"
@@ -13,8 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-#define JOIN_RESUME_MAX_ROOMS 100
 
 struct resume_op;
 
@@ -47,6 +46,7 @@ struct resume_op {
 };
 
 static void join__start(struct join_op *op);
+static void join__resync(struct sub *s);
 
 /* The subscription this op made is still the connection's one. */
 static int
@@ -171,6 +171,8 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 		join__fail(op, "rate_limited", msg);
 		return;
 	}
+	/* Every subscription is made here, so its catch-ups are this module's. */
+	room_on_catch_up(join__resync);
 	op->sub = room_attach(c, c->id.tenant, op->room, op->role);
 	op->gen = op->sub->gen;
 	op->sub->broadcast = strcmp(info->kind, "broadcast") == 0;
@@ -235,12 +237,12 @@ static void
 join__reply(struct join_op *op)
 {
 	if (op->result != NULL) {
-		cmd_ack(op->c, op->idjson, json_incref(op->result));
+		reply_ack(op->c, op->idjson, json_incref(op->result));
 		join__release(op);
 	} else if (conn_open(op->c) && strcmp(op->err_code, "rate_limited") == 0 && op->retry_ms > 0) {
-		cmd_error_retry(op->c, op->idjson, op->retry_ms, "%s", op->err_msg);
+		reply_error_retry(op->c, op->idjson, op->retry_ms, "%s", op->err_msg);
 	} else if (conn_open(op->c)) {
-		cmd_error(op->c, op->idjson, op->err_code, "%s", op->err_msg);
+		reply_error(op->c, op->idjson, op->err_code, "%s", op->err_msg);
 	}
 	join__free(op);
 }
@@ -248,17 +250,9 @@ join__reply(struct join_op *op)
 void
 join_room_join(struct conn *c, const char *idjson, json_t *msg)
 {
-	const char *room_id;
-	long long since;
-	struct join_op *op;
+	struct join_op *op = join__new(c, json_string_value(json_object_get(msg, "room")),
+	    proto_seq(json_object_get(msg, "since")), join__reply);
 
-	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
-		return;
-	if (cmd_seq_value(json_object_get(msg, "since"), &since) != 0) {
-		cmd_error(c, idjson, "bad_request", "since must be a seq number (0 or more)");
-		return;
-	}
-	op = join__new(c, room_id, since, join__reply);
 	op->idjson = idjson ? xstrdup(idjson) : NULL;
 	join__start_limited(op);
 }
@@ -283,7 +277,7 @@ join__resume_dec(struct resume_op *r)
 			    "code", o->err_code, "message", o->err_msg));
 	}
 	if (conn_open(r->c))
-		cmd_ack(r->c, r->idjson, json_pack("{s:o}", "rooms", rooms));
+		reply_ack(r->c, r->idjson, json_pack("{s:o}", "rooms", rooms));
 	else
 		json_decref(rooms);
 	for (int i = 0; i < r->n; i++) {
@@ -308,25 +302,17 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 	json_t *rooms = json_object_get(msg, "rooms"), *v;
 	const char *room;
 	struct resume_op *r;
-	long long since;
 
-	if (!json_is_object(rooms) || json_object_size(rooms) == 0) {
-		cmd_error(c, idjson, "bad_request", "rooms must be an object {room: last_seq}");
+	/* The table checks rooms' form (ids to seqs, at most 100 of them): an
+	 * empty one is well-formed, but there is nothing to resume. */
+	if (json_object_size(rooms) == 0) {
+		reply_error(c, idjson, "bad_request", "rooms must be an object {room: last_seq}");
 		return;
 	}
-	if (json_object_size(rooms) > JOIN_RESUME_MAX_ROOMS ||
-	    json_object_size(rooms) > (size_t)srv.cfg->max_rooms_per_conn) {
-		cmd_error(c, idjson, "too_large", "at most %d rooms in one resume",
-		    srv.cfg->max_rooms_per_conn < JOIN_RESUME_MAX_ROOMS ?
-		    srv.cfg->max_rooms_per_conn : JOIN_RESUME_MAX_ROOMS);
+	if (json_object_size(rooms) > (size_t)srv.cfg->max_rooms_per_conn) {
+		reply_error(c, idjson, "too_large", "at most %d rooms in one resume",
+		    srv.cfg->max_rooms_per_conn);
 		return;
-	}
-	json_object_foreach(rooms, room, v) {
-		if (!util_valid_id(room) || cmd_seq_value(v, &since) != 0) {
-			cmd_error(c, idjson, "bad_request",
-			    "rooms: each key a room id, each value a seq number (0 or more)");
-			return;
-		}
 	}
 	r = xcalloc(1, sizeof(*r));
 	r->c = c;
@@ -334,8 +320,7 @@ join_session_resume(struct conn *c, const char *idjson, json_t *msg)
 	r->idjson = idjson ? xstrdup(idjson) : NULL;
 	r->ops = xcalloc(json_object_size(rooms), sizeof(*r->ops));
 	json_object_foreach(rooms, room, v) {
-		cmd_seq_value(v, &since);
-		r->ops[r->n] = join__new(c, room, since, join__resume_child_done);
+		r->ops[r->n] = join__new(c, room, proto_seq(v), join__resume_child_done);
 		r->ops[r->n]->parent = r;
 		r->n++;
 	}
@@ -424,8 +409,10 @@ join__resync_try(uv_timer_t *t)
 		join__resync_done(NULL, op);
 }
 
-void
-join_resync(struct sub *s)
+/* The subscriber link came back (room.c): send s the events it missed,
+ * then go live again. */
+static void
+join__resync(struct sub *s)
 {
 	struct resync_op *op = xcalloc(1, sizeof(*op));
 

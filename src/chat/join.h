@@ -4,7 +4,6 @@
 #include <jansson.h>
 
 struct conn;
-struct sub;
 
 /* Joining a room, the way that loses nothing: check membership, subscribe
  * (live events are held), wait for Redis to confirm the subscription, read
@@ -12,11 +11,8 @@ struct sub;
  * history. Also session:resume (several rooms, one answer) and the
  * catch-up of a subscription after the subscriber link came back. */
 
+/* The handlers of room:join and session:resume (proto/commands.h). */
 void join_room_join(struct conn *c, const char *idjson, json_t *msg);
 void join_session_resume(struct conn *c, const char *idjson, json_t *msg);
-
-/* The Redis subscription of s's room was re-established after an outage:
- * send s the events it missed, then go live again. */
-void join_resync(struct sub *s);
 
 #endif

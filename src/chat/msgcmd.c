@@ -1,6 +1,7 @@
 #include "chat/msgcmd.h"
 #include "store/redis.h"
-#include "proto/cmd.h"
+#include "proto/proto.h"
+#include "proto/reply.h"
 #include "net/conn.h"
 #include "chat/history.h"
 #include "proc/log.h"
@@ -21,7 +22,7 @@ static const char *const msg_kinds[] = { "text", "image", "file", "system" };
 
 struct send_req {
 	struct sendbatch_item item;		/* first: the queue's callback casts back */
-	struct cmd_req req;
+	struct reply_req req;
 	char room[UTIL_ID_MAX + 1];
 	char cmid[UTIL_ID_MAX + 1];
 	char msg_id[UTIL_ID_MAX + 1];
@@ -34,7 +35,7 @@ struct send_req {
 static void
 msgcmd__free(struct send_req *sr)
 {
-	cmd_req_done(&sr->req);
+	reply_req_done(&sr->req);
 	free(sr->head);
 	free(sr->mid);
 	free(sr->tail);
@@ -48,9 +49,9 @@ msgcmd__persisted(const PGresult *res, void *arg)
 	struct send_req *sr = arg;
 
 	if (pgq_ok(res))
-		cmd_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
+		reply_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
 	else
-		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
+		reply_error(sr->req.c, sr->req.idjson, "unavailable",
 		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
 	msgcmd__free(sr);
 }
@@ -64,9 +65,9 @@ msgcmd__persisted_check(const PGresult *res, void *arg)
 	struct send_req *sr = arg;
 
 	if (pgq_ok(res) && PQntuples(res) == 1)
-		cmd_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
+		reply_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
 	else
-		cmd_error(sr->req.c, sr->req.idjson, "unavailable",
+		reply_error(sr->req.c, sr->req.idjson, "unavailable",
 		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
 	msgcmd__free(sr);
 }
@@ -117,27 +118,27 @@ msgcmd__done(struct sendbatch_item *it, enum sendbatch_status st, const char *va
 			sr->ack = xstrdup(val);
 			if ((st == SENDBATCH_NEW ? msgcmd__persist(sr) : msgcmd__check_persisted(sr)) == 0)
 				return;
-			cmd_error(c, sr->req.idjson, "unavailable",
+			reply_error(c, sr->req.idjson, "unavailable",
 			    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
 			break;
 		}
-		cmd_ack_raw(c, sr->req.idjson, val);
+		reply_ack_raw(c, sr->req.idjson, val);
 		break;
 	case SENDBATCH_LIMITED: {
 		long long wait = strtoll(val, NULL, 10);
 
 		metrics_add(M_RATE_LIMITED, 1);
-		cmd_error_retry(c, sr->req.idjson, wait, "too many messages; retry in %lld ms", wait);
+		reply_error_retry(c, sr->req.idjson, wait, "too many messages; retry in %lld ms", wait);
 		break;
 	}
 	case SENDBATCH_NO_SEED:
-		cmd_error(c, sr->req.idjson, "internal", "sequence not seeded");
+		reply_error(c, sr->req.idjson, "internal", "sequence not seeded");
 		break;
 	case SENDBATCH_NO_DB:
-		cmd_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
+		reply_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
 		break;
 	case SENDBATCH_NO_BUS:
-		cmd_error(c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
+		reply_error(c, sr->req.idjson, "unavailable", "message bus unavailable; retry");
 		break;
 	}
 	msgcmd__free(sr);
@@ -186,47 +187,39 @@ msgcmd__build(struct send_req *sr, const char *kind, const char *body)
 void
 msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 {
-	const char *room_id, *cmid, *body, *kind;
+	const char *room_id = json_string_value(json_object_get(msg, "room"));
+	const char *cmid = json_string_value(json_object_get(msg, "client_msg_id"));
+	const char *body = json_string_value(json_object_get(msg, "body"));
+	const char *kind = json_string_value(json_object_get(msg, "kind"));
 	struct send_req *sr;
 	struct sub *sub;
 	int known = 0;
 
-	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0 ||
-	    cmd_get_id(c, idjson, msg, "client_msg_id", 1, &cmid) != 0 ||
-	    cmd_get_string(c, idjson, msg, "kind", 0, 16, &kind) != 0)
-		return;
-	if (!json_is_string(json_object_get(msg, "body"))) {
-		cmd_error(c, idjson, "bad_request", "missing field \"body\" (a string)");
-		return;
-	}
-	body = json_string_value(json_object_get(msg, "body"));
-	if (json_string_length(json_object_get(msg, "body")) > (size_t)srv.cfg->max_body_bytes) {
-		cmd_error(c, idjson, "too_large", "body is longer than %d bytes", srv.cfg->max_body_bytes);
-		return;
-	}
+	/* The table checks kind's form; which kinds of message exist is this
+	 * module's to say. */
 	if (kind == NULL)
 		kind = "text";
 	for (size_t i = 0; i < sizeof(msg_kinds) / sizeof(msg_kinds[0]); i++)
 		known |= strcmp(kind, msg_kinds[i]) == 0;
 	if (!known) {
-		cmd_error(c, idjson, "bad_request", "kind must be text, image, file or system");
+		reply_error(c, idjson, "bad_request", "kind must be text, image, file or system");
 		return;
 	}
 	if (strcmp(kind, "system") == 0 && !c->id.admin) {
-		cmd_error(c, idjson, "forbidden", "only admins send system messages");
+		reply_error(c, idjson, "forbidden", "only admins send system messages");
 		return;
 	}
 	sub = conn_find_sub(c, room_id);
 	if (sub == NULL) {
-		cmd_error(c, idjson, "forbidden", "join room \"%s\" before sending to it", room_id);
+		reply_error(c, idjson, "forbidden", "join room \"%s\" before sending to it", room_id);
 		return;
 	}
 	if (sub->broadcast && sub->role == SUB_MEMBER) {
-		cmd_error(c, idjson, "forbidden", "only admins and moderators post in a broadcast room");
+		reply_error(c, idjson, "forbidden", "only admins and moderators post in a broadcast room");
 		return;
 	}
 	if (sub->muted_until_ms > util_now_ms()) {
-		cmd_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
+		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
 		return;
 	}
 	sr = xcalloc(1, sizeof(*sr));
@@ -234,7 +227,7 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	snprintf(sr->cmid, sizeof(sr->cmid), "%s", cmid);
 	util_random_id(sr->msg_id);
 	sr->ts = util_now_ms();
-	cmd_req_init(&sr->req, c, idjson);
+	reply_req_init(&sr->req, c, idjson);
 	msgcmd__build(sr, kind, body);
 	msgcmd__queue(sr);
 }
@@ -247,7 +240,7 @@ static const char can_read_sql[] =
 " WHERE r.tenant = $1 AND r.id = $2";
 
 struct page_req {
-	struct cmd_req req;
+	struct reply_req req;
 	char room[UTIL_ID_MAX + 1];
 	struct history_query q;
 	int after_mode;
@@ -256,7 +249,7 @@ struct page_req {
 static void
 msgcmd__page_free(struct page_req *pr)
 {
-	cmd_req_done(&pr->req);
+	reply_req_done(&pr->req);
 	free(pr);
 }
 
@@ -268,13 +261,13 @@ msgcmd__page_done(const struct history_result *h, void *arg)
 	int more;
 
 	if (h == NULL) {
-		cmd_error(pr->req.c, pr->req.idjson, "unavailable", "history unavailable; retry");
+		reply_error(pr->req.c, pr->req.idjson, "unavailable", "history unavailable; retry");
 		msgcmd__page_free(pr);
 		return;
 	}
 	events = history_events_json(h);
 	more = pr->after_mode ? h->n > 0 && h->to < h->last_seq : h->n > 0 && h->from > 1;
-	cmd_ack(pr->req.c, pr->req.idjson, json_pack("{s:s, s:o, s:b, s:I}", "room", pr->room,
+	reply_ack(pr->req.c, pr->req.idjson, json_pack("{s:s, s:o, s:b, s:I}", "room", pr->room,
 	    "events", events, "has_more", more, "last_seq", (json_int_t)h->last_seq));
 	msgcmd__page_free(pr);
 }
@@ -283,7 +276,7 @@ static void
 msgcmd__page_read(struct page_req *pr)
 {
 	if (history_read(pr->req.c->id.tenant, pr->room, &pr->q, msgcmd__page_done, pr) != 0) {
-		cmd_error(pr->req.c, pr->req.idjson, "unavailable", "history unavailable; retry");
+		reply_error(pr->req.c, pr->req.idjson, "unavailable", "history unavailable; retry");
 		msgcmd__page_free(pr);
 	}
 }
@@ -294,12 +287,12 @@ msgcmd__page_allowed(const PGresult *res, void *arg)
 	struct page_req *pr = arg;
 
 	if (!pgq_ok(res)) {
-		cmd_error(pr->req.c, pr->req.idjson, "unavailable", "database unavailable; retry");
+		reply_error(pr->req.c, pr->req.idjson, "unavailable", "database unavailable; retry");
 	} else if (PQntuples(res) == 0) {
-		cmd_error(pr->req.c, pr->req.idjson, "not_found", "no room \"%s\"", pr->room);
+		reply_error(pr->req.c, pr->req.idjson, "not_found", "no room \"%s\"", pr->room);
 	} else if ((PQgetvalue(res, 0, 0)[0] == 't' && PQgetisnull(res, 0, 1)) ||
 	    PQgetvalue(res, 0, 2)[0] == 't') {
-		cmd_error(pr->req.c, pr->req.idjson, "forbidden", "not a member of room \"%s\"", pr->room);
+		reply_error(pr->req.c, pr->req.idjson, "forbidden", "not a member of room \"%s\"", pr->room);
 	} else {
 		msgcmd__page_read(pr);
 		return;
@@ -310,17 +303,15 @@ msgcmd__page_allowed(const PGresult *res, void *arg)
 void
 msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 {
-	const char *room_id;
-	long long before, after, limit;
+	const char *room_id = json_string_value(json_object_get(msg, "room"));
+	long long before = proto_seq(json_object_get(msg, "before"));
+	long long after = proto_seq(json_object_get(msg, "after"));
+	long long limit = proto_seq(json_object_get(msg, "limit"));
 	struct page_req *pr;
 	const char *params[3];
 
-	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
-		return;
-	if (cmd_seq_value(json_object_get(msg, "before"), &before) != 0 ||
-	    cmd_seq_value(json_object_get(msg, "after"), &after) != 0 ||
-	    cmd_seq_value(json_object_get(msg, "limit"), &limit) != 0 || (before >= 0 && after >= 0)) {
-		cmd_error(c, idjson, "bad_request",
+	if (before >= 0 && after >= 0) {
+		reply_error(c, idjson, "bad_request",
 		    "before, after (not both) and limit must be whole numbers (0 or more)");
 		return;
 	}
@@ -334,10 +325,10 @@ msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 	pr->q.from = after >= 0 ? after + 1 : -1;
 	pr->q.to = before >= 0 ? before - 1 : -1;
 	pr->after_mode = after >= 0;
-	cmd_req_init(&pr->req, c, idjson);
+	reply_req_init(&pr->req, c, idjson);
 	if (before == 0) {
 		/* Nothing comes before seq 1. */
-		cmd_ack(c, idjson, json_pack("{s:s, s:[], s:b}", "room", room_id, "events", "has_more", 0));
+		reply_ack(c, idjson, json_pack("{s:s, s:[], s:b}", "room", room_id, "events", "has_more", 0));
 		msgcmd__page_free(pr);
 		return;
 	}
@@ -349,7 +340,7 @@ msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 	params[1] = room_id;
 	params[2] = c->id.user;
 	if (pgq_exec(srv.pg, can_read_sql, 3, params, msgcmd__page_allowed, pr) != 0) {
-		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		reply_error(c, idjson, "unavailable", "database unavailable; retry");
 		msgcmd__page_free(pr);
 	}
 }
@@ -372,17 +363,17 @@ msgcmd__author_checked(const PGresult *res, void *arg)
 	char *body_json;
 
 	if (!pgq_ok(res)) {
-		cmd_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
+		reply_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
 		goto fail;
 	}
 	/* A message of another room (or tenant) is simply not there. */
 	if (PQntuples(res) == 0) {
-		cmd_error(c, sr->req.idjson, "not_found", "no message \"%s\" in room \"%s\"",
+		reply_error(c, sr->req.idjson, "not_found", "no message \"%s\" in room \"%s\"",
 		    sr->msg_id, sr->room);
 		goto fail;
 	}
 	if (strcmp(PQgetvalue(res, 0, 0), c->id.user) != 0) {
-		cmd_error(c, sr->req.idjson, "forbidden", "only the author edits a message");
+		reply_error(c, sr->req.idjson, "forbidden", "only the author edits a message");
 		goto fail;
 	}
 	js = json_string(er->body);
@@ -418,11 +409,11 @@ msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
 	char rnd[23];
 
 	if (sub == NULL) {
-		cmd_error(c, idjson, "forbidden", "join room \"%s\" before editing in it", room_id);
+		reply_error(c, idjson, "forbidden", "join room \"%s\" before editing in it", room_id);
 		return;
 	}
 	if (sub->muted_until_ms > util_now_ms()) {
-		cmd_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
+		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
 		return;
 	}
 	sr = xcalloc(1, sizeof(*sr));
@@ -432,7 +423,7 @@ msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
 	util_random_id(rnd);
 	snprintf(sr->cmid, sizeof(sr->cmid), "edit.%s", rnd);
 	sr->ts = util_now_ms();
-	cmd_req_init(&sr->req, c, idjson);
+	reply_req_init(&sr->req, c, idjson);
 	er = xcalloc(1, sizeof(*er));
 	er->sr = sr;
 	er->body = xstrdup(json_string_value(json_object_get(msg, "body")));
@@ -440,7 +431,7 @@ msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
 	params[1] = room_id;
 	params[2] = msg_id;
 	if (pgq_exec(srv.pg, author_sql, 3, params, msgcmd__author_checked, er) != 0) {
-		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		reply_error(c, idjson, "unavailable", "database unavailable; retry");
 		msgcmd__free(sr);
 		free(er->body);
 		free(er);

@@ -2,7 +2,6 @@
 #include "net/conn.h"
 #include "proc/turn.h"
 #include "lib/hmap.h"
-#include "chat/join.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "net/outbuf.h"
@@ -42,7 +41,8 @@ static struct hmap *room_by_channel;
 static struct room **open_rooms;
 static int nopen, capopen;
 static int registered;	/* room_seal_batches is a turn step */
-static int hooked;	/* room__conn_closed is a close hook */
+static int hooked;	/* close hook and link callbacks are set */
+static void (*catch_up)(struct sub *s);	/* room_on_catch_up */
 
 void
 room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
@@ -52,6 +52,14 @@ room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
 
 static void room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv);
 static void room__conn_closed(struct conn *c);
+static void room__link_up(void);
+static void room__link_down(void);
+
+void
+room_on_catch_up(void (*fn)(struct sub *s))
+{
+	catch_up = fn;
+}
 
 static void
 room__subscribe(struct room *r)
@@ -210,7 +218,7 @@ room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv)
 
 	(void)ac;
 	(void)priv;
-	/* NULL: the link dropped; room_link_down() has reset every room. */
+	/* NULL: the link dropped; room__link_down() has reset every room. */
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
 	    rep->element[0]->type != REDIS_REPLY_STRING ||
 	    rep->element[1]->type != REDIS_REPLY_STRING)
@@ -238,7 +246,7 @@ room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv)
 			r->resync = 0;
 			for (int i = 0; i < r->nsubs; i++)
 				if (r->subs[i]->state == SUB_LIVE && !r->subs[i]->gapped)
-					join_resync(r->subs[i]);
+					catch_up(r->subs[i]);
 		}
 		room__fire_waiters(r, 1);
 		if (r->nsubs == 0 &&
@@ -279,6 +287,7 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 	if (!hooked) {
 		conn_on_close(room__conn_closed);
 		conn_set_sub_room(room_sub_room_id);
+		redis_on_link(REDIS_LINK_SUBSCRIBER, room__link_up, room__link_down);
 		hooked = 1;
 	}
 	s = xcalloc(1, sizeof(*s));
@@ -373,7 +382,7 @@ room_sub_live(struct sub *s, int64_t after_seq)
 		for (int i = 0; i < s->npend; i++)
 			outbuf_unref(s->pend[i]);
 		s->npend = s->pend_frames = 0;
-		join_resync(s);
+		catch_up(s);
 		return;
 	}
 	for (int i = 0; i < s->npend; i++) {
@@ -400,8 +409,10 @@ room__each_up(const char *key, void *value, void *arg)
 		room__subscribe(r);
 }
 
-void
-room_link_up(void)
+/* The subscriber link came up: subscribe the rooms that have subscribers
+ * again. */
+static void
+room__link_up(void)
 {
 	if (room_by_channel != NULL)
 		hmap_each(room_by_channel, room__each_up, NULL);
@@ -416,8 +427,9 @@ room__collect(const char *key, void *value, void *arg)
 	*(*end)++ = value;
 }
 
-void
-room_link_down(void)
+/* The subscriber link dropped: every subscription is gone with it. */
+static void
+room__link_down(void)
 {
 	struct room **all, **end;
 

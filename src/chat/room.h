@@ -32,9 +32,11 @@ void room_sub_live(struct sub *s, int64_t after_seq);
 /* End of the loop turn: queue every room's batch to its subscribers. */
 int room_seal_batches(void);
 
-/* The Redis subscriber link came up / went down. */
-void room_link_up(void);
-void room_link_down(void);
+/* Who catches a live subscription up when it may have missed events (the
+ * subscriber link dropped and came back): join.c, which reads history.
+ * Set before the first room_attach(); fn sends what s missed and then
+ * calls room_sub_live(). */
+void room_on_catch_up(void (*fn)(struct sub *s));
 
 void room_channel(char *buf, size_t len, const char *tenant, const char *room_id);
 

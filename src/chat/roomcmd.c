@@ -1,6 +1,6 @@
 #include "chat/roomcmd.h"
 #include "store/redis.h"
-#include "proto/cmd.h"
+#include "proto/reply.h"
 #include "store/redis_link.h"
 #include "net/conn.h"
 #include "proc/log.h"
@@ -11,10 +11,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-#define ROOM_NAME_MAX 200
-#define ROOM_DESC_MAX 2000
-#define ROOM_MEMBERS_MAX 1000
 
 static const char create_sql[] =
 "WITH r AS ("
@@ -35,7 +31,7 @@ static const char create_sql[] =
 static const char *const room_kinds[] = { "group", "direct", "support", "broadcast" };
 
 struct create_req {
-	struct cmd_req req;
+	struct reply_req req;
 	int direct;
 };
 
@@ -47,11 +43,11 @@ roomcmd__created(const PGresult *res, void *arg)
 	const char *idjson = cr->req.idjson;
 
 	if (!pgq_ok(res)) {
-		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
+		reply_error(c, idjson, "unavailable", "database unavailable; retry");
 	} else if (PQntuples(res) == 0) {
-		cmd_error(c, idjson, "internal", "room not created");
+		reply_error(c, idjson, "internal", "room not created");
 	} else if (strcmp(PQgetvalue(res, 0, 5), "f") == 0 && !cr->direct) {
-		cmd_error(c, idjson, "conflict", "a room with id \"%s\" exists", PQgetvalue(res, 0, 0));
+		reply_error(c, idjson, "conflict", "a room with id \"%s\" exists", PQgetvalue(res, 0, 0));
 	} else {
 		if (PQgetvalue(res, 0, 5)[0] == 't') {
 			/* A new room's log starts at 0: its first message need not
@@ -61,47 +57,31 @@ roomcmd__created(const PGresult *res, void *arg)
 			redis_key(key, sizeof(key), c->id.tenant, PQgetvalue(res, 0, 0), "seq");
 			rlink_cmd(srv.rcmd, NULL, NULL, "SET %s 0 NX", key);
 		}
-		cmd_ack(c, idjson, json_pack("{s:{s:s, s:s, s:s, s:b, s:s}, s:b}",
+		reply_ack(c, idjson, json_pack("{s:{s:s, s:s, s:s, s:b, s:s}, s:b}",
 		    "room", "id", PQgetvalue(res, 0, 0), "name", PQgetvalue(res, 0, 1),
 		    "kind", PQgetvalue(res, 0, 2), "private", PQgetvalue(res, 0, 3)[0] == 't',
 		    "description", PQgetvalue(res, 0, 4),
 		    "created", PQgetvalue(res, 0, 5)[0] == 't'));
 	}
-	cmd_req_done(&cr->req);
+	reply_req_done(&cr->req);
 	free(cr);
 }
 
-/* members as a PostgreSQL text[] literal; ids need no quoting. */
-static int
-roomcmd__members(struct conn *c, const char *idjson, json_t *msg, char **out, int *n,
-    const char **first)
+/* members as a PostgreSQL text[] literal; ids need no quoting. *n counts
+ * the members other than the creator, *first is the first of them. */
+static char *
+roomcmd__members(struct conn *c, json_t *arr, int *n, const char **first)
 {
-	json_t *arr = json_object_get(msg, "members");
-	size_t i, len = 1, cap;
+	size_t i, len = 1, cap = json_array_size(arr) * (UTIL_ID_MAX + 1) + 3;
+	char *lit = xmalloc(cap);
 	json_t *v;
-	char *lit;
 
 	*n = 0;
 	*first = NULL;
-	if (arr != NULL && !json_is_array(arr)) {
-		cmd_error(c, idjson, "bad_request", "members must be an array of user ids");
-		return -1;
-	}
-	if (arr != NULL && json_array_size(arr) > ROOM_MEMBERS_MAX) {
-		cmd_error(c, idjson, "too_large", "at most %d members", ROOM_MEMBERS_MAX);
-		return -1;
-	}
-	cap = (arr ? json_array_size(arr) : 0) * (UTIL_ID_MAX + 1) + 3;
-	lit = xmalloc(cap);
 	lit[0] = '{';
 	json_array_foreach(arr, i, v) {
 		const char *u = json_string_value(v);
 
-		if (!util_valid_id(u)) {
-			free(lit);
-			cmd_error(c, idjson, "bad_request", "members[%zu] is not a valid user id", i);
-			return -1;
-		}
 		if (strcmp(u, c->id.user) != 0) {
 			if (*first == NULL)
 				*first = u;
@@ -110,45 +90,38 @@ roomcmd__members(struct conn *c, const char *idjson, json_t *msg, char **out, in
 		len += (size_t)snprintf(lit + len, cap - len, "%s%s", len > 1 ? "," : "", u);
 	}
 	snprintf(lit + len, cap - len, "}");
-	*out = lit;
-	return 0;
+	return lit;
 }
 
 void
 roomcmd_create(struct conn *c, const char *idjson, json_t *msg)
 {
-	const char *room_id, *name, *kind, *desc, *other;
-	json_t *priv = json_object_get(msg, "private");
-	char gen[23], direct_key[2 * UTIL_ID_MAX + 2], *members = NULL;
+	const char *room_id = json_string_value(json_object_get(msg, "room"));
+	const char *name = json_string_value(json_object_get(msg, "name"));
+	const char *kind = json_string_value(json_object_get(msg, "kind"));
+	const char *desc = json_string_value(json_object_get(msg, "description"));
+	const char *other;
+	char gen[23], direct_key[2 * UTIL_ID_MAX + 2], *members;
 	const char *params[9];
 	struct create_req *cr;
-	int nothers, is_private, known = 0;
+	int nothers, is_private = json_is_true(json_object_get(msg, "private")), known = 0;
 
-	if (cmd_get_id(c, idjson, msg, "room", 0, &room_id) != 0 ||
-	    cmd_get_string(c, idjson, msg, "name", 1, ROOM_NAME_MAX, &name) != 0 ||
-	    cmd_get_string(c, idjson, msg, "kind", 0, 16, &kind) != 0 ||
-	    cmd_get_string(c, idjson, msg, "description", 0, ROOM_DESC_MAX, &desc) != 0)
-		return;
+	/* The table checks kind's form; which kinds of room exist, and what
+	 * each means, is this module's to say. */
 	if (kind == NULL)
 		kind = "group";
 	for (size_t i = 0; i < sizeof(room_kinds) / sizeof(room_kinds[0]); i++)
 		known |= strcmp(kind, room_kinds[i]) == 0;
 	if (!known) {
-		cmd_error(c, idjson, "bad_request", "kind must be group, direct, support or broadcast");
+		reply_error(c, idjson, "bad_request", "kind must be group, direct, support or broadcast");
 		return;
 	}
-	if (priv != NULL && !json_is_boolean(priv)) {
-		cmd_error(c, idjson, "bad_request", "private must be true or false");
-		return;
-	}
-	is_private = json_is_true(priv);
-	if (roomcmd__members(c, idjson, msg, &members, &nothers, &other) != 0)
-		return;
+	members = roomcmd__members(c, json_object_get(msg, "members"), &nothers, &other);
 	cr = xcalloc(1, sizeof(*cr));
 	cr->direct = strcmp(kind, "direct") == 0;
 	if (cr->direct) {
 		if (nothers != 1) {
-			cmd_error(c, idjson, "bad_request", "a direct room has exactly one other member");
+			reply_error(c, idjson, "bad_request", "a direct room has exactly one other member");
 			goto fail;
 		}
 		/* The pair, sorted, finds the same room again. */
@@ -171,10 +144,10 @@ roomcmd_create(struct conn *c, const char *idjson, json_t *msg)
 	params[6] = c->id.user;
 	params[7] = cr->direct ? direct_key : NULL;
 	params[8] = members;
-	cmd_req_init(&cr->req, c, idjson);
+	reply_req_init(&cr->req, c, idjson);
 	if (pgq_exec(srv.pg, create_sql, 9, params, roomcmd__created, cr) != 0) {
-		cmd_error(c, idjson, "unavailable", "database unavailable; retry");
-		cmd_req_done(&cr->req);
+		reply_error(c, idjson, "unavailable", "database unavailable; retry");
+		reply_req_done(&cr->req);
 		goto fail;
 	}
 	free(members);
@@ -187,16 +160,13 @@ fail:
 void
 roomcmd_leave(struct conn *c, const char *idjson, json_t *msg)
 {
-	const char *room_id;
-	struct sub *s;
+	const char *room_id = json_string_value(json_object_get(msg, "room"));
+	struct sub *s = conn_find_sub(c, room_id);
 
-	if (cmd_get_id(c, idjson, msg, "room", 1, &room_id) != 0)
-		return;
-	s = conn_find_sub(c, room_id);
 	if (s == NULL) {
-		cmd_error(c, idjson, "not_found", "not joined to room \"%s\"", room_id);
+		reply_error(c, idjson, "not_found", "not joined to room \"%s\"", room_id);
 		return;
 	}
 	room_detach(s);
-	cmd_ack(c, idjson, json_pack("{s:s}", "room", room_id));
+	reply_ack(c, idjson, json_pack("{s:s}", "room", room_id));
 }

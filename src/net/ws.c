@@ -6,6 +6,7 @@
 #include "net/outbuf.h"
 #include "net/ws_frame.h"
 #include "proto/cmd.h"
+#include "proto/reply.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "proc/srv.h"
@@ -121,9 +122,12 @@ ws__accept_key(const char *key, size_t n, char out[29])
 static int
 ws__check_request(const struct http_req *r, struct ws_refusal *out)
 {
-	size_t vn, kn;
+	size_t vn, kn, hn;
 	const char *version, *key;
 
+	if (r->parser.http_major != 1 || r->parser.http_minor < 1 ||
+	    http_req_header(r, "Host", &hn) == NULL)
+		return ws__refuse(out, 400, "a WebSocket upgrade is an HTTP/1.1 GET with a Host");
 	if (!http_req_header_has(r, "Upgrade", "websocket") ||
 	    !http_req_header_has(r, "Connection", "upgrade")) {
 		ws__refuse(out, 426, "WebSocket upgrade required");
@@ -236,7 +240,7 @@ ws__message(void *ctx, int opcode, unsigned char *data, size_t len)
 	struct conn *c = ctx;
 
 	if (opcode == WSFRAME_BINARY)
-		cmd_error(c, NULL, "bad_request", "frames must be text (UTF-8 JSON)");
+		reply_error(c, NULL, "bad_request", "frames must be text (UTF-8 JSON)");
 	else
 		cmd_dispatch(c, (const char *)data, len);
 	return c->killing ? -1 : 0;

@@ -3,9 +3,7 @@
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/redis_link.h"
-#include "chat/room.h"
 #include "proc/srv.h"
-#include "store/sync.h"
 #include "lib/util.h"
 
 #include <string.h>
@@ -161,33 +159,43 @@ redis__cmd_down(struct rlink *l, void *arg)
 	metrics_set(M_REDIS_CONNECTED, 0);
 }
 
-static void
-redis__sub_up(struct rlink *l, void *arg)
+/* redis_on_link's callbacks, by enum redis_link; a link's arg is its
+ * entry. */
+struct redis_link_cbs {
+	void (*up)(void);
+	void (*down)(void);
+};
+static struct redis_link_cbs link_cbs[REDIS_LINK_SYNC + 1];
+
+void
+redis_on_link(enum redis_link which, void (*up)(void), void (*down)(void))
 {
-	(void)l;
-	(void)arg;
-	room_link_up();
+	link_cbs[which].up = up;
+	link_cbs[which].down = down;
 }
 
 static void
-redis__sub_down(struct rlink *l, void *arg)
+redis__link_up(struct rlink *l, void *arg)
 {
+	const struct redis_link_cbs *cbs = arg;
+
 	(void)l;
-	(void)arg;
-	room_link_down();
+	if (cbs->up != NULL)
+		cbs->up();
 }
 
 static void
-redis__sync_up(struct rlink *l, void *arg)
+redis__link_down(struct rlink *l, void *arg)
 {
+	const struct redis_link_cbs *cbs = arg;
+
 	(void)l;
-	(void)arg;
-	sync_link_up();
+	if (cbs->down != NULL)
+		cbs->down();
 }
 
 static const struct rlink_ops redis_cmd_ops = { redis__cmd_up, redis__cmd_down };
-static const struct rlink_ops redis_sub_ops = { redis__sub_up, redis__sub_down };
-static const struct rlink_ops redis_sync_ops = { redis__sync_up, NULL };
+static const struct rlink_ops redis_link_ops = { redis__link_up, redis__link_down };
 
 static uint64_t
 redis__now_us(void)
@@ -231,9 +239,9 @@ redis_start(void)
 	srv.rcmd = rlink_new(srv.loop, "command", c->redis_host, c->redis_port, c->redis_db,
 	    &redis_cmd_ops, NULL);
 	srv.rsub = rlink_new(srv.loop, "subscriber", c->redis_host, c->redis_port, c->redis_db,
-	    &redis_sub_ops, NULL);
+	    &redis_link_ops, &link_cbs[REDIS_LINK_SUBSCRIBER]);
 	srv.rsync = rlink_new(srv.loop, "sync", c->redis_host, c->redis_port, c->redis_db,
-	    &redis_sync_ops, NULL);
+	    &redis_link_ops, &link_cbs[REDIS_LINK_SYNC]);
 	rlink_start(srv.rcmd);
 	rlink_start(srv.rsub);
 	rlink_start(srv.rsync);

@@ -8,6 +8,15 @@
 
 void redis_start(void);
 void redis_stop(void);
+
+/* Who is told when the subscriber or the sync link connects or drops:
+ * the store layer calls nothing above it, the modules that use a link
+ * register here (chat/room.c the subscriber link, store/sync.c the sync
+ * link). One up and one down per link; either may be NULL. They are
+ * called from the loop, never from within redis_on_link(). */
+enum redis_link { REDIS_LINK_SUBSCRIBER, REDIS_LINK_SYNC };
+void redis_on_link(enum redis_link which, void (*up)(void), void (*down)(void));
+
 /* Commands can be sent and the scripts are loaded. */
 int redis_ready(void);
 

@@ -56,6 +56,7 @@ static uv_timer_t lag_timer;
 static uv_timer_t claim_timer;
 
 static void sync__read(void);
+static void sync__link_up(void);
 
 static void
 sync__retry_cb(uv_timer_t *t)
@@ -208,7 +209,7 @@ sync__got(redisAsyncContext *ac, void *reply, void *priv)
 	if (stopped)
 		return;
 	if (r == NULL)
-		return;		/* link lost: sync_link_up() starts again */
+		return;		/* link lost: sync__link_up() starts again */
 	if (r->type == REDIS_REPLY_ERROR) {
 		if (strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0 &&
 		    strncmp(r->str, "LOADING", 7) != 0)
@@ -323,7 +324,7 @@ sync__read(void)
 		return;
 	}
 	if (need_group) {
-		sync_link_up();
+		sync__link_up();
 		return;
 	}
 	snprintf(count, sizeof(count), "%d", read_count > 0 ? read_count : srv.cfg->sync_batch_size);
@@ -360,8 +361,11 @@ sync__group_made(redisAsyncContext *ac, void *reply, void *priv)
 	sync__read();
 }
 
-void
-sync_link_up(void)
+/* The sync link connected (redis_on_link), or the group must be made
+ * again: XGROUP CREATE (MKSTREAM), then read this consumer's pending
+ * entries first. */
+static void
+sync__link_up(void)
 {
 	if (stopped || reading)
 		return;
@@ -454,6 +458,7 @@ void
 sync_start(void)
 {
 	snprintf(consumer, sizeof(consumer), "%s-w%d", srv.cfg->instance, srv.index);
+	redis_on_link(REDIS_LINK_SYNC, sync__link_up, NULL);
 	uv_timer_init(srv.loop, &retry_timer);
 	uv_timer_init(srv.loop, &lag_timer);
 	uv_timer_init(srv.loop, &claim_timer);

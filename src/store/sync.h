@@ -7,8 +7,8 @@
  * them after the commit. Pending entries of this consumer (a worker that
  * died and came back under the same name) are read again first. */
 
+/* Also registers for the sync link's ups (store/redis.h). */
 void sync_start(void);
-void sync_link_up(void);
 /* Stop reading; in-flight batch finishes. */
 void sync_stop(void);
 /* A batch is being written. */

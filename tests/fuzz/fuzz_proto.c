@@ -1,15 +1,22 @@
 /* libFuzzer target: proto_decode(), the decoder and validator every client
- * frame goes through (src/proto.c), plus proto_depth().
+ * frame goes through (src/proto/proto.c, against the table in
+ * src/proto/commands.h), plus proto_depth() and proto_seq().
  *
  * Invariants checked on every input:
  *   - success: out.type != NULL, out.msg is an object whose "type" is
  *     out.type, the real nesting of out.msg is at most proto_depth() of the
- *     text (and so at most PROTO_MAX_DEPTH);
+ *     text (and so at most PROTO_MAX_DEPTH); out.command is the type's
+ *     entry in the command table (what cmd.c runs); every PK_SEQ field and
+ *     PK_SEQ_MAP entry reads back through proto_seq() as 0 or more;
  *   - failure: err.code is "bad_request" or "too_large", err.message is
  *     NUL-terminated;
- *   - either way, out.idjson (when set) is JSON that cmd.c can load back.
+ *   - either way, out.idjson (when set) is JSON that reply.c can load back.
  * proto_frame_free() is always called, so leaks show up too. */
 #include "proto/proto.h"
+
+/* The table as the decoder sees it: no handlers (nothing here runs one). */
+#define PROTO_HANDLER(fn) NULL
+#include "proto/commands.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -55,6 +62,27 @@ json_depth(const json_t *v)
 	return 0;
 }
 
+/* The accessor the handlers use, on every seq the decoder let through. */
+static void
+check_seqs(const struct proto_command *cmd, json_t *msg)
+{
+	const char *key;
+	json_t *v, *e;
+
+	for (const struct proto_field *f = cmd->fields; f->name != NULL; f++) {
+		v = json_object_get(msg, f->name);
+		if (v == NULL || json_is_null(v))
+			continue;
+		if (f->kind == PK_SEQ)
+			CHECK(proto_seq(v) >= 0 && proto_seq(v) < INT64_MAX);
+		if (f->kind == PK_SEQ_MAP) {
+			json_object_foreach(v, key, e)
+				CHECK(json_is_null(e) ? proto_seq(e) == -1 :
+				    proto_seq(e) >= 0 && proto_seq(e) < INT64_MAX);
+		}
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -89,6 +117,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(depth <= PROTO_MAX_DEPTH);
 		CHECK(json_depth(out.msg) <= depth);
 		sink += strlen(out.type);
+		CHECK(out.command >= 0 && out.command < PROTO_NCOMMANDS);
+		CHECK(strcmp(proto_commands[out.command].type, out.type) == 0);
+		check_seqs(&proto_commands[out.command], out.msg);
 		/* What a relay or an echo would do with the frame. */
 		dump = json_dumps(out.msg, JSON_COMPACT);
 		CHECK(dump != NULL);

@@ -1,0 +1,56 @@
+/*
+ * The command table: every frame type a client may send, its fields with
+ * their kinds and limits, and the handler that runs it. This is the one
+ * place a field's rule is written; a handler does not check a field again.
+ *
+ * Read by two files, each with its own copy of the table:
+ *   - proto.c (the decoder) checks a frame against the types and fields.
+ *     It defines PROTO_HANDLER(fn) as NULL, so it names no handler and
+ *     links without the chat layer (fuzz_proto, test_proto).
+ *   - cmd.c (the dispatcher) defines PROTO_HANDLER(fn) as fn and runs the
+ *     handler at the index the decoder found: the copies are in one order.
+ * Include proto/proto.h (and, in cmd.c, the handlers' headers) first.
+ *
+ * A field: { name, kind, required, max } (proto.h: enum proto_kind). Rules
+ * that need the configuration (max_rooms_per_conn), another field (before
+ * and after, a direct room's members) or the database stay in the handler.
+ */
+#ifndef CHATD_PROTO_COMMANDS_H
+#define CHATD_PROTO_COMMANDS_H
+
+#ifndef PROTO_HANDLER
+#error "define PROTO_HANDLER(fn) before including proto/commands.h"
+#endif
+
+#define PROTO__END { NULL, 0, 0, 0 }
+
+static const struct proto_command proto_commands[] = {
+	{ "ping", PROTO_HANDLER(session_ping), { PROTO__END } },
+	{ "room:create", PROTO_HANDLER(roomcmd_create), {
+		{ "room", PK_ID, 0, 0 }, { "name", PK_STRING, 1, 200 },
+		{ "kind", PK_STRING, 0, 16 }, { "private", PK_BOOL, 0, 0 },
+		{ "description", PK_STRING, 0, 2000 }, { "members", PK_IDS, 0, 1000 },
+		PROTO__END } },
+	{ "room:join", PROTO_HANDLER(join_room_join), {
+		{ "room", PK_ID, 1, 0 }, { "since", PK_SEQ, 0, 0 }, PROTO__END } },
+	{ "room:leave", PROTO_HANDLER(roomcmd_leave), { { "room", PK_ID, 1, 0 }, PROTO__END } },
+	{ "session:resume", PROTO_HANDLER(join_session_resume), {
+		{ "rooms", PK_SEQ_MAP, 1, 100 }, PROTO__END } },
+	{ "message:send", PROTO_HANDLER(msgcmd_send), {
+		{ "room", PK_ID, 1, 0 }, { "client_msg_id", PK_ID, 1, 0 },
+		{ "body", PK_BODY, 1, 0 }, { "kind", PK_STRING, 0, 16 },
+		{ "reply_to", PK_ID, 0, 0 }, { "mentions", PK_IDS, 0, 50 },
+		{ "attachments", PK_ARRAY, 0, 10 }, PROTO__END } },
+	{ "message:edit", PROTO_HANDLER(msgcmd_edit), {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 },
+		{ "body", PK_BODY, 1, 0 }, PROTO__END } },
+	{ "message:history", PROTO_HANDLER(msgcmd_history), {
+		{ "room", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
+		{ "after", PK_SEQ, 0, 0 }, { "limit", PK_SEQ, 0, 0 }, PROTO__END } },
+	{ "auth:refresh", PROTO_HANDLER(session_refresh), {
+		{ "token", PK_STRING, 1, 8192 }, PROTO__END } },
+};
+
+#define PROTO_NCOMMANDS ((int)(sizeof(proto_commands) / sizeof(proto_commands[0])))
+
+#endif

@@ -8,7 +8,7 @@
 #   make migrate    apply sql/ to $DATABASE_URL (default: the dev services)
 #   make check      build/chatd -t -c chatd.conf
 #   make unit       the C unit tests, tests/unit/test_*.c, on the ASan build
-#   make fuzz-build build/fuzz/fuzz_{proto,token,config,ws_frame} (clang + libFuzzer)
+#   make fuzz-build build/fuzz/fuzz_{proto,token,config,ws_frame,http} (clang + libFuzzer)
 #   make fuzz       run each fuzz target FUZZ_SECONDS (60) seconds, in parallel
 #   make fuzz-smoke the same for FUZZ_SMOKE_SECONDS (10) seconds (part of make test)
 #   make bench      build/chatd and build/bench/loadgen, then bench/run.py:
@@ -65,7 +65,7 @@ FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
                 -fsanitize=fuzzer-no-link $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
 FUZZ_LDFLAGS := -fsanitize=fuzzer $(FUZZ_SAN)
 FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
-FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config fuzz_ws_frame
+FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config fuzz_ws_frame fuzz_http
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
@@ -128,13 +128,22 @@ pkgs-ok:
 UNIT_BINS := $(patsubst tests/unit/%.c,build/unit/%,$(wildcard tests/unit/test_*.c))
 UNIT_ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 unit_objs = $(1:%=build/asan/obj/%.o)
+# Libraries a test needs, set per test below (none by default).
+UNIT_LIBS :=
 
 build/unit/test_utf8:     $(call unit_objs,lib/util proc/log)
 build/unit/test_ws_frame: $(call unit_objs,lib/utf8 lib/util proc/log)
+build/unit/test_http_req: $(call unit_objs,lib/utf8 lib/util proc/log)
+build/unit/test_http_req: UNIT_LIBS += -lhttp_parser
+build/unit/test_outbuf:   $(call unit_objs,net/ws_frame lib/utf8 lib/util proc/log)
+build/unit/test_proto:    $(call unit_objs,lib/utf8 lib/util proc/log)
+build/unit/test_proto:    UNIT_LIBS += -ljansson
+build/unit/test_history:  $(call unit_objs,net/outbuf net/ws_frame lib/utf8 lib/util proc/log)
+build/unit/test_history:  UNIT_LIBS += -ljansson -lpq
 
 $(UNIT_BINS): build/unit/%: tests/unit/%.c | pkgs-ok
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -MMD -MP -o $@ $< $(filter %.o,$^) $(ASAN_LDFLAGS)
+	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -MMD -MP -o $@ $< $(filter %.o,$^) $(ASAN_LDFLAGS) $(UNIT_LIBS)
 
 .PHONY: unit
 unit: $(UNIT_BINS)
@@ -151,6 +160,8 @@ build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_ws_frame: $(call fuzz_objs,net/ws_frame lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_http: $(call fuzz_objs,net/http_req lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_http: FUZZ_LIBS += -lhttp_parser
 
 $(FUZZ_BINS): build/fuzz/%: build/fuzz/harness/%.o
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_LIBS)

@@ -26,11 +26,15 @@ http_req__span(http_parser *p, const char *at, size_t n, uint8_t what)
 	uint32_t off = (uint32_t)(at - r->buf);
 	struct http_span *s;
 
+	if (r->error != NULL)
+		return 0;	/* too many header fields: answered 431 at the end */
 	if (what == 2 && r->last != 2) {
 		if (r->nheaders == HTTP_REQ_HEADERS_MAX) {
-			r->status = 431;
+			/* Not failed here but where the head (or the trailer)
+			 * ends: callbacks come wherever a read ended, and a bad
+			 * byte after this one must be a 400 however it came. */
 			r->error = "too many header fields";
-			return -1;
+			return 0;
 		}
 		r->nheaders++;
 		r->name[r->nheaders - 1] = (struct http_span){ off, 0 };
@@ -44,6 +48,12 @@ http_req__span(http_parser *p, const char *at, size_t n, uint8_t what)
 		s = &r->value[r->nheaders - 1];
 	if (r->last != what || s->len == 0)
 		s->off = off;
+	else if (what == 3 && off != s->off + s->len) {
+		/* A folded value (obs-fold): RFC 9112 5.2 allows a 400. */
+		r->status = 400;
+		r->error = "folded header field value";
+		return -1;
+	}
 	s->len = off + (uint32_t)n - s->off;
 	r->last = what;
 	return 0;
@@ -58,6 +68,15 @@ http_req__url(http_parser *p, const char *at, size_t n)
 static int
 http_req__field(http_parser *p, const char *at, size_t n)
 {
+	struct http_req *r = http_req__of(p);
+
+	/* Debian's http-parser is built lax (HTTP_PARSER_STRICT=0) and takes
+	 * spaces in a name ("Host : x"), which RFC 9112 5.1 says to refuse. */
+	if (memchr(at, ' ', n) != NULL) {
+		r->status = 400;
+		r->error = "whitespace in a header field name";
+		return -1;
+	}
 	return http_req__span(p, at, n, 2);
 }
 
@@ -79,17 +98,8 @@ http_req__headers_complete(http_parser *p)
 
 	r->headers_done = 1;
 	r->upgrade = (p->flags & F_UPGRADE) != 0;
-	/* A head that arrived in one piece is measured here: the request
-	 * starts at buf[0] and its last header value ends the head. */
-	if (r->url.len > HTTP_REQ_HEAD_MAX - 16) {
-		r->status = 414;
-		r->error = "request line too long";
-		return -1;
-	}
-	if (r->nheaders > 0 &&
-	    r->value[r->nheaders - 1].off + r->value[r->nheaders - 1].len > HTTP_REQ_HEAD_MAX) {
+	if (r->error != NULL) {
 		r->status = 431;
-		r->error = "request header fields too large";
 		return -1;
 	}
 	if (p->http_major != 1) {
@@ -132,6 +142,10 @@ http_req__complete(http_parser *p)
 {
 	struct http_req *r = http_req__of(p);
 
+	if (r->error != NULL) {
+		r->status = 431;	/* too many trailer fields */
+		return -1;
+	}
 	r->complete = 1;
 	http_parser_pause(p, 1);
 	return 0;
@@ -205,8 +219,6 @@ http_req__errno(struct http_req *r)
 		return HTTP_REQ_ERROR;
 	if (e == HPE_HEADER_OVERFLOW)
 		return http_req__fail(r, r->nheaders == 0 ? 414 : 431, "request head too large");
-	if (e == HPE_INVALID_VERSION)
-		return http_req__fail(r, 505, "HTTP/1.x only");
 	return http_req__fail(r, 400, http_errno_description(e));
 }
 
@@ -230,26 +242,30 @@ http_req_feed(struct http_req *r, const char *data, size_t n)
 	}
 	if (r->complete)
 		return HTTP_REQ_READY;
-	avail = r->len - r->fed;
-	if (avail == 0)
-		return HTTP_REQ_MORE;
-	done = http_parser_execute(&r->parser, &http_req_settings, r->buf + r->fed, avail);
-	if (!r->headers_done) {
-		r->head += (uint32_t)done;
-		if (r->head > HTTP_REQ_HEAD_MAX)
-			return http_req__fail(r, r->nheaders == 0 && r->last <= 1 ? 414 : 431,
-			    r->nheaders == 0 && r->last <= 1 ? "request line too long" :
-			    "request header fields too large");
-	}
-	r->fed += (uint32_t)done;
-	if (r->complete)
-		return HTTP_REQ_READY;
-	if (HTTP_PARSER_ERRNO(&r->parser) != HPE_OK)
-		return http_req__errno(r);
-	if (r->parser.upgrade) {
-		/* http-parser stops at the end of an upgrade's headers. */
-		r->complete = 1;
-		return HTTP_REQ_READY;
+	/* The parser gets no more of a head than its limit, so that the limit
+	 * holds to the byte however the bytes arrive (whole or in pieces);
+	 * what follows the head is parsed in a second round. */
+	while ((avail = r->len - r->fed) > 0) {
+		if (!r->headers_done && avail > HTTP_REQ_HEAD_MAX - r->head)
+			avail = HTTP_REQ_HEAD_MAX - r->head;
+		done = http_parser_execute(&r->parser, &http_req_settings, r->buf + r->fed, avail);
+		if (!r->headers_done) {
+			r->head += (uint32_t)done;
+			if (r->head >= HTTP_REQ_HEAD_MAX)
+				return http_req__fail(r, r->nheaders == 0 && r->last <= 1 ? 414 : 431,
+				    r->nheaders == 0 && r->last <= 1 ? "request line too long" :
+				    "request header fields too large");
+		}
+		r->fed += (uint32_t)done;
+		if (r->complete)
+			return HTTP_REQ_READY;
+		if (HTTP_PARSER_ERRNO(&r->parser) != HPE_OK)
+			return http_req__errno(r);
+		/* An upgrade needs no case of its own: http-parser calls
+		 * on_message_complete at the end of its headers (or of its body
+		 * when it has one), so it was READY above, the rest unparsed. */
+		if (done < avail)
+			break;
 	}
 	return HTTP_REQ_MORE;
 }
@@ -281,7 +297,7 @@ http_req_rest(const struct http_req *r, size_t *n)
 int
 http_req_started(const struct http_req *r)
 {
-	return r->len > r->fed || r->head > 0;
+	return r->complete ? r->len > r->fed : r->len > 0;
 }
 
 int
@@ -343,7 +359,7 @@ http_req_header_has(const struct http_req *r, const char *name, const char *toke
 {
 	size_t n, tlen = strlen(token);
 	const char *v = http_req_header(r, name, &n);
-	const char *end = v + n;
+	const char *end = v != NULL ? v + n : NULL;	/* NULL + 0 is undefined */
 
 	while (v != NULL && v < end) {
 		const char *comma = memchr(v, ',', (size_t)(end - v));

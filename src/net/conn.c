@@ -82,9 +82,12 @@ static void
 conn__eof(struct conn *c)
 {
 	uv_read_stop((uv_stream_t *)&c->tcp);
+	c->peer_done = 1;
 	/* A client that half-closes after its request still gets the
-	 * response: it is written at the end of this turn. */
-	if (c->kind == CONN_HTTP && c->phase == CONN_OPEN && (c->qlen > 0 || c->wreq != NULL)) {
+	 * response, and one that closes after its close frame still gets
+	 * ours: what is queued is written first. */
+	if (c->phase < CONN_SHUT && (c->qlen > 0 || c->wreq != NULL) &&
+	    (c->kind == CONN_HTTP || c->phase == CONN_ENDING)) {
 		c->end_after_write = 1;
 		return;
 	}
@@ -260,6 +263,10 @@ conn__shutdown(struct conn *c)
 	if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn__shutdown_cb) != 0) {
 		free(req);
 		conn__close_handle(c);
+		return;
+	}
+	if (c->peer_done) {
+		conn__close_handle(c);	/* both sides are done */
 		return;
 	}
 	if (c->reading_paused || !uv_is_active((uv_handle_t *)&c->tcp))

@@ -114,6 +114,7 @@ struct conn {
 	uint8_t end_after_write;	/* CONN_HTTP: close once the queue is written */
 	uint8_t reading_paused;		/* CONN_HTTP: too much output waiting */
 	uint8_t counted;		/* CONN_WS: in the admission counts */
+	uint8_t peer_done;		/* the peer sent FIN: close once ours is out */
 	char cid[];			/* "<worker>-<n>" (logs, hello), then ip; NUL-ended */
 };
 

@@ -321,7 +321,10 @@ conn_unref(struct conn *c)
 		http_req_free(c->req);
 		free(c->req);
 	}
-	wsframe_reader_free(&c->rd);
+	if (c->rd != NULL) {
+		wsframe_reader_free(c->rd);
+		free(c->rd);
+	}
 	free(c->idnames);
 	free(c->q);
 	if (c->subs != &c->sub1)
@@ -891,7 +894,8 @@ conn_heap_bytes(void)
 		n += (int64_t)malloc_usable_size(c) + (int64_t)malloc_usable_size(c->idnames) +
 		    (int64_t)malloc_usable_size(c->q) +
 		    (int64_t)(c->subs != &c->sub1 ? malloc_usable_size(c->subs) : 0) +
-		    (int64_t)wsframe_reader_held(&c->rd);
+		    (c->rd != NULL ? (int64_t)malloc_usable_size(c->rd) +
+		    (int64_t)wsframe_reader_held(c->rd) : 0);
 		if (c->req != NULL)
 			n += (int64_t)malloc_usable_size(c->req) + (int64_t)malloc_usable_size(c->req->buf);
 	}

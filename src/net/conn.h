@@ -75,13 +75,14 @@ enum conn_phase {
  * or an event stream. One allocation holds the libuv handle and the
  * strings cid and ip; idle WebSockets are most of a server's
  * memory (docs/architecture.md), so what only the handshake needs lives in
- * req and is freed after it, and the frame reader holds nothing between
- * frames. Reading uses the loop's one buffer (net/conn.c).
+ * req and is freed after it, and the frame reader exists only while a frame
+ * or a message is incomplete. Reading uses the loop's one buffer (net/conn.c).
  */
 struct conn {
 	uv_tcp_t tcp;			/* the socket; first, so a handle is its conn */
 	struct http_req *req;		/* CONN_HTTP: the request being read; owned */
-	struct wsframe_reader rd;	/* CONN_WS: frames being read */
+	struct wsframe_reader *rd;	/* CONN_WS: frames being read; owned, only while a
+					 * frame or message is incomplete (net/ws.c) */
 	struct conn_identity id;
 	char *idnames;			/* user and tenant, NUL-ended; owned */
 	const char *ip;			/* the peer's address, in cid[] after the cid */

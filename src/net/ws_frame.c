@@ -38,6 +38,12 @@ wsframe_reader_free(struct wsframe_reader *r)
 	memset(r, 0, sizeof(*r));
 }
 
+int
+wsframe_reader_idle(const struct wsframe_reader *r)
+{
+	return !r->done && r->len == 0 && r->msgop == 0 && r->buf == NULL && r->msg == NULL;
+}
+
 size_t
 wsframe_reader_held(const struct wsframe_reader *r)
 {

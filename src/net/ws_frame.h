@@ -85,6 +85,11 @@ void wsframe_reader_free(struct wsframe_reader *r);
 int wsframe_read(struct wsframe_reader *r, unsigned char *data, size_t len,
     const struct wsframe_events *ev, void *ctx);
 
+/* 1 when the reader is between messages, with nothing held and nothing
+ * reported that ends it: it may be freed and made again for the next
+ * bytes. */
+int wsframe_reader_idle(const struct wsframe_reader *r);
+
 /* Bytes the reader holds (buf and msg), for the memory figures. */
 size_t wsframe_reader_held(const struct wsframe_reader *r);
 

@@ -949,6 +949,44 @@ test_in_place(void)
 	bytes_free(&s);
 }
 
+/* wsframe_reader_idle: true only between messages with nothing held, so
+ * net/ws.c may free the reader after each read and make it again. */
+static void
+test_idle(void)
+{
+	struct bytes s = { 0 };
+	struct rec rec = { .stop_at = 0 };
+	struct wsframe_reader r;
+
+	rec.max = 100;
+	wsframe_reader_init(&r, 100);
+	CHECK(wsframe_reader_idle(&r));
+	frame(&s, FIN | WSFRAME_TEXT, STR("whole"));
+	CHECK_INT(wsframe_read(&r, s.p, s.n, &events, &rec), 0);
+	CHECK(wsframe_reader_idle(&r));			/* a whole frame: nothing held */
+	bytes_free(&s);
+	frame(&s, FIN | WSFRAME_TEXT, STR("split"));
+	CHECK_INT(wsframe_read(&r, s.p, 4, &events, &rec), 0);
+	CHECK(!wsframe_reader_idle(&r));		/* an incomplete frame */
+	CHECK_INT(wsframe_read(&r, s.p + 4, s.n - 4, &events, &rec), 0);
+	CHECK(wsframe_reader_idle(&r));
+	bytes_free(&s);
+	frame(&s, WSFRAME_TEXT, STR("first"));
+	CHECK_INT(wsframe_read(&r, s.p, s.n, &events, &rec), 0);
+	CHECK(!wsframe_reader_idle(&r));		/* a fragmented message under way */
+	bytes_free(&s);
+	frame(&s, FIN | WSFRAME_CONT, STR(" last"));
+	CHECK_INT(wsframe_read(&r, s.p, s.n, &events, &rec), 0);
+	CHECK(wsframe_reader_idle(&r));
+	bytes_free(&s);
+	close_frame(&s, 1000, NULL, 0);
+	CHECK_INT(wsframe_read(&r, s.p, s.n, &events, &rec), -1);
+	CHECK(!wsframe_reader_idle(&r));		/* closed: kept, to read nothing more */
+	CHECK_STR(rec.log, "T5:whole;T5:split;T10:first last;C1000:;");
+	wsframe_reader_free(&r);
+	bytes_free(&s);
+}
+
 /* One stream of everything, every way of cutting it. */
 static void
 test_every_split(void)
@@ -1132,6 +1170,7 @@ main(void)
 	UNIT_RUN(test_event_stops);
 	UNIT_RUN(test_null_events);
 	UNIT_RUN(test_in_place);
+	UNIT_RUN(test_idle);
 	UNIT_RUN(test_every_split);
 	UNIT_RUN(test_header);
 	UNIT_RUN(test_header_round_trip);

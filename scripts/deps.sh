@@ -3,6 +3,7 @@
 #
 #   scripts/deps.sh          build + runtime + test packages
 #   scripts/deps.sh fuzz     the same plus clang and libFuzzer
+#   scripts/deps.sh bench    the same plus libwslay-dev (bench/framecost.c only)
 #
 # Runs on every `make run` / `make test`, so the common case (everything is
 # there) is a single dpkg-query call. As root, missing packages are installed
@@ -18,13 +19,16 @@ base_pkgs=(
     procps curl valgrind openssl
 )
 fuzz_pkgs=(clang libclang-rt-14-dev libfuzzer-14-dev)
+# bench/framecost.c compares chatd's frame reader with wslay's.
+bench_pkgs=(libwslay-dev)
 
 pkgs=("${base_pkgs[@]}")
 for group in "$@"; do
     case "$group" in
         fuzz) pkgs+=("${fuzz_pkgs[@]}") ;;
-        -h|--help) echo "usage: $0 [fuzz]"; exit 0 ;;
-        *) echo "deps: unknown group '$group' (known: fuzz)" >&2; exit 2 ;;
+        bench) pkgs+=("${bench_pkgs[@]}") ;;
+        -h|--help) echo "usage: $0 [fuzz] [bench]"; exit 0 ;;
+        *) echo "deps: unknown group '$group' (known: fuzz, bench)" >&2; exit 2 ;;
     esac
 done
 

@@ -27,28 +27,6 @@ struct http_req;
  * its side before the socket is closed anyway. */
 #define CONN_LINGER_MS 2000
 
-enum sub_state { SUB_JOINING, SUB_LIVE };
-enum sub_role { SUB_MEMBER, SUB_MODERATOR, SUB_ADMIN };
-
-/* One connection's subscription to one local room. Owned by the
- * connection; the room holds a pointer at subs[ridx]. */
-struct sub {
-	struct conn *c;
-	struct room *room;
-	int64_t delivered_seq;	/* highest seq queued to the client */
-	struct outbuf **pend;	/* live events held while joining; owned refs */
-	int64_t muted_until_ms;
-	uint32_t gen;		/* unique per subscription: a freed one's address may come back */
-	int ridx;
-	int npend, pendcap;
-	int pend_frames;
-	uint8_t state;		/* enum sub_state */
-	uint8_t role;		/* enum sub_role */
-	uint8_t broadcast;	/* the room's kind is broadcast */
-	uint8_t gapped;		/* events were dropped: nothing more until the client rejoins */
-	uint8_t missed;		/* the subscriber link dropped while joining */
-};
-
 /* Who the connection is (set when a WebSocket is accepted). user and
  * tenant point into conn.idnames. */
 struct conn_identity {
@@ -134,9 +112,11 @@ void conn_set_reader(enum conn_kind kind, conn_reader *fn);
  * state go (chat/room leaves its rooms; net/ws releases its admission). */
 typedef void conn_hook(struct conn *c);
 void conn_on_close(conn_hook *fn);
-/* The room id of a subscription (chat/room registers it), for
- * conn_find_sub. */
-void conn_set_sub_room(const char *(*fn)(const struct sub *s));
+/* What the connection needs of its subscriptions (struct sub is
+ * chat/room's, which registers these): a subscription's room id, for
+ * conn_find_sub; and marking one whose queued events were replaced by a
+ * room:gap, which gets nothing more until the client joins again. */
+void conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s));
 void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
 

@@ -52,6 +52,7 @@ room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
 
 static void room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv);
 static void room__conn_closed(struct conn *c);
+static void room__gapped(struct sub *s);
 static void room__link_up(void);
 static void room__link_down(void);
 
@@ -286,7 +287,7 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 
 	if (!hooked) {
 		conn_on_close(room__conn_closed);
-		conn_set_sub_room(room_sub_room_id);
+		conn_set_sub_ops(room_sub_room_id, room__gapped);
 		redis_on_link(REDIS_LINK_SUBSCRIBER, room__link_up, room__link_down);
 		hooked = 1;
 	}
@@ -332,6 +333,12 @@ room_detach(struct sub *s)
 	    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
 		r->state = RS_UNSUBSCRIBING;
 	room__maybe_free(r);
+}
+
+static void
+room__gapped(struct sub *s)
+{
+	s->gapped = 1;
 }
 
 /* A connection closes: it leaves every room. */

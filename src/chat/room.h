@@ -4,8 +4,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct conn;
-struct sub;
+#include "net/conn.h"
+
+struct outbuf;
+
+enum sub_state { SUB_JOINING, SUB_LIVE };
+enum sub_role { SUB_MEMBER, SUB_MODERATOR, SUB_ADMIN };
+
+/* One connection's subscription to one local room. Made and freed here
+ * (room_attach, room_detach); the connection lists it (conn.subs) and the
+ * room holds it at subs[ridx]. */
+struct sub {
+	struct conn *c;
+	struct room *room;
+	int64_t delivered_seq;	/* highest seq queued to the client */
+	struct outbuf **pend;	/* live events held while joining; owned refs */
+	int64_t muted_until_ms;
+	uint32_t gen;		/* unique per subscription: a freed one's address may come back */
+	int ridx;
+	int npend, pendcap;
+	int pend_frames;
+	uint8_t state;		/* enum sub_state */
+	uint8_t role;		/* enum sub_role */
+	uint8_t broadcast;	/* the room's kind is broadcast */
+	uint8_t gapped;		/* events were dropped: nothing more until the client rejoins */
+	uint8_t missed;		/* the subscriber link dropped while joining */
+};
+
 
 /* The rooms this worker has local subscribers in. A room is SUBSCRIBEd on
  * the worker's Redis subscriber link while it has subscribers. The events

@@ -49,10 +49,9 @@ ASAN_BIN  := build/asan/chatd
 
 PYTHON   := /usr/bin/python3
 PYTEST_ARGS ?=
-# Leak detection stays off for now: libwebsockets and libuv leave memory
-# behind on their exit paths (plugins, loop internals) that would fail every
-# test on shutdown. Turn it on once chatd's own teardown is clean.
-TEST_ASAN_OPTIONS  := detect_leaks=0:abort_on_error=0
+# Leak detection is on: every chatd process a test stops checks its heap at
+# exit, and the harness fails the test on any LeakSanitizer report.
+TEST_ASAN_OPTIONS  := detect_leaks=1:abort_on_error=0
 TEST_UBSAN_OPTIONS := print_stacktrace=1
 
 # Fuzzing: libFuzzer targets in tests/fuzz/, built with clang into build/fuzz/

@@ -89,7 +89,7 @@ def child_env():
     """The environment for a chatd process: no overrides of the config file,
     sanitizer reports on stderr (which goes to the server's log)."""
     env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")  # as `make test`
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")  # as `make test`
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     return env
 

@@ -155,7 +155,7 @@ def small_asan_quarantine(monkeypatch):
     """ASan keeps freed memory resident in its quarantine (256 MB a process
     by default), which would swamp an RSS bound: make it small for the
     servers of this test (child_env() keeps an ASAN_OPTIONS already set)."""
-    base = os.environ.get("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")
+    base = os.environ.get("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     monkeypatch.setenv("ASAN_OPTIONS", base + ":quarantine_size_mb=8")
 
 

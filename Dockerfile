@@ -12,11 +12,14 @@ FROM debian:12-slim
 # One stage: build tools and -dev packages, which pull in the runtime
 # libraries (libhttp-parser-dev brings libhttp-parser2.9, libuv1-dev libuv1,
 # ...). Redis and PostgreSQL are separate services, so no server package.
+# nodejs + npm: make runs `npm ci --prefix scripts/web` for the dashboard's
+# uPlot (copied into assets/monitoring/vendor/).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev make pkg-config \
       libuv1-dev libhttp-parser-dev libhiredis-dev \
       libpq-dev libjansson-dev libjwt-dev libfcgi-dev libssl-dev libconfig-dev \
+      nodejs npm ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --home-dir /app --shell /usr/sbin/nologin chatd

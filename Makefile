@@ -14,7 +14,11 @@
 #   make bench      build/chatd and build/bench/loadgen, then bench/run.py:
 #                   the scenarios of issue 5 (< ~10 min; bench/README.md)
 #   make bench-quick the same in 1-2 minutes
-#   make clean      rm -rf build
+#   make clean      rm -rf build assets/monitoring/vendor
+#
+# `all` and `asan` also build the dashboard's vendor files: `npm ci --prefix
+# scripts/web` when scripts/web/package-lock.json changed (stamp in build/web/),
+# then uPlot's built files copied into assets/monitoring/vendor/ (what chatd serves).
 #
 # `make run` (set dev) and `make test` (set test) use separate services and
 # build directories, so both can run at the same time.
@@ -77,12 +81,31 @@ fuzz_objs = $(1:%=build/fuzz/obj/%.o)
 # Print one variable of a set's env file (written by scripts/services.sh).
 env_of = $$(sed -n 's/^$(2)=//p' .run/$(1)/env)
 
-.PHONY: all asan deps run test stop migrate clean check pkgs-ok
+.PHONY: all asan deps run test stop migrate clean check pkgs-ok web
 .PHONY: fuzz-build fuzz fuzz-smoke fuzz-ok bench bench-quick
 
-all: $(BIN)
+all: $(BIN) web
 
-asan: $(ASAN_BIN)
+asan: $(ASAN_BIN) web
+
+# The dashboard's front-end packages (scripts/web/package.json, pinned by its
+# lockfile): uPlot for the charts, playwright-core for tests/browser/.
+WEB_DIR     := scripts/web
+WEB_STAMP   := build/web/npm-ci.stamp
+VENDOR_DIR  := assets/monitoring/vendor
+VENDOR_FILES := $(VENDOR_DIR)/uPlot.iife.min.js $(VENDOR_DIR)/uPlot.min.css
+
+web: $(VENDOR_FILES)
+
+$(WEB_STAMP): $(WEB_DIR)/package-lock.json $(WEB_DIR)/package.json
+	@command -v npm >/dev/null || { \
+	  echo "npm missing: run scripts/deps.sh (Debian's npm package)" >&2; exit 1; }
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix $(WEB_DIR) --no-audit --no-fund
+	@mkdir -p $(@D) && touch $@
+
+$(VENDOR_DIR)/%: $(WEB_STAMP)
+	@mkdir -p $(@D)
+	cp $(WEB_DIR)/node_modules/uplot/dist/$* $@
 
 $(BIN): $(OBJS)
 	$(if $(SRCS),,$(error no sources in src/))
@@ -135,6 +158,7 @@ build/unit/test_ws_frame: $(call unit_objs,lib/utf8 lib/util proc/log)
 build/unit/test_http_req: $(call unit_objs,lib/utf8 lib/util proc/log)
 build/unit/test_http_req: UNIT_LIBS += -lhttp_parser
 build/unit/test_outbuf:   $(call unit_objs,net/ws_frame lib/utf8 lib/util proc/log)
+build/unit/test_cidr:     $(call unit_objs,lib/utf8 lib/util proc/log)
 build/unit/test_proto:    $(call unit_objs,lib/utf8 lib/util proc/log)
 build/unit/test_proto:    UNIT_LIBS += -ljansson
 build/unit/test_history:  $(call unit_objs,net/outbuf net/ws_frame lib/utf8 lib/util proc/log)
@@ -259,4 +283,4 @@ bench-quick: all
 	@$(MAKE) --no-print-directory -f bench/Makefile quick
 
 clean:
-	rm -rf build
+	rm -rf build $(VENDOR_DIR)

@@ -424,6 +424,55 @@ class Perf:
 
 # ----------------------------------------------------------------- loadgen
 
+class Viewers:
+    """n dashboard viewers: n Server-Sent Events clients on
+    /api/monitoring/stream (what each open /monitoring page holds), read by
+    one thread until close(). Counts the events they received."""
+
+    def __init__(self, port, n):
+        import selectors
+        import socket
+        self.events = 0
+        self.bytes = 0
+        self.socks = []
+        self._stop = threading.Event()
+        self._sel = selectors.DefaultSelector()
+        req = (f"GET /api/monitoring/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               "Accept: text/event-stream\r\n\r\n").encode()
+        for _ in range(n):
+            sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sk.sendall(req)
+            sk.setblocking(False)
+            self._sel.register(sk, selectors.EVENT_READ)
+            self.socks.append(sk)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        while not self._stop.is_set():
+            for key, _ in self._sel.select(0.5):
+                try:
+                    data = key.fileobj.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    self._sel.unregister(key.fileobj)
+                    continue
+                self.bytes += len(data)
+                self.events += data.count(b"event: monitoring")
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+        for sk in self.socks:
+            sk.close()
+        self._sel.close()
+        return {"viewers": len(self.socks), "viewer_events": self.events,
+                "viewer_bytes": self.bytes}
+
+
 class Loadgens:
     """Several loadgen processes for one run; connections split between
     them (each its own rooms and id prefix)."""
@@ -591,7 +640,11 @@ class Bench:
         workers = spec.get("workers") or self.workers
         chatd = Chatd(self.port, tag, spec.get("workers")).start()
         lg = None
+        viewers = None
+        viewed = {}
         try:
+            if self.args.viewers:
+                viewers = Viewers(self.port, self.args.viewers)
             # Let the worker settle before the baseline; meanwhile, see whether
             # something else keeps the machine busy (it would skew the run).
             # Waits (1 s at a time, at most quiet_budget seconds per session)
@@ -655,6 +708,8 @@ class Bench:
         finally:
             if lg is not None:
                 lg.kill()
+            if viewers is not None:
+                viewed = viewers.close()
             chatd.stop()
         r = merge_outputs(outs)
         setup_cpu, run_cpu = snap1.since(snap0), snap2.since(snap1)
@@ -664,6 +719,8 @@ class Bench:
             "commit": self.commit, "src_dirty": self.dirty, "quick": self.args.quick,
             **self.binary,
             "scenario": scenario, "label": label, "workers": workers,
+            # Dashboard viewers open during the run (--viewers), and what they got.
+            "viewers": self.args.viewers, **{k: v for k, v in viewed.items() if k != "viewers"},
             "loadgens": len(outs), **r,
             "server": {
                 # Busy share of its core after set-up (sending and draining).
@@ -1019,6 +1076,9 @@ def parse_args():
                    help="run this chatd binary instead of build/chatd (A/B runs; recorded "
                         "with its sha1 in results.jsonl)")
     p.add_argument("--note", help="a note stored with each run of the session (e.g. ab-old)")
+    p.add_argument("--viewers", type=int, default=0, metavar="N",
+                   help="keep N dashboard viewers (SSE clients of /api/monitoring/stream) "
+                        "open during every run; recorded as `viewers` in results.jsonl")
     p.add_argument("--report", nargs="?", const="last", metavar="SESSION",
                    help="print the table of a session in bench/results.jsonl (the last)")
     a = p.parse_args()

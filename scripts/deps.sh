@@ -15,8 +15,9 @@ base_pkgs=(
     libpq-dev libjansson-dev libjwt-dev libfcgi-dev libssl-dev libconfig-dev
     pkg-config gcc make
     redis-server redis-tools postgresql postgresql-client
-    python3-pytest python3-websockets python3-psycopg2 python3-redis
+    python3-pytest python3-websockets python3-psycopg2 python3-redis python3-prometheus-client
     procps curl valgrind openssl
+    chromium
 )
 fuzz_pkgs=(clang libclang-rt-14-dev libfuzzer-14-dev)
 # bench/framecost.c compares chatd's frame reader with wslay's.
@@ -44,6 +45,16 @@ missing_pkgs() {
         grep -qxF -- "$p" <<<"$installed" || echo "$p"
     done
 }
+
+# npm builds the dashboard's vendor files (make runs `npm ci --prefix
+# scripts/web`) and runs its browser test. It is not in base_pkgs: machines
+# may have node and npm from elsewhere (/usr/bin/npm), which Debian's npm
+# package would conflict with.
+if ! command -v npm >/dev/null; then
+    echo "deps: npm not found: install Debian's npm package" \
+         "(apt-get install -y --no-install-recommends nodejs npm)" >&2
+    exit 1
+fi
 
 mapfile -t missing < <(missing_pkgs "${pkgs[@]}")
 if (( ${#missing[@]} == 0 )); then

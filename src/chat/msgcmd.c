@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 static const char *const msg_kinds[] = { "text", "image", "file", "system" };
 
@@ -27,10 +28,19 @@ struct send_req {
 	char cmid[UTIL_ID_MAX + 1];
 	char msg_id[UTIL_ID_MAX + 1];
 	long long ts;
+	uint64_t arrival_us;		/* monotonic, for the ack latency */
 	int edit;			/* message:edit: no dedupe window, no count */
 	char *head, *mid, *tail;	/* owned: the event around its seq */
 	char *ack;			/* owned: durability = postgres waits */
 };
+
+/* The ack, and the time from the send's arrival to it. */
+static void
+msgcmd__ack(struct send_req *sr, const char *inner)
+{
+	metrics_latency(MH_ACK, (int64_t)(uv_hrtime() / 1000 - sr->arrival_us));
+	reply_ack_raw(sr->req.c, sr->req.idjson, inner);
+}
 
 static void
 msgcmd__free(struct send_req *sr)
@@ -49,7 +59,7 @@ msgcmd__persisted(const PGresult *res, void *arg)
 	struct send_req *sr = arg;
 
 	if (pgq_ok(res))
-		reply_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
+		msgcmd__ack(sr, sr->ack);
 	else
 		reply_error(sr->req.c, sr->req.idjson, "unavailable",
 		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
@@ -65,7 +75,7 @@ msgcmd__persisted_check(const PGresult *res, void *arg)
 	struct send_req *sr = arg;
 
 	if (pgq_ok(res) && PQntuples(res) == 1)
-		reply_ack_raw(sr->req.c, sr->req.idjson, sr->ack);
+		msgcmd__ack(sr, sr->ack);
 	else
 		reply_error(sr->req.c, sr->req.idjson, "unavailable",
 		    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
@@ -122,7 +132,7 @@ msgcmd__done(struct sendbatch_item *it, enum sendbatch_status st, const char *va
 			    "stored in Redis but not yet in PostgreSQL; retry with the same client_msg_id");
 			break;
 		}
-		reply_ack_raw(c, sr->req.idjson, val);
+		msgcmd__ack(sr, val);
 		break;
 	case SENDBATCH_LIMITED: {
 		long long wait = strtoll(val, NULL, 10);
@@ -227,6 +237,7 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	snprintf(sr->cmid, sizeof(sr->cmid), "%s", cmid);
 	util_random_id(sr->msg_id);
 	sr->ts = util_now_ms();
+	sr->arrival_us = uv_hrtime() / 1000;
 	reply_req_init(&sr->req, c, idjson);
 	msgcmd__build(sr, kind, body);
 	msgcmd__queue(sr);
@@ -423,6 +434,7 @@ msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
 	util_random_id(rnd);
 	snprintf(sr->cmid, sizeof(sr->cmid), "edit.%s", rnd);
 	sr->ts = util_now_ms();
+	sr->arrival_us = uv_hrtime() / 1000;
 	reply_req_init(&sr->req, c, idjson);
 	er = xcalloc(1, sizeof(*er));
 	er->sr = sr;

@@ -1,6 +1,7 @@
 #include "net/admit.h"
 #include "proc/config.h"
 #include "proc/log.h"
+#include "proc/metrics.h"
 #include "lib/util.h"
 
 #include <errno.h>
@@ -39,6 +40,7 @@ struct admit_shm {
 	uint32_t nslots;	/* a power of two */
 	uint32_t maxslots;	/* what the mapping holds */
 	uint32_t used;		/* slots with a key */
+	int64_t users;		/* user slots with open connections */
 	uint32_t workers;
 	uint32_t stride;	/* bytes per slot */
 	int64_t warned;		/* when the full table was last reported */
@@ -171,7 +173,9 @@ admit__slot(const char *kind, const char *a, const char *b, int claim)
 {
 	char buf[256];
 	int n = snprintf(buf, sizeof(buf), "%s:%s/%s", kind, a, b ? b : "");
-	uint64_t key = util_hash(buf, (size_t)n) | 1;
+	/* Bit 1 tells a user's key from an address's (distinct users). */
+	uint64_t key = kind[0] == 'u' ? util_hash(buf, (size_t)n) | 3
+	    : (util_hash(buf, (size_t)n) | 1) & ~(uint64_t)2;
 	int64_t now = admit__now();
 	struct admit_slot *reuse = NULL, *fresh = NULL;
 	uint32_t mask = g->nslots - 1;
@@ -296,8 +300,15 @@ admit__count(const char *ip, const char *tenant, const char *user, int delta)
 	if (s != NULL && (delta > 0 || s->active[gself] > 0))
 		s->active[gself] = (uint32_t)((int64_t)s->active[gself] + delta);
 	s = admit__slot("user", tenant, user, delta > 0);
-	if (s != NULL && (delta > 0 || s->active[gself] > 0))
+	if (s != NULL && (delta > 0 || s->active[gself] > 0)) {
+		int64_t before = admit__active(s);
+
 		s->active[gself] = (uint32_t)((int64_t)s->active[gself] + delta);
+		if ((before == 0) != (admit__active(s) == 0)) {
+			g->users += before == 0 ? 1 : -1;
+			metrics_set_users(g->users);
+		}
+	}
 	admit__unlock();
 }
 
@@ -317,7 +328,14 @@ void
 admit_worker_died(int index)
 {
 	admit__lock();
-	for (uint32_t i = 0; i < g->nslots; i++)
-		admit__at(i)->active[index] = 0;
+	g->users = 0;
+	for (uint32_t i = 0; i < g->nslots; i++) {
+		struct admit_slot *s = admit__at(i);
+
+		s->active[index] = 0;
+		if ((s->key & 2) && admit__active(s) > 0)
+			g->users++;
+	}
+	metrics_set_users(g->users);
 	admit__unlock();
 }

@@ -180,7 +180,7 @@ assets_get(const char *path, size_t n, const struct asset **out)
 	if (strstr(p, "/..") != NULL || strstr(p, "//") != NULL)
 		return 400;
 	if (strcmp(p, "/") == 0 || strcmp(p, "/monitoring") == 0)
-		snprintf(p, sizeof(p), "/monitoring/index.html");
+		n = (size_t)snprintf(p, sizeof(p), "/monitoring/index.html");
 	if (p[n - 1] == '/')
 		p[--n] = '\0';
 	a = cache ? hmap_get(cache, p) : NULL;

@@ -200,6 +200,7 @@ conn__release(struct conn *c)
 	if (c->counted) {
 		c->counted = 0;
 		metrics_add(M_CONNS_ACTIVE, -1);
+		metrics_conn_closed(c->close_code, c->ip, c->id.tenant, c->id.user);
 	}
 }
 

@@ -236,6 +236,8 @@ conn__iov(const struct conn *c, uv_buf_t *iov, size_t *bytes)
 static void
 conn__advance(struct conn *c, size_t n)
 {
+	int64_t now_ms = 0;
+
 	c->qbytes -= n;
 	metrics_add(M_WRITE_BYTES, (int64_t)n);
 	c->progress_ms = util_mono_ms();
@@ -248,6 +250,11 @@ conn__advance(struct conn *c, size_t n)
 			return;
 		}
 		n -= left;
+		if (b->ts_ms != 0) {
+			if (now_ms == 0)
+				now_ms = util_now_ms();
+			metrics_latency(MH_DELIVERY, (now_ms - b->ts_ms) * 1000);
+		}
 		c->qframes -= b->nframes;
 		outbuf_unref(b);
 		c->qhead = (c->qhead + 1) % c->qcap;

@@ -5,6 +5,7 @@
 #include "net/http_req.h"
 #include "net/sse.h"
 #include "net/ws.h"
+#include "lib/cidr.h"
 #include "lib/util.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
@@ -23,28 +24,37 @@
 /* Responses waiting to be written past which pipelined requests wait. */
 #define HTTP_QUEUE_MAX (256 * 1024)
 
+/* The largest admin token the login form turns into a cookie (the
+ * response head is bounded). */
+#define HTTP_COOKIE_TOKEN_MAX 700
+
 typedef void http_handler(struct conn *c, struct http_req *r);
 
 static http_handler http__ws, http__health, http__ready, http__monitoring_json,
-    http__monitoring_stream, http__asset;
+    http__monitoring_stream, http__metrics, http__login, http__asset;
 
 /* The routes: an exact path, the methods it answers, the largest body it
- * takes. A path no route names is an asset (net/assets.c) or 404. */
+ * takes, and whether it is for admins (http__admitted, checked in
+ * http__handle only). A path no route names is an asset (net/assets.c) or
+ * 404; the monitoring page's assets are for admins (http__admin_asset). */
 static const struct http_route {
 	const char *path;
 	unsigned methods;
 	uint32_t max_body;
 	const char *allow;	/* the Allow header of a 405 */
+	int admin;
 	http_handler *fn;
 } http_routes[] = {
-	{ "/ws", HTTP_M(HTTP_GET), 0, "GET", http__ws },
-	{ "/health", HTTP_GET_HEAD, 0, "GET, HEAD", http__health },
-	{ "/ready", HTTP_GET_HEAD, 0, "GET, HEAD", http__ready },
-	{ "/api/monitoring/websocket", HTTP_GET_HEAD, 0, "GET, HEAD", http__monitoring_json },
-	{ "/api/monitoring/stream", HTTP_M(HTTP_GET), 0, "GET", http__monitoring_stream },
+	{ "/ws", HTTP_M(HTTP_GET), 0, "GET", 0, http__ws },
+	{ "/health", HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__health },
+	{ "/ready", HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__ready },
+	{ "/api/monitoring/websocket", HTTP_GET_HEAD, 0, "GET, HEAD", 1, http__monitoring_json },
+	{ "/api/monitoring/stream", HTTP_M(HTTP_GET), 0, "GET", 1, http__monitoring_stream },
+	{ "/metrics", HTTP_GET_HEAD, 0, "GET, HEAD", 1, http__metrics },
+	{ "/monitoring/login", HTTP_M(HTTP_POST), 8192, "POST", 0, http__login },
 };
 static const struct http_route http_asset_route = {
-	NULL, HTTP_GET_HEAD, 0, "GET, HEAD", http__asset
+	NULL, HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__asset
 };
 
 static const struct http_route *
@@ -70,6 +80,7 @@ http__reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
+	case 303: return "See Other";
 	case 304: return "Not Modified";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
@@ -186,36 +197,110 @@ http__ready(struct conn *c, struct http_req *r)
 	http__json(c, r, ok ? 200 : 503, body);
 }
 
-/* Monitoring is for loopback (trusted) peers or an admin token. */
+/* token (len bytes) is an admin's JWT. */
 static int
-http__trusted(struct conn *c, const struct http_req *r)
+http__admin_token(const char *token, size_t len)
 {
-	char token[4200];
+	char buf[4200];
 	struct auth_identity id;
-	const char *reason, *auth;
-	size_t n;
+	const char *reason;
 
-	if (strncmp(c->ip, "127.", 4) == 0 || strcmp(c->ip, "::1") == 0 ||
-	    strncmp(c->ip, "::ffff:127.", 11) == 0)
-		return 1;
-	auth = http_req_header(r, "Authorization", &n);
-	if (auth == NULL || n <= 7 || n - 7 >= sizeof(token) || strncasecmp(auth, "Bearer ", 7) != 0)
+	if (len == 0 || len >= sizeof(buf))
 		return 0;
-	memcpy(token, auth + 7, n - 7);
-	token[n - 7] = '\0';
-	return auth_verify(srv.cfg, token, &id, &reason) == 0 && id.admin;
+	memcpy(buf, token, len);
+	buf[len] = '\0';
+	return auth_verify(srv.cfg, buf, &id, &reason) == 0 && id.admin;
+}
+
+/* The value of the chatd_admin cookie, or NULL. */
+static const char *
+http__admin_cookie(const struct http_req *r, size_t *len)
+{
+	static const char name[] = "chatd_admin=";
+	size_t n = 0;
+	const char *h = http_req_header(r, "Cookie", &n), *end;
+
+	if (h == NULL)
+		return NULL;
+	end = h + n;
+	while (h < end) {
+		const char *semi = memchr(h, ';', (size_t)(end - h));
+		const char *e = semi ? semi : end;
+
+		while (h < e && *h == ' ')
+			h++;
+		if ((size_t)(e - h) > sizeof(name) - 1 && memcmp(h, name, sizeof(name) - 1) == 0) {
+			*len = (size_t)(e - h) - (sizeof(name) - 1);
+			return h + sizeof(name) - 1;
+		}
+		h = semi ? semi + 1 : end;
+	}
+	return NULL;
+}
+
+/* Monitoring is for peers in monitoring_trusted, or a request with an
+ * admin token: Authorization: Bearer, or the login form's cookie. */
+static int
+http__admitted(struct conn *c, const struct http_req *r)
+{
+	size_t n;
+	const char *v;
+
+	if (cidr_match(srv.cfg->trusted, srv.cfg->ntrusted, c->ip))
+		return 1;
+	v = http_req_header(r, "Authorization", &n);
+	if (v != NULL && n > 7 && strncasecmp(v, "Bearer ", 7) == 0 && http__admin_token(v + 7, n - 7))
+		return 1;
+	v = http__admin_cookie(r, &n);
+	return v != NULL && http__admin_token(v, n);
+}
+
+/* The dashboard and its files: "/", "/monitoring", "/monitoring/..." */
+static int
+http__admin_asset(const char *path, size_t n)
+{
+	return (n == 1 && path[0] == '/') || (n == 11 && memcmp(path, "/monitoring", 11) == 0) ||
+	    (n >= 12 && memcmp(path, "/monitoring/", 12) == 0);
+}
+
+/* A page a person opens, rather than a file the page loads. */
+static int
+http__page(const char *path, size_t n)
+{
+	return n == 0 || path[n - 1] == '/' || (n == 11 && memcmp(path, "/monitoring", 11) == 0) ||
+	    (n > 5 && memcmp(path + n - 5, ".html", 5) == 0);
+}
+
+/* A person opens the dashboard in a browser: a page that asks for the
+ * token; anything else gets the JSON error. */
+static void
+http__unauthorized(struct conn *c, const struct http_req *r, int page, const char *why)
+{
+	char body[1024];
+	int n;
+
+	if (!page) {
+		http_respond_error(c, r, 401, "admin token required", NULL);
+		return;
+	}
+	n = snprintf(body, sizeof(body),
+	    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+	    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+	    "<title>chatd monitoring: sign in</title></head><body>"
+	    "<h1>chatd monitoring</h1><p>%s</p>"
+	    "<form method=\"post\" action=\"/monitoring/login\">"
+	    "<label>Admin token <input name=\"token\" type=\"password\" autocomplete=\"off\" "
+	    "required></label> <button type=\"submit\">Sign in</button></form></body></html>\n",
+	    why);
+	http_respond(c, r, 401, "text/html; charset=utf-8", body, (size_t)n,
+	    "Cache-Control: no-store\r\n");
 }
 
 static void
 http__monitoring_json(struct conn *c, struct http_req *r)
 {
-	char *json;
+	char *json = metrics_json();
 
-	if (!http__trusted(c, r)) {
-		http_respond_error(c, r, 401, "admin token required", NULL);
-		return;
-	}
-	json = metrics_json();
 	http__json(c, r, 200, json);
 	free(json);
 }
@@ -223,11 +308,40 @@ http__monitoring_json(struct conn *c, struct http_req *r)
 static void
 http__monitoring_stream(struct conn *c, struct http_req *r)
 {
-	if (!http__trusted(c, r)) {
-		http_respond_error(c, r, 401, "admin token required", NULL);
+	(void)r;
+	sse_open(c, SSE_MONITORING);
+}
+
+static void
+http__metrics(struct conn *c, struct http_req *r)
+{
+	size_t len;
+	char *text = metrics_prometheus(&len);
+
+	http_respond(c, r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len,
+	    "Cache-Control: no-store\r\n");
+	free(text);
+}
+
+/* POST /monitoring/login, form field token: an admin token becomes the
+ * chatd_admin cookie (HttpOnly, SameSite=Strict) and the browser goes to
+ * the dashboard; anything else gets the form again, 401. */
+static void
+http__login(struct conn *c, struct http_req *r)
+{
+	char token[HTTP_COOKIE_TOKEN_MAX + 1], headers[HTTP_COOKIE_TOKEN_MAX + 128];
+	size_t len;
+
+	if (http_req_form(r, "token", token, sizeof(token)) != 0 ||
+	    (len = strlen(token)) == 0 || strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-_.") != len || !http__admin_token(token, len)) {
+		log_info("http from %s: monitoring login refused", c->ip);
+		http__unauthorized(c, r, 1, "That is not an admin token.");
 		return;
 	}
-	sse_open(c, SSE_MONITORING);
+	snprintf(headers, sizeof(headers), "Location: /monitoring\r\nSet-Cookie: chatd_admin=%s; "
+	    "HttpOnly; SameSite=Strict; Path=/\r\nCache-Control: no-store\r\n", token);
+	http_respond(c, r, 303, NULL, NULL, 0, headers);
 }
 
 static void
@@ -262,12 +376,21 @@ static void
 http__handle(struct conn *c, struct http_req *r)
 {
 	const struct http_route *route = http__route(r);
+	size_t n;
+	const char *path = http_req_path(r, &n);
 	char allow[64];
 
 	if (route->fn != http__asset && !(route->methods & HTTP_M(http_req_method(r)))) {
 		snprintf(allow, sizeof(allow), "Allow: %s\r\n", route->allow);
 		http_respond_error(c, r, 405, "method not allowed", allow);
 		return;
+	}
+	if (route->admin || (route->fn == http__asset && http__admin_asset(path, n))) {
+		if (!http__admitted(c, r)) {
+			http__unauthorized(c, r, route->fn == http__asset && http__page(path, n),
+			    "An admin token is required.");
+			return;
+		}
 	}
 	route->fn(c, r);
 }

@@ -412,11 +412,12 @@ http_req__decode(const char *p, size_t n, char *out, size_t outlen)
 	return 0;
 }
 
-int
-http_req_arg(const struct http_req *r, const char *name, char *out, size_t outlen)
+/* The value of name in a name=value&... text (a query, a form body). */
+static int
+http_req__pair(const char *q, size_t qn, const char *name, char *out, size_t outlen)
 {
-	size_t qn, len = strlen(name);
-	const char *q = http_req_query(r, &qn), *end = q + qn;
+	size_t len = strlen(name);
+	const char *end = q + qn;
 
 	while (q < end) {
 		const char *amp = memchr(q, '&', (size_t)(end - q));
@@ -430,6 +431,24 @@ http_req_arg(const struct http_req *r, const char *name, char *out, size_t outle
 	if (outlen > 0)
 		out[0] = '\0';
 	return -1;
+}
+
+int
+http_req_arg(const struct http_req *r, const char *name, char *out, size_t outlen)
+{
+	size_t qn;
+	const char *q = http_req_query(r, &qn);
+
+	return http_req__pair(q, qn, name, out, outlen);
+}
+
+int
+http_req_form(const struct http_req *r, const char *name, char *out, size_t outlen)
+{
+	size_t n;
+	const char *body = http_req_body(r, &n);
+
+	return http_req__pair(body, n, name, out, outlen);
 }
 
 const char *

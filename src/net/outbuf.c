@@ -47,7 +47,7 @@ outbuf__alloc(size_t cap)
 	b->len = 0;
 	b->cap = (uint32_t)cap;
 	b->nframes = 0;
-	b->seq = b->last_seq = 0;
+	b->seq = b->last_seq = b->ts_ms = 0;
 	b->room[0] = '\0';
 	return b;
 }
@@ -117,6 +117,8 @@ outbuf_append(struct outbuf **bp, const char *payload, size_t len, int64_t seq)
 		b->cap = (uint32_t)cap;
 	}
 	outbuf__put(b, payload, len, seq);
+	if (seq != 0 && b->ts_ms == 0)
+		b->ts_ms = outbuf_scan_ts(payload, len);
 	*bp = b;
 }
 
@@ -156,17 +158,34 @@ outbuf_unref(struct outbuf *b)
 		free(b);
 }
 
-int64_t
-outbuf_scan_seq(const char *json, size_t len)
+/* The first unsigned number after key. A body is a JSON string, whose
+ * quotes are escaped: the key cannot occur inside it. */
+static int64_t
+outbuf__scan(const char *json, size_t len, const char *key, size_t klen)
 {
-	static const char key[] = "\"seq\":";
 	const char *end = json + len;
-	const char *p = memmem(json, len, key, sizeof(key) - 1);
+	const char *p = memmem(json, len, key, klen);
 	int64_t v = 0;
 
 	if (p == NULL)
 		return 0;
-	for (p += sizeof(key) - 1; p < end && *p >= '0' && *p <= '9'; p++)
+	for (p += klen; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
 		v = v * 10 + (*p - '0');
 	return v;
+}
+
+int64_t
+outbuf_scan_seq(const char *json, size_t len)
+{
+	static const char key[] = "\"seq\":";
+
+	return outbuf__scan(json, len, key, sizeof(key) - 1);
+}
+
+int64_t
+outbuf_scan_ts(const char *json, size_t len)
+{
+	static const char key[] = "\"ts\":";
+
+	return outbuf__scan(json, len, key, sizeof(key) - 1);
 }

@@ -22,6 +22,8 @@ struct outbuf {
 	uint32_t nframes;
 	int64_t seq;		/* room events: the lowest seq; 0 for anything else */
 	int64_t last_seq;	/* room events: the highest seq */
+	int64_t ts_ms;		/* live room events (outbuf_append): the earliest
+				 * "ts", server ms at the send; 0: none */
 	char room[65];		/* the room of room events */
 	unsigned char data[];
 };
@@ -44,5 +46,7 @@ void outbuf_unref(struct outbuf *b);
 /* The "seq" of a room event JSON text that starts with the type and room
  * fields as chatd writes them; 0 when there is none. */
 int64_t outbuf_scan_seq(const char *json, size_t len);
+/* Its "ts" (message:new: the server's ms at the send's arrival), or 0. */
+int64_t outbuf_scan_ts(const char *json, size_t len);
 
 #endif

@@ -25,6 +25,12 @@
 static int
 ws__refuse(struct ws_refusal *out, int status, const char *why)
 {
+	if (status == 400)
+		metrics_add(M_REFUSED_BAD, 1);
+	else if (status == 426)
+		metrics_add(M_REFUSED_UPGRADE, 1);
+	else if (status == 503)
+		metrics_add(M_REFUSED_BUSY, 1);
 	out->status = status;
 	out->why = why;
 	out->header = NULL;
@@ -204,12 +210,14 @@ ws_upgrade(struct conn *c, struct http_req *r, struct ws_refusal *out)
 {
 	struct auth_identity id;
 	char accept[29], head[256];
-	const char *key, *rest;
-	size_t kn, n;
+	const char *key, *rest, *ua;
+	size_t kn, n, uan;
 	int len;
 
-	if (ws__check_request(r, out) != 0 || ws__admit(c, r, &id, out) != 0)
+	if (ws__check_request(r, out) != 0 || ws__admit(c, r, &id, out) != 0) {
+		metrics_refused(c->ip, out->status, out->why);
 		return -1;
+	}
 	key = http_req_header(r, "Sec-WebSocket-Key", &kn);
 	ws__accept_key(key, kn, accept);
 	len = snprintf(head, sizeof(head),
@@ -221,6 +229,8 @@ ws_upgrade(struct conn *c, struct http_req *r, struct ws_refusal *out)
 	conn_send_raw(c, head, (size_t)len);
 	conn_set_identity(c, &id);
 	admit_conn_opened(c->ip, id.tenant, id.user);
+	ua = http_req_header(r, "User-Agent", &uan);
+	metrics_conn_opened(c->ip, id.tenant, id.user, ua, ua ? uan : 0);
 	ws__hello(c);
 	/* Frames the client sent right after its request are read now; the
 	 * handshake's state goes. */

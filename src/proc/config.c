@@ -41,6 +41,7 @@ static const struct cfg_key cfg_keys[] = {
 	I(jwt_leeway_s, NULL, 0, 3600, "30"),
 	S(default_tenant, NULL, "default"),
 	S(allowed_origins, "CHATD_ALLOWED_ORIGINS", ""),
+	S(monitoring_trusted, "CHATD_MONITORING_TRUSTED", "127.0.0.1/8, ::1"),
 	I(allow_missing_origin, NULL, 0, 1, "1"),
 	I(handshake_timeout_s, NULL, 1, 300, "10"),
 	I(rate_send_per_s, NULL, 1, 1000000, "10"),
@@ -241,6 +242,8 @@ cfg__read_key(struct cfg *c, char *err, size_t errlen)
 static int
 cfg__validate(struct cfg *c, char *err, size_t errlen)
 {
+	char why[160];
+
 	if (strcmp(c->jwt_alg, "HS256") == 0) {
 		if (strlen(c->jwt_secret) < 8) {
 			snprintf(err, errlen, "jwt_secret must be set, at least 8 characters "
@@ -280,6 +283,11 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 			    "not \"%s\"", c->listen);
 			return -1;
 		}
+	}
+	if (cidr_parse_list(c->monitoring_trusted, c->trusted, CIDR_LIST_MAX, &c->ntrusted,
+	    why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "monitoring_trusted: %s", why);
+		return -1;
 	}
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -1,6 +1,8 @@
 #ifndef CHATD_CONFIG_H
 #define CHATD_CONFIG_H
 
+#include "lib/cidr.h"
+
 #include <stddef.h>
 
 #define CFG_STR_MAX 512
@@ -26,6 +28,7 @@ struct cfg {
 	char default_tenant[65];
 
 	char allowed_origins[2048];
+	char monitoring_trusted[1024];	/* IPs and CIDRs; parsed into trusted */
 	int allow_missing_origin;
 	int handshake_timeout_s;
 
@@ -64,6 +67,8 @@ struct cfg {
 	char redis_host[256];
 	int redis_port;
 	int redis_db;
+	struct cidr trusted[CIDR_LIST_MAX];	/* monitoring_trusted */
+	int ntrusted;
 };
 
 /* Loads path (NULL: defaults only), then environment overrides, then

@@ -1,4 +1,5 @@
 #include "proc/metrics.h"
+#include "proc/metrics_private.h"
 #include "lib/util.h"
 #include "proc/log.h"
 
@@ -8,30 +9,34 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <stdio.h>
+#include <unistd.h>
 
-#define METRICS_ROOM_SLOTS 65536	/* power of two */
-
-struct metrics_room_slot {
-	uint64_t hash;		/* 0 = free */
-	uint64_t workers;	/* bit i: worker i has local subscribers */
-};
-
-struct metrics_shm {
-	int64_t start_ms;
-	int64_t nworkers;
-	int64_t sync_lag_entries;
-	int64_t sync_pending;
-	int64_t sync_age_ms;
-	int64_t rooms_overflow;
-	struct metrics_worker w[METRICS_MAX_WORKERS];
-	struct metrics_room_slot rooms[METRICS_ROOM_SLOTS];
-};
-
-static struct metrics_shm *shm;
+struct metrics_shm *metrics__shm;
+#define shm metrics__shm
 static int self = -1;
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+const int64_t metrics_hist_bounds_us[METRICS_HIST_BUCKETS - 1] = {
+	250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+	500000, 1000000, 2500000, 5000000, 10000000,
+};
+
+/* Close reasons by WebSocket close code; the last one takes the others. */
+static const int metrics_close_codes[METRICS_CLOSE_REASONS] = {
+	1000, 1001, 1002, 1007, 1008, 1009, 1013, 4001, 4008, 0, -1,
+};
+const char *const metrics_close_names[METRICS_CLOSE_REASONS] = {
+	"normal", "going_away", "protocol_error", "bad_utf8", "policy",
+	"too_big", "slow_consumer", "token_expired", "heartbeat_timeout",
+	"no_close_frame", "other",
+};
+
+/* The error codes of protocol.md; "other" takes anything else. */
+const char *const metrics_error_names[METRICS_ERROR_CODES] = {
+	"bad_request", "unauthorized", "forbidden", "not_found", "conflict",
+	"too_large", "rate_limited", "unavailable", "internal", "other",
+};
+
 
 int
 metrics_init(int nworkers, int64_t start_ms)
@@ -52,8 +57,12 @@ metrics_worker_started(int index, pid_t pid)
 {
 	struct metrics_worker *w = &shm->w[index];
 
-	if (LOAD(&w->started_ms) != 0)
-		__atomic_add_fetch(&w->restarts, 1, __ATOMIC_RELAXED);
+	if (LOAD(&w->started_ms) != 0) {
+		int64_t k = __atomic_add_fetch(&w->restarts, 1, __ATOMIC_RELAXED);
+
+		STORE(&w->restart_ms[k % METRICS_RESTARTS_KEPT], util_now_ms());
+	}
+	w->cpu_prev_ms = 0;
 	STORE(&w->pid, (int64_t)pid);
 	STORE(&w->started_ms, util_now_ms());
 }
@@ -71,6 +80,8 @@ metrics_worker_died(int index)
 	STORE(&w->subscriptions, 0);
 	STORE(&w->redis_connected, 0);
 	STORE(&w->pg_connected, 0);
+	STORE(&w->cpu_pct_x100, 0);
+	STORE(&w->rss_kb, 0);
 	for (size_t i = 0; i < METRICS_ROOM_SLOTS; i++)
 		__atomic_and_fetch(&shm->rooms[i].workers, ~bit, __ATOMIC_RELAXED);
 }
@@ -82,7 +93,7 @@ metrics_set_self(int index)
 }
 
 /* Field f of a worker's slot. */
-static int64_t *
+int64_t *
 metrics__field(struct metrics_worker *w, enum metrics_field f)
 {
 	switch (f) {
@@ -117,6 +128,13 @@ metrics__field(struct metrics_worker *w, enum metrics_field f)
 	case M_WRITES: return &w->writes;
 	case M_WRITE_BYTES: return &w->write_bytes;
 	case M_CONN_HEAP: return &w->conn_heap;
+	case M_CONNS_CLOSED: return &w->conns_closed;
+	case M_REFUSED_BAD: return &w->refused_bad;
+	case M_REFUSED_UPGRADE: return &w->refused_upgrade;
+	case M_REFUSED_BUSY: return &w->refused_busy;
+	case M_CPU_PCT_X100: return &w->cpu_pct_x100;
+	case M_RSS_KB: return &w->rss_kb;
+	case M_REDIS_USED_MEMORY: return &w->redis_used_memory;
 	case M_COUNT: break;
 	}
 	log_fatal("metrics: unknown field %d", (int)f);
@@ -140,6 +158,156 @@ int64_t
 metrics_get(enum metrics_field f)
 {
 	return shm != NULL && self >= 0 ? LOAD(metrics__field(&shm->w[self], f)) : 0;
+}
+
+struct metrics_worker *
+metrics__self(void)
+{
+	return shm != NULL && self >= 0 ? &shm->w[self] : NULL;
+}
+
+#define INC(p, d) __atomic_add_fetch((p), (d), __ATOMIC_RELAXED)
+
+void
+metrics_conn_closed(int code, const char *ip, const char *tenant, const char *user)
+{
+	struct metrics_worker *w = metrics__self();
+	int i = 0;
+
+	if (w == NULL)
+		return;
+	while (i < METRICS_CLOSE_REASONS - 1 && metrics_close_codes[i] != code)
+		i++;
+	INC(&w->closes[i], 1);
+	INC(&w->conns_closed, 1);
+	metrics__log(w, ME_DISCONNECT, code, ip, tenant, user, metrics_close_names[i]);
+}
+
+void
+metrics_error(const char *code)
+{
+	struct metrics_worker *w = metrics__self();
+	int i = 0;
+
+	if (w == NULL)
+		return;
+	while (i < METRICS_ERROR_CODES - 1 && strcmp(metrics_error_names[i], code) != 0)
+		i++;
+	INC(&w->errors[i], 1);
+}
+
+void
+metrics_latency(enum metrics_hist_kind h, int64_t us)
+{
+	struct metrics_worker *w = metrics__self();
+	int i = 0;
+
+	if (w == NULL)
+		return;
+	if (us < 0)
+		us = 0;
+	while (i < METRICS_HIST_BUCKETS - 1 && us > metrics_hist_bounds_us[i])
+		i++;
+	INC(&w->hist[h].n[i], 1);
+	INC(&w->hist[h].sum_us, us);
+	INC(&w->hist[h].count, 1);
+	if (us > LOAD(&w->max_us[h]))
+		STORE(&w->max_us[h], us);
+}
+
+/* utime + stime (clock ticks) and RSS (pages) of this process: fields 14,
+ * 15 and 24 of /proc/self/stat, counted after the command's ')'. */
+static int
+metrics__proc_stat(int64_t *ticks, int64_t *rss_pages)
+{
+	char buf[1024], *p, *end;
+	FILE *f = fopen("/proc/self/stat", "r");
+	size_t n;
+	int field = 2;
+
+	if (f == NULL)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) == NULL)
+		return -1;
+	*ticks = *rss_pages = 0;
+	for (p++; *p != '\0' && field < 24; ) {
+		long long v;
+
+		while (*p == ' ')
+			p++;
+		field++;
+		v = strtoll(p, &end, 10);
+		if (field == 14 || field == 15)
+			*ticks += v;
+		else if (field == 24)
+			*rss_pages = v;
+		p = strchr(p, ' ');
+		if (p == NULL)
+			break;
+	}
+	return field == 24 ? 0 : -1;
+}
+
+static void
+metrics__tick_cpu(struct metrics_worker *w, int64_t now)
+{
+	int64_t ticks, pages;
+	long hz = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+
+	if (metrics__proc_stat(&ticks, &pages) != 0)
+		return;
+	if (w->cpu_prev_ms != 0 && now > w->cpu_prev_ms && hz > 0)
+		STORE(&w->cpu_pct_x100, (ticks - w->cpu_prev_ticks) * 1000 * 10000 /
+		    (hz * (now - w->cpu_prev_ms)));
+	w->cpu_prev_ticks = ticks;
+	w->cpu_prev_ms = now;
+	STORE(&w->rss_kb, pages * (page / 1024));
+}
+
+/* The figures "per second" are the last second's: each counter's delta
+ * since the previous tick, and each histogram's. Only this worker writes
+ * its slot, so the copies need no lock; a reader may see a tick half done
+ * (one figure of the next second), which a once-a-second view tolerates. */
+void
+metrics_tick(void)
+{
+	struct metrics_worker *w = metrics__self();
+	int64_t now = util_now_ms(), cur[METRICS_RATES];
+
+	if (w == NULL)
+		return;
+	cur[0] = LOAD(&w->conns_total);
+	cur[1] = LOAD(&w->conns_closed);
+	cur[2] = LOAD(&w->msgs_sent);
+	cur[3] = LOAD(&w->deliveries);
+	cur[4] = LOAD(&w->accept_paused);
+	cur[5] = LOAD(&w->slow_closes);
+	for (int i = 0; i < METRICS_RATES; i++) {
+		STORE(&w->rate_last[i], cur[i] - w->rate_prev[i]);
+		w->rate_prev[i] = cur[i];
+	}
+	for (int h = 0; h < METRICS_HISTS; h++) {
+		struct metrics_hist *c = &w->hist[h], *p = &w->prev[h], *l = &w->last[h];
+
+		for (int b = 0; b < METRICS_HIST_BUCKETS; b++) {
+			int64_t v = LOAD(&c->n[b]);
+
+			STORE(&l->n[b], v - p->n[b]);
+			p->n[b] = v;
+		}
+		STORE(&l->sum_us, LOAD(&c->sum_us) - p->sum_us);
+		p->sum_us = LOAD(&c->sum_us);
+		STORE(&l->count, LOAD(&c->count) - p->count);
+		p->count = LOAD(&c->count);
+		/* last[].n[] has no room for the max: keep it in max_us of the
+		 * finished interval, moved to last_max_us. */
+		STORE(&w->last_max_us[h], LOAD(&w->max_us[h]));
+		STORE(&w->max_us[h], 0);
+	}
+	metrics__tick_cpu(w, now);
 }
 
 void
@@ -177,6 +345,13 @@ metrics__room_slot(const char *key, int claim)
 }
 
 void
+metrics_set_users(int64_t n)
+{
+	if (shm != NULL)
+		STORE(&shm->users, n);
+}
+
+void
 metrics_room_add(const char *key)
 {
 	struct metrics_room_slot *s = metrics__room_slot(key, 1);
@@ -197,119 +372,3 @@ metrics_room_remove(const char *key)
 		__atomic_and_fetch(&s->workers, ~(1ULL << self), __ATOMIC_RELAXED);
 }
 
-static json_t *
-metrics__worker_json(int i, int64_t now)
-{
-	struct metrics_worker *w = &shm->w[i];
-
-	return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b}",
-	    "index", i,
-	    "pid", (json_int_t)LOAD(&w->pid),
-	    "uptime_s", (json_int_t)(LOAD(&w->started_ms) ? (now - LOAD(&w->started_ms)) / 1000 : 0),
-	    "restarts", (json_int_t)LOAD(&w->restarts),
-	    "connections", (json_int_t)LOAD(&w->conns_active),
-	    "connections_total", (json_int_t)LOAD(&w->conns_total),
-	    "rooms", (json_int_t)LOAD(&w->rooms_local),
-	    "messages_sent", (json_int_t)LOAD(&w->msgs_sent),
-	    "deliveries", (json_int_t)LOAD(&w->deliveries),
-	    "redis_connected", LOAD(&w->redis_connected) != 0,
-	    "postgres_connected", LOAD(&w->pg_connected) != 0);
-}
-
-char *
-metrics_json(void)
-{
-	int64_t now = util_now_ms();
-	int n = (int)shm->nworkers;
-	int64_t sum[M_COUNT] = { 0 };
-	int64_t ping_us = 0, sync_last = 0, batch_us = 0;
-	int64_t rooms = 0;
-	int redis_up = 1, pg_up = 1, live = 0;
-	json_t *workers = json_array();
-	json_t *root;
-	struct rusage ru;
-	struct mallinfo2 mi;
-	char *out;
-
-	for (int i = 0; i < n; i++) {
-		struct metrics_worker *w = &shm->w[i];
-
-		json_array_append_new(workers, metrics__worker_json(i, now));
-		/* Every field summed; the gauges that are not totals
-		 * (connected, ping, last sync) are read per worker below. */
-		for (int f = 0; f < M_COUNT; f++)
-			sum[f] += LOAD(metrics__field(w, (enum metrics_field)f));
-		if (LOAD(&w->pid) == 0)
-			continue;
-		live++;
-		if (!LOAD(&w->redis_connected))
-			redis_up = 0;
-		if (!LOAD(&w->pg_connected))
-			pg_up = 0;
-		if (LOAD(&w->redis_ping_us) > ping_us)
-			ping_us = LOAD(&w->redis_ping_us);
-		if (LOAD(&w->sync_last_ms) > sync_last) {
-			sync_last = LOAD(&w->sync_last_ms);
-			batch_us = LOAD(&w->sync_batch_us);
-		}
-	}
-	for (size_t i = 0; i < METRICS_ROOM_SLOTS; i++)
-		if (LOAD(&shm->rooms[i].workers) != 0)
-			rooms++;
-	getrusage(RUSAGE_SELF, &ru);
-
-	root = json_pack("{s:I, s:I, s:i, s:{s:I, s:I}, s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:I}",
-	    "now_ms", (json_int_t)now,
-	    "uptime_s", (json_int_t)((now - shm->start_ms) / 1000),
-	    "workers_live", live,
-	    "connections", "active", (json_int_t)sum[M_CONNS_ACTIVE], "total", (json_int_t)sum[M_CONNS_TOTAL],
-	    "workers", workers,
-	    "rooms", "with_subscribers", (json_int_t)rooms, "subscriptions", (json_int_t)sum[M_SUBSCRIPTIONS],
-	    "messages", "sent", (json_int_t)sum[M_MSGS_SENT], "frames_in", (json_int_t)sum[M_FRAMES_IN],
-	    "deliveries", (json_int_t)sum[M_DELIVERIES],
-	    "errors_sent", (json_int_t)sum[M_ERRORS_SENT]);
-	json_object_set_new(json_object_get(root, "connections"), "accept_paused",
-	    json_integer(sum[M_ACCEPT_PAUSED]));
-	json_object_set_new(json_object_get(root, "rooms"), "not_counted",
-	    json_integer(LOAD(&shm->rooms_overflow)));
-	json_object_set_new(root, "redis", json_pack("{s:b, s:f, s:I, s:I}",
-	    "connected", redis_up && live > 0,
-	    "last_ping_ms", (double)ping_us / 1000.0,
-	    "errors", (json_int_t)sum[M_REDIS_ERRORS],
-	    "reconnects", (json_int_t)sum[M_REDIS_RECONNECTS]));
-	json_object_set_new(root, "postgres", json_pack("{s:b, s:I, s:I, s:I}",
-	    "connected", pg_up && live > 0, "errors", (json_int_t)sum[M_PG_ERRORS],
-	    "join_checks", (json_int_t)sum[M_JOIN_CHECKS],
-	    "join_batches", (json_int_t)sum[M_JOIN_BATCHES]));
-	json_object_set_new(root, "sync", json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:f}",
-	    "synced", (json_int_t)sum[M_SYNC_SYNCED],
-	    "failed", (json_int_t)sum[M_SYNC_FAILED],
-	    "last_sync_ms", (json_int_t)sync_last,
-	    "batch_ms", (double)batch_us / 1000.0,
-	    "lag", (json_int_t)LOAD(&shm->sync_lag_entries),
-	    "pending", (json_int_t)LOAD(&shm->sync_pending),
-	    "lag_s", (double)LOAD(&shm->sync_age_ms) / 1000.0));
-	json_object_set_new(root, "security", json_pack("{s:I, s:I, s:I, s:I, s:I}",
-	    "handshakes_refused_auth", (json_int_t)sum[M_REFUSED_AUTH],
-	    "handshakes_refused_origin", (json_int_t)sum[M_REFUSED_ORIGIN],
-	    "handshakes_refused_rate", (json_int_t)sum[M_REFUSED_RATE],
-	    "rate_limited", (json_int_t)sum[M_RATE_LIMITED],
-	    "tokens_expired", (json_int_t)sum[M_TOKEN_EXPIRED]));
-	json_object_set_new(root, "slow_consumers", json_pack("{s:I, s:I}",
-	    "gaps", (json_int_t)sum[M_GAPS], "closed", (json_int_t)sum[M_SLOW_CLOSES]));
-	json_object_set_new(root, "output", json_pack("{s:I, s:I}",
-	    "socket_writes", (json_int_t)sum[M_WRITES], "bytes", (json_int_t)sum[M_WRITE_BYTES]));
-	/* glibc's view of the answering worker's heap: what is allocated, and
-	 * what is free but still mapped (RSS counts both once touched). */
-	mi = mallinfo2();
-	json_object_set_new(root, "process", json_pack("{s:I, s:I, s:I, s:I}",
-	    "answering_worker_maxrss_kb", (json_int_t)ru.ru_maxrss,
-	    "answering_worker_heap_used_kb", (json_int_t)((mi.uordblks + mi.hblkhd) / 1024),
-	    "answering_worker_heap_free_kb", (json_int_t)(mi.fordblks / 1024),
-	    "conn_heap_kb", (json_int_t)(sum[M_CONN_HEAP] / 1024)));
-	out = json_dumps(root, JSON_COMPACT);
-	json_decref(root);
-	if (out == NULL)
-		log_fatal("metrics: json_dumps failed");
-	return out;
-}

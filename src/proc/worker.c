@@ -200,8 +200,9 @@ worker__tick(uv_timer_t *t)
 	(void)t;
 	metrics_set(M_PG_CONNECTED, pgq_up(srv.pg) && pgq_up(srv.pgsync));
 	conn_sweep();
-	http_tick();
 	metrics_set(M_CONN_HEAP, conn_heap_bytes());
+	metrics_tick();
+	http_tick();	/* after metrics_tick: the stream carries this second */
 }
 
 int

@@ -63,6 +63,7 @@ reply__verror(struct conn *c, const char *idjson, const char *code, long long re
 	if (retry_ms >= 0)
 		json_object_set_new(o, "retry_after_ms", json_integer(retry_ms));
 	metrics_add(M_ERRORS_SENT, 1);
+	metrics_error(code);
 	reply__send_json(c, o);
 }
 

@@ -48,6 +48,7 @@ struct pgq {
 	char *stmts[PGQ_MAX_STMTS];	/* owned: SQL prepared as "chatd_<index>" */
 	int nstmts;
 	int preparing;		/* the head item's SQL is being prepared */
+	uint64_t sent_us;	/* when the query in flight was sent */
 };
 
 static void pgq__fail_conn(struct pgq *q, const char *why);
@@ -242,6 +243,7 @@ pgq__kick(struct pgq *q)
 		return;
 	}
 	q->sent = 1;
+	q->sent_us = uv_hrtime() / 1000;
 	pgq__watch(q, PQflush(q->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
 }
 
@@ -293,6 +295,7 @@ pgq__read(struct pgq *q)
 		q->tail = NULL;
 	q->queued--;
 	q->sent = 0;
+	metrics_latency(MH_PG_QUERY, (int64_t)(uv_hrtime() / 1000 - q->sent_us));
 	if (last != NULL && !pgq_ok(last)) {
 		log_warn("postgres %s query failed: %s", q->name, PQresultErrorMessage(last));
 		metrics_add(M_PG_ERRORS, 1);

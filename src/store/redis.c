@@ -6,6 +6,7 @@
 #include "proc/srv.h"
 #include "lib/util.h"
 
+#include <limits.h>
 #include <string.h>
 
 /*
@@ -68,6 +69,8 @@
 /* send.lua writes REDIS_SYNC_ENTRY_MAX as a number (a script is loaded as
  * it is, with no parameters of the build); redis_start() checks the two
  * agree. */
+/* INFO memory once every this many pings (one a second). */
+#define REDIS_INFO_EVERY 5
 #define REDIS_SEND_ENTRY_LOOP "for j = 1, #evs, " REDIS_STR(REDIS_SYNC_ENTRY_MAX) " do\n"
 
 static char send_sha[41];
@@ -214,9 +217,36 @@ redis__pong(redisAsyncContext *ac, void *reply, void *priv)
 	metrics_set(M_REDIS_PING_US, (int64_t)(redis__now_us() - ping_sent_us));
 }
 
+/* used_memory of INFO memory: what the dashboard shows of Redis' memory. */
+static void
+redis__info(redisAsyncContext *ac, void *reply, void *priv)
+{
+	const redisReply *r = reply;
+	const char *p;
+	long long v;
+	char num[24];
+	size_t n;
+
+	(void)ac;
+	(void)priv;
+	if (rlink_failed(reply) || r->type != REDIS_REPLY_STRING ||
+	    (p = strstr(r->str, "used_memory:")) == NULL)
+		return;
+	p += sizeof("used_memory:") - 1;
+	n = strspn(p, "0123456789");
+	if (n == 0 || n >= sizeof(num))
+		return;
+	memcpy(num, p, n);
+	num[n] = '\0';
+	if (util_parse_ll(num, 0, LLONG_MAX, &v) == 0)
+		metrics_set(M_REDIS_USED_MEMORY, v);
+}
+
 static void
 redis__ping(uv_timer_t *t)
 {
+	static unsigned ticks;
+
 	(void)t;
 	metrics_set(M_REDIS_CONNECTED, rlink_up(srv.rcmd) && rlink_up(srv.rsub) ? 1 : 0);
 	if (!scripts_loaded && scripts_loading == 0 && rlink_up(srv.rcmd))
@@ -226,6 +256,9 @@ redis__ping(uv_timer_t *t)
 	ping_sent_us = redis__now_us();
 	if (rlink_cmd(srv.rcmd, redis__pong, NULL, "PING") == 0)
 		ping_outstanding = 1;
+	if (ticks++ % REDIS_INFO_EVERY == 0 &&
+	    rlink_cmd(srv.rcmd, redis__info, NULL, "INFO memory") != 0)
+		log_debug("redis: INFO memory not sent");
 }
 
 void

@@ -422,6 +422,31 @@ test_scan_seq(void)
 	CHECK_INT(outbuf_scan_seq("{\"seq\":123}", 6), 0);
 }
 
+/* A live batch carries its oldest event's "ts" (the delivery latency is
+ * measured from it); single frames and cuts carry none. */
+static void
+test_append_ts(void)
+{
+	static const char e1[] = "{\"type\":\"message:new\",\"room\":\"r\",\"seq\":1,"
+	    "\"msg\":{\"body\":\"\\\"ts\\\":5\",\"ts\":1700000000123}}";
+	static const char e2[] = "{\"type\":\"message:new\",\"room\":\"r\",\"seq\":2,"
+	    "\"msg\":{\"ts\":1700000000999}}";
+	static const char typing[] = "{\"type\":\"typing\",\"room\":\"r\"}";
+	struct outbuf *b = NULL, *one = outbuf_new(e1, sizeof(e1) - 1, 1), *cut;
+
+	CHECK_INT(outbuf_scan_ts(e1, sizeof(e1) - 1), 1700000000123LL);
+	CHECK_INT(outbuf_scan_ts(typing, sizeof(typing) - 1), 0);
+	CHECK_INT(one->ts_ms, 0);
+	outbuf_append(&b, e1, sizeof(e1) - 1, 1);
+	outbuf_append(&b, e2, sizeof(e2) - 1, 2);
+	CHECK_INT(b->ts_ms, 1700000000123LL);
+	cut = outbuf_after(b, 1);
+	CHECK_INT(cut->ts_ms, 0);
+	outbuf_unref(cut);
+	outbuf_unref(b);
+	outbuf_unref(one);
+}
+
 /* One reference per holder; the last unref frees (ASan reports a leak or
  * a double free otherwise). */
 static void
@@ -463,6 +488,7 @@ main(void)
 	UNIT_RUN(test_after);
 	UNIT_RUN(test_after_every_cut);
 	UNIT_RUN(test_scan_seq);
+	UNIT_RUN(test_append_ts);
 	UNIT_RUN(test_refcount);
 	return UNIT_DONE();
 }

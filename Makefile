@@ -180,8 +180,8 @@ unit: $(UNIT_BINS)
 fuzz-build: $(FUZZ_BINS)
 
 build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto lib/utf8 lib/util proc/log)
-build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/utf8 lib/util proc/log)
-build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/cidr lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/cidr lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_ws_frame: $(call fuzz_objs,net/ws_frame lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_http: $(call fuzz_objs,net/http_req lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_http: FUZZ_LIBS += -lhttp_parser

@@ -386,8 +386,8 @@
       ["last ping", fmtMs(pickNum(r, "last_ping_ms", "ping_ms"))],
       ["errors", fmtNum(pickNum(r, "errors"))],
       ["reconnects", fmtNum(pickNum(r, "reconnects"))],
-      ["memory used", pickNum(r, "memory_used_bytes", "used_memory") !== undefined
-        ? fmtKb(pickNum(r, "memory_used_bytes", "used_memory") / 1024)
+      ["memory used", pickNum(r, "used_memory_bytes", "memory_used_bytes") !== undefined
+        ? fmtKb(pickNum(r, "used_memory_bytes", "memory_used_bytes") / 1024)
         : fmtKb(pickNum(r, "memory_used_kb"))],
     ]);
     const p = doc.postgres || {};
@@ -395,7 +395,7 @@
     dot("pg-dot", pc === true ? "ok" : pc === false ? "bad" : "");
     renderDl("pg-dl", [
       ["connected", yesNo(pc)[0]],
-      ["query time", fmtMs(pickNum(p, "query_ms", "query_time_ms", "last_query_ms"))],
+      ["query time", fmtMs(pickNum(p, "query.p50_ms", "query_ms"))],
       ["errors", fmtNum(pickNum(p, "errors"))],
       ["join checks", fmtNum(pickNum(p, "join_checks"))],
     ]);

@@ -25,6 +25,7 @@
  * Every piece is copied into a buffer of its own size, so ASan sees a read
  * past it; the reader is freed each time, so leaks show up too. */
 #include "net/http_req.h"
+#include "fuzz_util.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -59,10 +60,7 @@ struct run {
 static void
 mix(struct run *run, const void *p, size_t n)
 {
-	const unsigned char *b = p;
-
-	for (size_t i = 0; i < n; i++)
-		run->hash = (run->hash ^ b[i]) * 1099511628211ull;
+	fuzz_mix(&run->hash, p, n);
 }
 
 static void

@@ -25,6 +25,8 @@
  * past it; the reader is freed each time, so leaks show up too. */
 #include "lib/utf8.h"
 #include "net/ws_frame.h"
+#include "../unit/ref_utf8.h"
+#include "fuzz_util.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -58,10 +60,7 @@ struct run {
 static void
 mix(struct run *run, const void *p, size_t n)
 {
-	const unsigned char *b = p;
-
-	for (size_t i = 0; i < n; i++)
-		run->hash = (run->hash ^ b[i]) * 1099511628211ull;
+	fuzz_mix(&run->hash, p, n);
 }
 
 static int
@@ -199,42 +198,6 @@ feed(struct run *run, const uint8_t *s, size_t n, size_t size_max, uint32_t seed
 	return res;
 }
 
-/* A plain decoder, by code point, to check the state machine against. */
-static int
-ref_valid(const unsigned char *p, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned char c = p[i];
-		size_t k;
-		uint32_t cp, min;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc0 && c < 0xe0)
-			k = 1, cp = c & 0x1f, min = 0x80;
-		else if (c >= 0xe0 && c < 0xf0)
-			k = 2, cp = c & 0x0f, min = 0x800;
-		else if (c >= 0xf0 && c < 0xf8)
-			k = 3, cp = c & 0x07, min = 0x10000;
-		else
-			return 0;
-		if (n - i <= k)
-			return 0;
-		for (size_t j = 1; j <= k; j++) {
-			if ((p[i + j] & 0xc0) != 0x80)
-				return 0;
-			cp = cp << 6 | (p[i + j] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		i += k + 1;
-	}
-	return 1;
-}
 
 static void
 check_utf8(const uint8_t *s, size_t n, size_t cut)

@@ -248,8 +248,8 @@ http__admitted(struct conn *c, const struct http_req *r)
 
 	if (cidr_match(srv.cfg->trusted, srv.cfg->ntrusted, c->ip))
 		return 1;
-	v = http_req_header(r, "Authorization", &n);
-	if (v != NULL && n > 7 && strncasecmp(v, "Bearer ", 7) == 0 && http__admin_token(v + 7, n - 7))
+	v = http_req_bearer(r, &n);
+	if (v != NULL && http__admin_token(v, n))
 		return 1;
 	v = http__admin_cookie(r, &n);
 	return v != NULL && http__admin_token(v, n);

@@ -354,6 +354,19 @@ http_req_header(const struct http_req *r, const char *name, size_t *n)
 	return NULL;
 }
 
+const char *
+http_req_bearer(const struct http_req *r, size_t *n)
+{
+	const char *v = http_req_header(r, "Authorization", n);
+
+	if (v == NULL || *n <= 7 || strncasecmp(v, "Bearer ", 7) != 0) {
+		*n = 0;
+		return NULL;
+	}
+	*n -= 7;
+	return v + 7;
+}
+
 int
 http_req_header_has(const struct http_req *r, const char *name, const char *token)
 {

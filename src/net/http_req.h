@@ -78,6 +78,8 @@ const char *http_req_path(const struct http_req *r, size_t *n);
 const char *http_req_query(const struct http_req *r, size_t *n);
 /* The first header called name (any case), or NULL. */
 const char *http_req_header(const struct http_req *r, const char *name, size_t *n);
+/* The token of an "Authorization: Bearer <token>" header, or NULL. */
+const char *http_req_bearer(const struct http_req *r, size_t *n);
 /* 1 when header name's comma-separated value lists token (any case). */
 int http_req_header_has(const struct http_req *r, const char *name, const char *token);
 /* The query argument name, percent-decoded into out (NUL-ended).

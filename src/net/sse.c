@@ -77,15 +77,22 @@ sse__send(struct conn *c, struct outbuf *b)
 	conn_send(c, b);
 }
 
+/* b to every stream of topic. sse__send may close a stream, which leaves
+ * the array: from the end. */
+static void
+sse__broadcast(enum sse_topic topic, struct outbuf *b)
+{
+	for (int i = nstreams - 1; i >= 0; i--)
+		if (i < nstreams && streams[i].topic == topic)
+			sse__send(streams[i].c, b);
+}
+
 void
 sse_publish(enum sse_topic topic, const char *event, const char *data, size_t len)
 {
 	struct outbuf *b = sse__event(event, data, len);
 
-	/* sse__send may close a stream, which leaves the array: from the end. */
-	for (int i = nstreams - 1; i >= 0; i--)
-		if (i < nstreams && streams[i].topic == topic)
-			sse__send(streams[i].c, b);
+	sse__broadcast(topic, b);
 	outbuf_unref(b);
 }
 
@@ -108,9 +115,7 @@ sse__monitoring(struct conn *only)
 	if (only != NULL)
 		sse__send(only, b);
 	else
-		for (int i = nstreams - 1; i >= 0; i--)
-			if (i < nstreams && streams[i].topic == SSE_MONITORING)
-				sse__send(streams[i].c, b);
+		sse__broadcast(SSE_MONITORING, b);
 	outbuf_unref(b);
 	free(json);
 }

@@ -90,14 +90,14 @@ static void
 ws__token(const struct http_req *r, char *buf, size_t len)
 {
 	size_t n;
-	const char *auth;
+	const char *bearer;
 
 	if (http_req_arg(r, "token", buf, len) == 0)
 		return;
-	auth = http_req_header(r, "Authorization", &n);
-	if (auth != NULL && n > 7 && strncasecmp(auth, "Bearer ", 7) == 0 && n - 7 < len) {
-		memcpy(buf, auth + 7, n - 7);
-		buf[n - 7] = '\0';
+	bearer = http_req_bearer(r, &n);
+	if (bearer != NULL && n < len) {
+		memcpy(buf, bearer, n);
+		buf[n] = '\0';
 		return;
 	}
 	buf[0] = '\0';
@@ -305,21 +305,29 @@ static const struct wsframe_events ws_events = {
 	ws__message, ws__ping, ws__pong, ws__close, ws__fail
 };
 
-/* Most reads hold whole frames: the reader is made for the bytes and
- * freed after them, so an idle connection holds none (its 48 bytes are a
- * tenth of what an idle WebSocket costs). It stays while a frame or a
- * message is incomplete, and after a close or a failure (done). */
+/* Most reads hold whole frames: they are read with a reader on the stack,
+ * so an idle connection holds none (its 48 bytes would be a tenth of what
+ * an idle WebSocket costs) and a read costs no allocation. The reader moves
+ * to the heap only when a frame or a message is left incomplete, or after a
+ * close or a failure (done), and goes when it is idle again. */
 static void
 ws__frames(struct conn *c, char *data, size_t n)
 {
-	if (c->rd == NULL) {
-		c->rd = xmalloc(sizeof(*c->rd));
-		wsframe_reader_init(c->rd, (uint64_t)srv.cfg->max_frame_bytes);
+	struct wsframe_reader stack, *r = c->rd;
+
+	if (r == NULL) {
+		wsframe_reader_init(&stack, (uint64_t)srv.cfg->max_frame_bytes);
+		r = &stack;
 	}
-	wsframe_read(c->rd, (unsigned char *)data, n, &ws_events, c);
-	if (wsframe_reader_idle(c->rd)) {
-		wsframe_reader_free(c->rd);
-		free(c->rd);
+	wsframe_read(r, (unsigned char *)data, n, &ws_events, c);
+	if (!wsframe_reader_idle(r)) {
+		if (r == &stack) {
+			c->rd = xmalloc(sizeof(*c->rd));
+			*c->rd = stack;		/* what it holds moves with it */
+		}
+	} else if (r != &stack) {
+		wsframe_reader_free(r);
+		free(r);
 		c->rd = NULL;
 	}
 }

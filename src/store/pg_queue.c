@@ -182,6 +182,22 @@ pgq__fail_all(struct pgq *q)
 	q->sent = 0;
 }
 
+/* The connection goes: its watcher, its last result, its prepared
+ * statements (a new connection prepares them again). */
+static void
+pgq__drop_conn(struct pgq *q)
+{
+	pgq__unwatch(q);
+	PQclear(q->last);
+	q->last = NULL;
+	if (q->conn != NULL) {
+		PQfinish(q->conn);
+		q->conn = NULL;
+	}
+	pgq__forget_stmts(q);
+	q->state = PGQ_DOWN;
+}
+
 static void
 pgq__fail_conn(struct pgq *q, const char *why)
 {
@@ -200,15 +216,7 @@ pgq__fail_conn(struct pgq *q, const char *why)
 		    q->state == PGQ_UP ? "lost" : "failed", msg);
 	if (q->state == PGQ_UP)
 		metrics_add(M_PG_ERRORS, 1);
-	pgq__unwatch(q);
-	PQclear(q->last);
-	q->last = NULL;
-	if (q->conn != NULL) {
-		PQfinish(q->conn);
-		q->conn = NULL;
-	}
-	pgq__forget_stmts(q);
-	q->state = PGQ_DOWN;
+	pgq__drop_conn(q);
 	pgq__fail_all(q);
 	if (q->closing)
 		return;
@@ -416,15 +424,7 @@ pgq_close(struct pgq *q)
 {
 	q->closing = 1;
 	pgq__fail_all(q);
-	pgq__unwatch(q);
-	PQclear(q->last);
-	q->last = NULL;
-	if (q->conn != NULL) {
-		PQfinish(q->conn);
-		q->conn = NULL;
-	}
-	pgq__forget_stmts(q);
-	q->state = PGQ_DOWN;
+	pgq__drop_conn(q);
 	uv_timer_stop(&q->timer);
 	uv_close((uv_handle_t *)&q->timer, pgq__timer_closed);
 }

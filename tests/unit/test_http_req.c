@@ -324,6 +324,33 @@ test_header_lookup(void)
 	http_req_free(&r);
 }
 
+/* http_req_bearer: the token of Authorization: Bearer, any case of the
+ * scheme; NULL for another scheme, an empty token or no header. */
+static void
+test_bearer(void)
+{
+	struct http_req r;
+	size_t n;
+	const char *p;
+
+	CHECK_INT(read_one(&r, "GET / HTTP/1.1\r\nAuthorization: bearer abc.def\r\n\r\n"),
+	    HTTP_REQ_READY);
+	p = http_req_bearer(&r, &n);
+	CHECK(p != NULL && n == 7 && memcmp(p, "abc.def", 7) == 0);
+	http_req_free(&r);
+	CHECK_INT(read_one(&r, "GET / HTTP/1.1\r\nAuthorization: Basic YTpi\r\n\r\n"),
+	    HTTP_REQ_READY);
+	CHECK(http_req_bearer(&r, &n) == NULL && n == 0);
+	http_req_free(&r);
+	CHECK_INT(read_one(&r, "GET / HTTP/1.1\r\nAuthorization: Bearer \r\n\r\n"),
+	    HTTP_REQ_READY);
+	CHECK(http_req_bearer(&r, &n) == NULL);
+	http_req_free(&r);
+	CHECK_INT(read_one(&r, "GET / HTTP/1.1\r\n\r\n"), HTTP_REQ_READY);
+	CHECK(http_req_bearer(&r, &n) == NULL);
+	http_req_free(&r);
+}
+
 static void
 test_header_has(void)
 {
@@ -899,6 +926,7 @@ main(void)
 	UNIT_RUN(test_simple_get);
 	UNIT_RUN(test_header_lookup);
 	UNIT_RUN(test_header_has);
+	UNIT_RUN(test_bearer);
 	UNIT_RUN(test_args);
 	UNIT_RUN(test_pipelining);
 	UNIT_RUN(test_content_length_body);

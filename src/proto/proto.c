@@ -181,7 +181,10 @@ proto__shallow_id(const char *text, size_t len)
 			json_t *id;
 			char *out = NULL;
 
-			if (depth != 1 || !want_key || end - i != 3 || memcmp(text + i, "\"id\"", 4) != 0) {
+			/* end == len: the string is not closed (and "id" would
+			 * be read past the text). */
+			if (depth != 1 || !want_key || end >= len || end - i != 3 ||
+			    memcmp(text + i, "\"id\"", 4) != 0) {
 				want_key = 0;
 				i = end;
 				continue;

@@ -517,6 +517,22 @@ test_depth(void)
 	/* Strings with brackets and "id" in them do not confuse it. */
 	r = decode(frame("{\"s\":\"[[{\\\"id\\\":1\",\"t\":\"id\",\"x\":%s,\"id\":\"real\"}", deep));
 	CHECK_STR(r.idjson, "\"real\"");
+	/* A frame cut inside a last key '"id' (no closing quote): nothing is
+	 * read past its end (fuzz_proto's crash of 2026-12-07; the text is
+	 * copied to an exact-size buffer so that ASan sees any overread). */
+	{
+		const char *cut = frame("{\"x\":%s,\"id", deep);
+		size_t n = strlen(cut);
+		char *exact = xmalloc(n);
+		struct proto_frame f;
+		struct proto_error err = { NULL, "" };
+
+		memcpy(exact, cut, n);
+		CHECK_INT(proto_decode(exact, n, &LIM, &f, &err), -1);
+		CHECK(f.idjson == NULL);
+		proto_frame_free(&f);
+		free(exact);
+	}
 	/* Nested ids are not the frame's: NULL. */
 	r = decode(frame("{\"x\":{\"id\":\"inner\",\"y\":%s}}", deep));
 	CHECK_INT(r.has_id, 0);

@@ -1,0 +1,27 @@
+#ifndef CHATD_LIMIT_H
+#define CHATD_LIMIT_H
+
+/*
+ * Per-user rate limits of the operations that do not go through the send
+ * script, one token bucket per user and operation shared by every worker
+ * and instance (store/rate.lua).
+ */
+
+enum limit_op {
+	LIMIT_EDIT,
+	LIMIT_DELETE,
+	LIMIT_REACT,
+	LIMIT_MEMBER,	/* member:*, room:update */
+	LIMIT_SEARCH,
+	LIMIT_NOPS
+};
+
+/* retry_ms: 0 a token was taken, > 0 limited (retry after that many ms),
+ * -1 Redis unavailable. */
+typedef void limit_cb(void *arg, long long retry_ms);
+
+/* Takes a token from tenant/user's bucket for op; cb runs exactly once:
+ * later, or at once (-1) when Redis is down. */
+void limit_take(const char *tenant, const char *user, enum limit_op op, limit_cb *cb, void *arg);
+
+#endif

@@ -4,6 +4,7 @@
 #include "proto/reply.h"
 #include "net/conn.h"
 #include "chat/history.h"
+#include "chat/limit.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -365,6 +366,14 @@ struct edit_req {
 };
 
 static void
+msgcmd__edit_free(struct edit_req *er)
+{
+	msgcmd__free(er->sr);
+	free(er->body);
+	free(er);
+}
+
+static void
 msgcmd__author_checked(const PGresult *res, void *arg)
 {
 	struct edit_req *er = arg;
@@ -403,49 +412,68 @@ msgcmd__author_checked(const PGresult *res, void *arg)
 	msgcmd__queue(sr);
 	return;
 fail:
-	msgcmd__free(sr);
-	free(er->body);
-	free(er);
+	msgcmd__edit_free(er);
 }
 
+/* The edit limit answered (limit.c): the standing in the room, then the author. */
+static void
+msgcmd__edit_limited(void *arg, long long retry_ms)
+{
+	struct edit_req *er = arg;
+	struct send_req *sr = er->sr;
+	struct conn *c = sr->req.c;
+	const char *idjson = sr->req.idjson;
+	const char *params[3];
+	struct sub *sub;
+
+	if (retry_ms != 0) {
+		if (retry_ms < 0)
+			reply_error(c, idjson, "unavailable", "message bus unavailable; retry");
+		else
+			reply_error_retry(c, idjson, retry_ms, "too many edits; retry in %lld ms",
+			    retry_ms);
+		goto fail;
+	}
+	sub = conn_find_sub(c, sr->room);
+	if (sub == NULL) {
+		reply_error(c, idjson, "forbidden", "join room \"%s\" before editing in it", sr->room);
+		goto fail;
+	}
+	if (sub->muted_until_ms > util_now_ms()) {
+		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", sr->room);
+		goto fail;
+	}
+	params[0] = c->id.tenant;
+	params[1] = sr->room;
+	params[2] = sr->msg_id;
+	if (pgq_exec(srv.pg, author_sql, 3, params, msgcmd__author_checked, er) != 0) {
+		reply_error(c, idjson, "unavailable", "database unavailable; retry");
+		goto fail;
+	}
+	return;
+fail:
+	msgcmd__edit_free(er);
+}
+
+/* The rate limit first (docs/protocol.md section 7), then the checks. An
+ * edit is written by the send script, so it also takes a send token there. */
 void
 msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
 {
-	const char *room_id = json_string_value(json_object_get(msg, "room"));
-	const char *msg_id = json_string_value(json_object_get(msg, "msg_id"));
-	const char *params[3];
-	struct send_req *sr;
-	struct edit_req *er;
-	struct sub *sub = conn_find_sub(c, room_id);
+	struct send_req *sr = xcalloc(1, sizeof(*sr));
+	struct edit_req *er = xcalloc(1, sizeof(*er));
 	char rnd[23];
 
-	if (sub == NULL) {
-		reply_error(c, idjson, "forbidden", "join room \"%s\" before editing in it", room_id);
-		return;
-	}
-	if (sub->muted_until_ms > util_now_ms()) {
-		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
-		return;
-	}
-	sr = xcalloc(1, sizeof(*sr));
 	sr->edit = 1;
-	snprintf(sr->room, sizeof(sr->room), "%s", room_id);
-	snprintf(sr->msg_id, sizeof(sr->msg_id), "%s", msg_id);
+	snprintf(sr->room, sizeof(sr->room), "%s", json_string_value(json_object_get(msg, "room")));
+	snprintf(sr->msg_id, sizeof(sr->msg_id), "%s",
+	    json_string_value(json_object_get(msg, "msg_id")));
 	util_random_id(rnd);
 	snprintf(sr->cmid, sizeof(sr->cmid), "edit.%s", rnd);
 	sr->ts = util_now_ms();
 	sr->arrival_us = uv_hrtime() / 1000;
 	reply_req_init(&sr->req, c, idjson);
-	er = xcalloc(1, sizeof(*er));
 	er->sr = sr;
 	er->body = xstrdup(json_string_value(json_object_get(msg, "body")));
-	params[0] = c->id.tenant;
-	params[1] = room_id;
-	params[2] = msg_id;
-	if (pgq_exec(srv.pg, author_sql, 3, params, msgcmd__author_checked, er) != 0) {
-		reply_error(c, idjson, "unavailable", "database unavailable; retry");
-		msgcmd__free(sr);
-		free(er->body);
-		free(er);
-	}
+	limit_take(c->id.tenant, c->id.user, LIMIT_EDIT, msgcmd__edit_limited, er);
 }

@@ -56,7 +56,8 @@
  *
  * KEYS: 1 sync stream; then per room: its counter, its stream, and per item
  *       its dedupe key and its rate bucket
- * ARGV: 1 maxlen, 2 stream ttl, 3 n, 4 win_ms (rate_send), 5 rooms; then per room:
+ * ARGV: 1 maxlen, 2 stream ttl, 3 n, 4 win_ms (rate_send's N and W in ms),
+ *       5 rooms; then per room:
  *       channel, seq floor or "", tenant, room, items; then per item: the
  *       event text before, between and after the two seq numbers (the
  *       middle empty: one seq), msg id, ts, dedupe ttl

@@ -257,7 +257,7 @@ test_string_fields(void)
 		for (int i = 0; i < 67; i++)
 			memcpy(s + 3 * i, "\xe2\x82\xac", 3);
 		s[201] = '\0';
-		expect_fail(frame("{\"type\":\"room:create\",\"name\":\"%s\"}", s), "bad_request", "name");
+		expect_fail(frame("{\"type\":\"room:create\",\"name\":\"%s\"}", s), "too_large", "name");
 	}
 	free(name200);
 	free(name201);

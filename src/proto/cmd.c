@@ -5,6 +5,7 @@
 #include "proc/srv.h"
 #include "chat/join.h"
 #include "chat/moderate.h"
+#include "chat/msgact.h"
 #include "chat/msgcmd.h"
 #include "chat/roomcmd.h"
 #include "chat/session.h"

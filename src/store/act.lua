@@ -28,6 +28,23 @@ if op == 'event' then
   return {1, seq, tonumber(ts), 0, 0}
 end
 local st, id = KEYS[4], ARGV[11]
+local function find_new()
+  -- A message sent moments ago, not yet in PostgreSQL: at the end of the stream.
+  local pat = '^{"type":"message:new","room":"[^"]*","seq":(%d+),"msg":{"id":"' ..
+    string.gsub(id, '%p', '%%%0') .. '","seq":%d+,"user":"([^"]*)"'
+  for _, e in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1000)) do
+    local s, u = string.match(e[2][2], pat)
+    if s then return s, u, e[2][2] end
+  end
+  return nil
+end
+if op == 'peek' then
+  if redis.call('HGET', st, 'd') == '1' then return {-7} end
+  if ARGV[12] ~= '1' then return {3, 0, 0, 0, 0, ''} end
+  local s, _, ev = find_new()
+  if not s then return {-7} end
+  return {3, tonumber(s), 0, 0, 0, string.match(ev, ',"reply_to":"([^"]*)"') or ''}
+end
 if redis.call('EXISTS', st) == 0 then
   local seed = ARGV[10]
   if seed == '' then return {-6} end
@@ -40,19 +57,9 @@ if redis.call('EXISTS', st) == 0 then
       end
     end
   else
-    -- Not in PostgreSQL yet: a message sent moments ago is at the end of the stream.
-    local pat = '^{"type":"message:new","room":"[^"]*","seq":(%d+),"msg":{"id":"' ..
-      string.gsub(id, '%p', '%%%0') .. '","seq":%d+,"user":"([^"]*)"'
-    local found = false
-    for _, e in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1000)) do
-      local s, u = string.match(e[2][2], pat)
-      if s then
-        redis.call('HSET', st, 'u', u, 's', s, 'd', 0, 'e', 0, 'nr', 0)
-        found = true
-        break
-      end
-    end
-    if not found then return {-7} end
+    local s, u = find_new()
+    if not s then return {-7} end
+    redis.call('HSET', st, 'u', u, 's', s, 'd', 0, 'e', 0, 'nr', 0)
   end
 end
 redis.call('EXPIRE', st, ARGV[9])

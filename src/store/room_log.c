@@ -23,6 +23,9 @@
  *   delete  11 msg id, 12 by, 13 privileged (0/1)
  *   react   11 msg id, 12 user, 13 emoji (JSON), 14 emoji, 15 add (0/1),
  *           16 most distinct emoji
+ *   peek    11 msg id, 12 scan (0/1): {-7} when the message is deleted; else
+ *           scan 0 -> {3, 0, 0, 0, 0, ""}; scan 1 -> its message:new in the
+ *           stream, {3, seq, 0, 0, 0, its reply_to or ""}, or {-7}
  * Returns {1, seq, ts, count, edits} appended, {2, 0, ts, count, 0}
  * unchanged, {-1} no counter and no floor, {-6} no state and no seed,
  * {-7} no such message (or deleted), {-8} not the author, {-10} too many
@@ -34,8 +37,8 @@
 #define RLOG_MAX_EMOJI 20
 #define RLOG_ARGS 16
 
-enum rlog_op { OP_EVENT, OP_EDIT, OP_DELETE, OP_REACT };
-static const char *const op_names[] = { "event", "edit", "delete", "react" };
+enum rlog_op { OP_EVENT, OP_EDIT, OP_DELETE, OP_REACT, OP_PEEK };
+static const char *const op_names[] = { "event", "edit", "delete", "react", "peek" };
 
 struct rlog_req {
 	enum rlog_op op;
@@ -77,7 +80,7 @@ rlog__free(struct rlog_req *q)
 static void
 rlog__finish(struct rlog_req *q, enum rlog_status st, const redisReply *r)
 {
-	struct rlog_result res = { st, 0, 0, 0, 0 };
+	struct rlog_result res = { st, 0, 0, 0, 0, "" };
 
 	if (r != NULL && r->elements >= 5) {
 		res.seq = r->element[1]->integer;
@@ -85,6 +88,8 @@ rlog__finish(struct rlog_req *q, enum rlog_status st, const redisReply *r)
 		res.count = r->element[3]->integer;
 		res.edits = r->element[4]->integer;
 	}
+	if (r != NULL && r->elements >= 6 && r->element[5]->type == REDIS_REPLY_STRING)
+		res.reply_to = r->element[5]->str;
 	q->cb(q->arg, &res);
 	rlog__free(q);
 }
@@ -164,6 +169,9 @@ rlog__answered(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	case 2:
 		rlog__finish(q, RLOG_UNCHANGED, r);
+		return;
+	case 3:
+		rlog__finish(q, RLOG_OK, r);
 		return;
 	case -1:
 		if (q->floor[0] == '\0' &&
@@ -330,5 +338,16 @@ rlog_react(const char *tenant, const char *room, const char *msg_id, const char 
 	rlog__arg(q, add ? "1" : "0");
 	rlog__arg(q, max);
 	free(ej);
+	rlog__call(q);
+}
+
+void
+rlog_peek(const char *tenant, const char *room, const char *msg_id, int scan, rlog_cb *cb,
+    void *arg)
+{
+	struct rlog_req *q = rlog__new(OP_PEEK, tenant, room, msg_id, cb, arg);
+
+	rlog__arg(q, msg_id);
+	rlog__arg(q, scan ? "1" : "0");
 	rlog__call(q);
 }

@@ -31,6 +31,7 @@ struct rlog_result {
 	long long ts;		/* ms, the event's time */
 	long long count;	/* react: the emoji's count after */
 	long long edits;	/* edit: the message's edits after */
+	const char *reply_to;	/* peek: the message's reply_to, "" for none */
 };
 
 /* r is valid during the call only. */
@@ -54,5 +55,11 @@ void rlog_delete(const char *tenant, const char *room, const char *msg_id, const
 /* message:reaction; emoji_json is the emoji as JSON text. */
 void rlog_react(const char *tenant, const char *room, const char *msg_id, const char *user,
     const char *emoji, int add, rlog_cb *cb, void *arg);
+
+/* Is the message deleted (RLOG_NOT_FOUND)? Redis knows before PostgreSQL
+ * does. With scan, also finds a message sent moments ago, only in the room
+ * stream yet: RLOG_OK with its seq and reply_to, or RLOG_NOT_FOUND. */
+void rlog_peek(const char *tenant, const char *room, const char *msg_id, int scan,
+    rlog_cb *cb, void *arg);
 
 #endif

@@ -257,10 +257,10 @@ test_string_fields(void)
 	char *name200 = jstr(200, 'n'), *name201 = jstr(201, 'n'), *kind = jstr(17, 'k');
 	char *token = jstr(8193, 't');
 
-	expect_fail(frame("{\"type\":\"room:create\",\"name\":%s}", name201), "bad_request", "name");
+	expect_fail(frame("{\"type\":\"room:create\",\"name\":%s}", name201), "too_large", "name");
 	expect_fail(frame("{\"type\":\"room:create\",\"name\":%s,\"kind\":%s}", name200, kind),
-	    "bad_request", "kind");
-	expect_fail(frame("{\"type\":\"auth:refresh\",\"token\":%s}", token), "bad_request", "token");
+	    "too_large", "kind");
+	expect_fail(frame("{\"type\":\"auth:refresh\",\"token\":%s}", token), "too_large", "token");
 	expect_fail("{\"type\":\"room:create\",\"name\":42}", "bad_request", "name");
 	expect_fail("{\"type\":\"room:create\",\"name\":{}}", "bad_request", "name");
 	expect_fail("{\"type\":\"room:create\",\"name\":\"n\",\"description\":false}", "bad_request",

@@ -7,8 +7,8 @@ rows left in PostgreSQL."""
 import asyncio
 import time
 
-from chatd_harness import (Client, connect_on_distinct_workers, eventually, make_room, pg_rows,
-                           run, unique_id)
+from chatd_harness import (Client, connect_on_distinct_workers, connect_on_worker, eventually,
+                           make_room, pg_rows, run, unique_id)
 
 FOREVER_MS = 253402300799999  # member:mute without until (src/chat/moderate.h)
 
@@ -426,4 +426,104 @@ def test_support_rooms_are_private_and_open_to_tenant_admins(server, tenant):
         group = await make_room(customer, private=True)
         await agent.error("room:join", "forbidden", room=group)
         await agent.error("member:add", "forbidden", room=group, user="x")
+    run(main())
+
+
+# ------------------------------------------------------------ live effects
+
+def test_banned_user_gets_room_removed_and_nothing_more(server, tenant):
+    async def main():
+        room, owner, mod, bob = await staff_room(server, tenant)
+        # bob's second connection, not joined to the room, hears it too; the
+        # witness shares the joined connection's worker.
+        bob_idle = await Client.connect(server, "bob", tenant)
+        witness = await connect_on_worker(server, bob.worker, "wit", tenant)
+        await witness.ok("room:join", room=room)
+        ack = await mod.ok("member:ban", room=room, user="bob", reason="enough")
+        want = {"type": "room:removed", "room": room, "reason": "banned"}
+        for c in (bob, bob_idle):
+            got = await c.take(lambda f: f.get("type") == "room:removed", 5, "room:removed")
+            assert got == want, got
+        # The member:left event itself reaches the others.
+        assert (await event(witness, "member:left", room, ack["seq"]))["user"] == "bob"
+        sent = await owner.say(room, "after the ban")
+        frame = await witness.next_event("message:new")
+        assert frame["seq"] == sent["seq"]
+        await quiet(bob, "message:new")
+        await bob.error("message:send", "forbidden", room=room, body="hi",
+                        client_msg_id=unique_id("cm"))
+    run(main())
+
+
+def test_removed_and_leaving_users_get_room_removed(server, tenant):
+    async def main():
+        room, owner, mod, bob = await staff_room(server, tenant)
+        await mod.ok("member:remove", room=room, user="bob")
+        got = await bob.take(lambda f: f.get("type") == "room:removed", 5, "room:removed")
+        assert got == {"type": "room:removed", "room": room, "reason": "removed"}, got
+        carol = await Client.connect(server, "carol", tenant)
+        await carol.ok("room:join", room=room)
+        await carol.ok("member:remove", room=room, user="carol")
+        got = await carol.take(lambda f: f.get("type") == "room:removed", 5, "room:removed")
+        assert got == {"type": "room:removed", "room": room, "reason": "left"}, got
+        await owner.say(room, "after they left")
+        await quiet(bob, "message:new")
+        await quiet(carol, "message:new")
+    run(main())
+
+
+def test_mute_takes_effect_at_once_on_a_live_subscription(server, tenant):
+    async def main():
+        room, owner, mod, bob = await staff_room(server, tenant)
+        await bob.say(room, "before")
+        ack = await mod.ok("member:mute", room=room, user="bob")
+        await event(bob, "member:updated", room, ack["seq"])
+        await bob.error("message:send", "forbidden", room=room, body="muted",
+                        client_msg_id=unique_id("cm"))
+        ack = await mod.ok("member:unmute", room=room, user="bob")
+        await event(bob, "member:updated", room, ack["seq"])
+        await bob.say(room, "after")
+    run(main())
+
+
+def test_promotion_takes_effect_at_once(server, tenant):
+    async def main():
+        owner, bob = await connect_on_distinct_workers(server, 2, tenant, ["owner", "bob"])
+        room = await make_room(owner, bob, kind="broadcast")
+        await bob.error("message:send", "forbidden", room=room, body="x",
+                        client_msg_id=unique_id("cm"))
+        await bob.error("member:ban", "forbidden", room=room, user="troll")
+        ack = await owner.ok("member:role", room=room, user="bob", role="moderator")
+        # PostgreSQL has the role at the ack: bob bans at once
+        await bob.ok("member:ban", room=room, user="troll")
+        # and, once the event reached bob's worker, posts to the broadcast room
+        await event(bob, "member:updated", room, ack["seq"])
+        await bob.say(room, "now I may")
+    run(main())
+
+
+def test_a_change_whose_event_fails_stands_and_its_retry_changes_nothing(server, tenant,
+                                                                         redis_db):
+    """docs/protocol.md section 7: PostgreSQL changes first; when the event
+    cannot be written (here the room's stream key is made the wrong type,
+    so the script fails for this room only) the answer is unavailable, the
+    change stands, and a retry is acked with seq null."""
+    async def main():
+        room, owner, mod, bob = await staff_room(server, tenant)
+        stream = f"chatd:{{{tenant}/{room}}}:stream"
+        saved = redis_db.dump(stream)
+        redis_db.delete(stream)
+        redis_db.set(stream, "not a stream")
+        try:
+            await mod.error("member:ban", "unavailable", room=room, user="bob")
+            assert row(tenant, room, "bob") == ("member", True, None)
+            again = await mod.ok("member:ban", room=room, user="bob")
+            assert again["seq"] is None, again
+        finally:
+            redis_db.delete(stream)
+            if saved is not None:
+                redis_db.restore(stream, 0, saved)
+        ack = await owner.ok("room:update", room=room, name="back to normal")
+        assert isinstance(ack["seq"], int)
+        assert (await event(mod, "room:updated", room, ack["seq"]))["name"] == "back to normal"
     run(main())

@@ -53,8 +53,8 @@ static const struct proto_command proto_commands[] = {
 		{ "room", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
 		{ "after", PK_SEQ, 0, 0 }, { "limit", PK_SEQ, 0, 0 }, PROTO__END } },
 	{ "room:update", PROTO_HANDLER(moderate_room_update), {
-		{ "room", PK_ID, 1, 0 }, { "name", PK_TEXT, 0, 200 },
-		{ "description", PK_TEXT, 0, 2000 }, PROTO__END } },
+		{ "room", PK_ID, 1, 0 }, { "name", PK_STRING, 0, 200 },
+		{ "description", PK_STRING, 0, 2000 }, PROTO__END } },
 	{ "member:add", PROTO_HANDLER(moderate_member_add), {
 		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
 	{ "member:remove", PROTO_HANDLER(moderate_member_remove), {
@@ -69,7 +69,7 @@ static const struct proto_command proto_commands[] = {
 		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
 	{ "member:ban", PROTO_HANDLER(moderate_member_ban), {
 		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 },
-		{ "reason", PK_TEXT, 0, 500 }, PROTO__END } },
+		{ "reason", PK_STRING, 0, 500 }, PROTO__END } },
 	{ "member:unban", PROTO_HANDLER(moderate_member_unban), {
 		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
 	{ "auth:refresh", PROTO_HANDLER(session_refresh), {

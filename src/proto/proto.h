@@ -17,7 +17,6 @@ struct conn;
 enum proto_kind {
 	PK_ID,		/* a string matching [A-Za-z0-9._:-]{1,64} */
 	PK_STRING,	/* a string of at most max bytes */
-	PK_TEXT,	/* free text (names, reasons): at most max bytes (too_large) */
 	PK_BODY,	/* a string of at most max_body_bytes (too_large) */
 	PK_SEQ,		/* an integer, 0 or more */
 	PK_BOOL,

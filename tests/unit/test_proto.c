@@ -272,7 +272,7 @@ test_string_fields(void)
 		for (int i = 0; i < 67; i++)
 			memcpy(s + 3 * i, "\xe2\x82\xac", 3);
 		s[201] = '\0';
-		expect_fail(frame("{\"type\":\"room:create\",\"name\":\"%s\"}", s), "bad_request", "name");
+		expect_fail(frame("{\"type\":\"room:create\",\"name\":\"%s\"}", s), "too_large", "name");
 	}
 	free(name200);
 	free(name201);
@@ -280,7 +280,7 @@ test_string_fields(void)
 	free(token);
 }
 
-/* PK_TEXT: free text of at most max bytes; longer is too_large. */
+/* The moderation commands' texts (PK_STRING): over the limit is too_large. */
 static void
 test_text_fields(void)
 {

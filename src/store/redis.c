@@ -15,17 +15,21 @@
  * They name no key: every key comes in KEYS, named by the functions below.
  *
  * bucket.lua, prepended to send.lua and rate.lua: a token bucket per user
- * and operation, the same for every worker and instance: rate tokens a
- * second up to burst, on Redis' clock. The bucket is one string,
- * "<thousandths of a token> <ms>", read and written with one GET (or a part
- * of the send script's MGET) and one SET ... PX, in integers (no float
- * formatted for every send). bucket_now() is Redis' clock in ms;
- * bucket_milli() the thousandths of a token there now in a bucket's value
- * (false: a full bucket); bucket_get() reads it; bucket_put() stores what
- * is left.
+ * and operation, the same for every worker and instance: n requests per
+ * window, on Redis' clock (the operation's rate_* key, "N/W"). The bucket
+ * holds n tokens and refills continuously at n per window; in integers, one
+ * token is win_ms units (the window in ms), the bucket refills n units a ms,
+ * a full one holds n * win_ms units and a request costs win_ms, so an empty
+ * bucket has its next token in ceil((win_ms - level) / n) ms. It is one
+ * string, "<level in units> <ms>", read and written with one GET (or a part
+ * of the send script's MGET) and one SET ... PX (the time to refill from
+ * empty, win_ms, plus a second: a key gone is a full bucket), with no float
+ * formatted for every send. bucket_now() is Redis' clock in ms;
+ * bucket_level() the level there now in a bucket's value (false: a full
+ * bucket); bucket_get() reads it; bucket_put() stores what is left.
  *
- * rate.lua. KEYS: 1 bucket. ARGV: 1 rate, 2 burst. Returns 0 (a token
- * taken) or the ms until one is there.
+ * rate.lua (chat/limit.c). KEYS: 1 bucket. ARGV: 1 n, 2 win_ms. Returns 0 (a
+ * token taken) or the ms until one is there.
  *
  * send.lua, the send path, for every message:send and message:edit that
  * arrived in one loop turn (send_batch.c), in batches of one room each,
@@ -52,7 +56,8 @@
  *
  * KEYS: 1 sync stream; then per room: its counter, its stream, and per item
  *       its dedupe key and its rate bucket
- * ARGV: 1 maxlen, 2 stream ttl, 3 rate, 4 burst, 5 rooms; then per room:
+ * ARGV: 1 maxlen, 2 stream ttl, 3 n, 4 win_ms (rate_send's N and W in ms),
+ *       5 rooms; then per room:
  *       channel, seq floor or "", tenant, room, items; then per item: the
  *       event text before, between and after the two seq numbers (the
  *       middle empty: one seq), msg id, ts, dedupe ttl

@@ -25,7 +25,7 @@ const char *redis_send_sha(void);
 /* A script call answered NOSCRIPT (SCRIPT FLUSH, a failover): load again. */
 void redis_scripts_missing(void);
 const char *redis_hist_sha(void);
-/* EVALSHA rate 1 <bucket> <rate> <burst> -> 0 or retry_after_ms. */
+/* EVALSHA rate 1 <bucket> <n> <win_ms> -> 0 or retry_after_ms. */
 const char *redis_rate_sha(void);
 /* act.lua: store/room_log.c says what it takes. */
 const char *redis_act_sha(void);

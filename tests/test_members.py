@@ -385,7 +385,7 @@ def test_room_update(server, tenant, db):
 # ---------------------------------------------------------------- rate limit
 
 def test_member_commands_are_rate_limited(make_server, tenant):
-    server = make_server(rate_send_per_s=1, rate_send_burst=2)
+    server = make_server(rate_member="2/60")
 
     async def main():
         owner = await Client.connect(server, "owner", tenant)

@@ -336,7 +336,7 @@ moderate__changed(const PGresult *res, void *arg)
 	} else if (strcmp(st, "forbidden") == 0) {
 		reply_error(c, idjson, "forbidden", "%s", mod_cmds[mr->op].deny);
 	} else if (strcmp(st, "direct") == 0) {
-		reply_error(c, idjson, "forbidden", "a direct room's members do not change");
+		reply_error(c, idjson, "forbidden", "members are not added to a direct room");
 	} else if (strcmp(st, "banned") == 0) {
 		reply_error(c, idjson, "conflict", "user \"%s\" is banned from room \"%s\"",
 		    mr->user, mr->room);

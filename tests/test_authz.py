@@ -96,7 +96,9 @@ MATRIX = {
     "room:update":              dict(none=F, member=F, muted=F, banned=F, moderator=F, admin=A, other=N),
     "member:add":               dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
     "member:remove":            dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "member:remove self":       dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
+    # "or the user itself" passes the standing; a user who is not a member
+    # (never was, or banned) is then the target check's not_found.
+    "member:remove self":       dict(none=N, member=A, muted=A, banned=N, moderator=A, admin=A, other=N),
     "member:role":              dict(none=F, member=F, muted=F, banned=F, moderator=F, admin=A, other=N),
     "member:mute":              dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
     "member:unmute":            dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),

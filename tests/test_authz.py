@@ -266,9 +266,11 @@ def check_thread(w, s, ack):
 
 
 def check_search(w, s, ack):
-    found = [m.get("id") for m in ack.get("messages") or []]
+    """ack {messages:[{room, rank, headline, msg}], has_more, next}."""
+    results = ack.get("messages") or []
+    found = [(r.get("msg") or {}).get("id") for r in results]
     assert w.target[s] in found, f"the target {w.target[s]} not among {found}: {ack}"
-    assert all(m.get("room", w.room) == w.room for m in ack["messages"]), ack
+    assert all(r.get("room") == w.room for r in results), ack
 
 
 def check_info(w, s, ack):

@@ -5,6 +5,9 @@
 #include "proc/srv.h"
 #include "chat/join.h"
 #include "chat/msgcmd.h"
+#include "chat/msgread.h"
+#include "chat/roomread.h"
+#include "chat/search.h"
 #include "chat/roomcmd.h"
 #include "chat/session.h"
 

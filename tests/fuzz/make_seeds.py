@@ -67,6 +67,23 @@ def proto_seeds():
                                 "before": 100, "after": 0, "limit": 50}))
     w("auth_refresh", frame({"type": "auth:refresh", "id": "a",
                              "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}))
+    # The read commands (chat/roomread.c, msgread.c, search.c).
+    w("room_list", frame({"type": "room:list", "id": "l"}))
+    w("room_info", frame({"type": "room:info", "id": "i", "room": "general"}))
+    w("room_members", frame({"type": "room:members", "id": "m", "room": "general",
+                             "after": "alice", "limit": 200}))
+    w("room_read", frame({"type": "room:read", "id": "r", "room": "general", "seq": 41}))
+    w("message_thread", frame({"type": "message:thread", "id": "t", "room": "general",
+                               "msg_id": "m1", "before": 100, "limit": 100}))
+    w("message_edits", frame({"type": "message:edits", "id": "e", "room": "general",
+                              "msg_id": "m1"}))
+    w("mention_list", frame({"type": "mention:list", "id": "n", "before": 9, "limit": 1}))
+    w("message_search", frame({"type": "message:search", "id": "s", "q": "\"quick fox\" -slow",
+                               "room": "general", "before": "0.0607927:1700000000000:7:general",
+                               "limit": 50}))
+    w("limit_zero", frame({"type": "room:members", "room": "r", "limit": 0}))
+    w("limit_over", frame({"type": "message:search", "q": "x", "limit": 51}))
+    w("text_empty", frame({"type": "message:search", "q": ""}))
     # Nesting: 32 levels pass, 33 are refused before parsing.
     w("depth_32", '{"type":"message:send","room":"r","client_msg_id":"c","body":"b",'
       '"attachments":' + "[" * 31 + "]" * 31 + "}")

@@ -163,6 +163,8 @@ build/unit/test_proto:    $(call unit_objs,lib/utf8 lib/util proc/log)
 build/unit/test_proto:    UNIT_LIBS += -ljansson
 build/unit/test_history:  $(call unit_objs,net/outbuf net/ws_frame lib/utf8 lib/util proc/log)
 build/unit/test_history:  UNIT_LIBS += -ljansson -lpq
+build/unit/test_config:   $(call unit_objs,lib/cidr lib/utf8 lib/util proc/log)
+build/unit/test_config:   UNIT_LIBS += -lconfig
 
 $(UNIT_BINS): build/unit/%: tests/unit/%.c | pkgs-ok
 	@mkdir -p $(@D)

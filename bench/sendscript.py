@@ -54,7 +54,8 @@ def call_args(tag, first, rooms, per_room):
     """KEYS and ARGV of one call as send_batch.c builds them (the layout
     redis.c documents):
     per room its keys and header, its items' keys and fields after it."""
-    keys, argv = ["chatd:sync"], ["1000", "86400", "1000000", "1000000", str(rooms)]
+    # maxlen, stream ttl, rate_send "1000000/1" (n, win_ms), rooms
+    keys, argv = ["chatd:sync"], ["1000", "86400", "1000000", "1000", str(rooms)]
     for r in range(rooms):
         room = f"{tag}-r{(first + r) % 1000}"
         keys += [f"chatd:{{bench/{room}}}:seq", f"chatd:{{bench/{room}}}:stream"]

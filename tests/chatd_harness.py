@@ -46,9 +46,12 @@ ENV_FILE = REPO / ".run" / "test" / "env"
 SERVICES = REPO / "scripts" / "services.sh"
 ENV_KEYS = ("CHATD_BIN", "REDIS_URL", "DATABASE_URL", "REDIS_PORT", "PG_PORT", "RUN_DIR")
 # Environment variables that would win over the config file the test writes.
+# The operations with a rate limit: key rate_<op>, "N/W" (docs/configuration.md).
+RATE_OPS = ("send", "join", "edit", "delete", "react", "member", "search", "presence",
+            "typing", "receipt")
 CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANCE",
                    "REDIS_URL", "DATABASE_URL", "CHATD_JWT_SECRET", "CHATD_ASSETS",
-                   "CHATD_LOG_LEVEL")
+                   "CHATD_LOG_LEVEL", *(f"CHATD_RATE_{op.upper()}" for op in RATE_OPS))
 # Lines that mean a chatd process crashed or misbehaved, whatever the test saw.
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "Assertion `")
@@ -232,8 +235,7 @@ def default_conf():
             "database_url": env["DATABASE_URL"], "jwt_secret": SECRET,
             "assets": str(REPO / "assets"), "drain_timeout_ms": 5000,
             # Abuse limits out of the way, except in the tests about them.
-            "rate_send_per_s": 1000000, "rate_send_burst": 1000000,
-            "rate_join_per_s": 1000000, "rate_join_burst": 1000000,
+            **{f"rate_{op}": "1000000/1" for op in RATE_OPS},
             "conn_attempts_per_ip": 1000000, "auth_failures_per_ip": 1000000,
             "max_conns_per_ip": 1000000, "max_conns_per_user": 1000000}
 

@@ -52,7 +52,7 @@ def test_document_has_every_documented_section(make_server):
 
 
 def test_figures_agree_with_what_the_test_did(make_server):
-    srv = make_server(workers=2, rate_send_per_s=1, rate_send_burst=3)
+    srv = make_server(workers=2, rate_send="3/3")
     tenant = unique_id("t")
     users = ["ann", "bob", "cat"]
 
@@ -191,7 +191,7 @@ def scrape(srv):
 
 
 def test_metrics_parse_and_counters_move(make_server):
-    srv = make_server(workers=2, rate_send_per_s=1, rate_send_burst=2)
+    srv = make_server(workers=2, rate_send="2/2")
     tenant = unique_id("t")
     before, text = scrape(srv)
     assert "# TYPE chatd_messages_total counter" in text

@@ -37,32 +37,33 @@ async def say_all(client, room, bodies):
 
 
 def ban(tenant, room, user):
-    # member:ban is the lead's (write side); until then, the row as it would leave it.
+    # member:ban is not there yet: the row as it would leave it.
     pg_exec("UPDATE room_members SET banned = true WHERE tenant = %s AND room_id = %s "
             "AND user_id = %s", (tenant, room, user))
 
 
 def set_role(tenant, room, user, role):
+    # member:role is not there yet: the row as it would leave it.
     pg_exec("UPDATE room_members SET role = %s WHERE tenant = %s AND room_id = %s "
             "AND user_id = %s", (role, tenant, room, user))
 
 
-def delete_message(tenant, room, msg_id):
-    # message:delete is the lead's; until then, what its sync would write.
-    pg_exec("UPDATE messages SET deleted_at = now(), deleted_by = user_id WHERE tenant = %s "
-            "AND room_id = %s AND id = %s", (tenant, room, msg_id))
+async def delete(client, tenant, room, msg_id):
+    """message:delete, and wait until the sync has marked the row deleted."""
+    await client.ok("message:delete", room=room, msg_id=msg_id)
+    await eventually_async(lambda: _assert(pg_rows(
+        "SELECT deleted_at IS NOT NULL FROM messages WHERE tenant = %s AND room_id = %s "
+        "AND id = %s", (tenant, room, msg_id)) == [(True,)]), what="delete in PostgreSQL")
 
 
-def set_reply_to(tenant, room, root_id, msg_ids):
-    # message:send's reply_to is stored by the lead's sync; until then, by hand.
-    pg_exec("UPDATE messages SET reply_to = %s WHERE tenant = %s AND room_id = %s "
-            "AND id = ANY(%s)", (root_id, tenant, room, list(msg_ids)))
+async def say_to(client, room, body, **fields):
+    """message:send with reply_to / mentions / attachments; returns the ack."""
+    return await client.ok("message:send", room=room, body=body,
+                           client_msg_id=unique_id("m"), **fields)
 
 
-def mention(tenant, user, room, ack):
-    # The lead's sync writes these from message:send's mentions; until then, by hand.
-    pg_exec("INSERT INTO mentions (tenant, user_id, room_id, seq, msg_id) "
-            "VALUES (%s, %s, %s, %s, %s)", (tenant, user, room, ack["seq"], ack["msg_id"]))
+def _assert(cond):
+    assert cond
 
 
 def by_id(rooms):
@@ -84,10 +85,11 @@ def test_room_list_counts_unread_and_mentions(server, tenant):
         private = await make_room(alice, bob, private=True, members=["bob"])
         gone = await make_room(alice)
         ban(tenant, gone, "alice")
-        acks = await say_all(bob, public, ["one", "two", "three"])
-        acks.append(await alice.say(public, "mine"))
+        acks = [await bob.say(public, "one"),
+                await say_to(bob, public, "two, @alice", mentions=["alice"]),
+                await bob.say(public, "three"),
+                await say_to(alice, public, "mine, @bob and me", mentions=["alice", "bob"])]
         await synced(tenant, public, *(a["msg_id"] for a in acks))
-        mention(tenant, "alice", public, acks[1])
 
         listed = await alice.ok("room:list")
         rooms = by_id(listed["rooms"])
@@ -100,17 +102,20 @@ def test_room_list_counts_unread_and_mentions(server, tenant):
                                   "read_seq": 0, "unread": 0, "mentions": 0}
         assert [r["id"] for r in listed["rooms"]] == sorted(rooms)
 
+        # The sender's own mention of itself is no mention.
         bob_rooms = by_id((await bob.ok("room:list"))["rooms"])
         assert (bob_rooms[public]["role"], bob_rooms[public]["unread"],
-                bob_rooms[public]["mentions"]) == ("member", 1, 0)
+                bob_rooms[public]["mentions"]) == ("member", 1, 1)
 
         # Read up to the mention: one of bob's messages is left, no mention.
         assert (await alice.ok("room:read", room=public, seq=2))["read_seq"] == 2
         rooms = by_id((await alice.ok("room:list"))["rooms"])
         assert (rooms[public]["read_seq"], rooms[public]["unread"],
                 rooms[public]["mentions"]) == (2, 1, 0)
-        # A deleted message is not unread.
-        delete_message(tenant, public, acks[2]["msg_id"])
+        # A deleted message is not unread; a deleted mention does not count.
+        await delete(bob, tenant, public, acks[2]["msg_id"])
+        await delete(alice, tenant, public, acks[3]["msg_id"])
+        assert by_id((await bob.ok("room:list"))["rooms"])[public]["mentions"] == 0
         rooms = by_id((await alice.ok("room:list"))["rooms"])
         assert rooms[public]["unread"] == 0
 
@@ -142,10 +147,6 @@ def test_room_list_and_info_take_the_redis_counter_when_ahead(server, tenant):
         finally:
             r.close()
     run(main())
-
-
-def _assert(cond):
-    assert cond
 
 
 # ---------------------------------------------------------------- room:read
@@ -268,7 +269,7 @@ def test_room_members_pages_by_user_id(server, tenant):
 
 # ----------------------------------------------------------- message:thread
 
-MSG_KEYS = {"id", "seq", "user", "kind", "body", "ts", "client_msg_id", "mentions",
+MSG_KEYS = {"id", "seq", "user", "kind", "body", "ts", "client_msg_id", "reply_to", "mentions",
             "attachments", "edits", "reactions", "replies"}
 
 
@@ -281,27 +282,33 @@ def test_thread_pages_replies_oldest_first(server, tenant):
         room = await make_room(alice, bob)
         other = await make_room(alice, bob)
         root = await alice.say(room, "root message")
-        replies = await say_all(bob, room, [f"reply {i}" for i in range(1, 6)])
+        replies = [await say_to(bob, room, "reply 1", reply_to=root["msg_id"])]
+        # A reply to a reply joins the root's thread.
+        replies += [await say_to(bob, room, f"reply {i}", reply_to=replies[-1]["msg_id"])
+                    for i in range(2, 6)]
         elsewhere = await alice.say(other, "elsewhere")
+        for who, emoji, add in ((alice, "+1", True), (bob, "+1", True), (bob, "tada", True),
+                                (bob, "tada", False), (bob, "eyes", True)):
+            await who.ok("message:react", room=room, msg_id=root["msg_id"], emoji=emoji, add=add)
         await synced(tenant, room, root["msg_id"], *(r["msg_id"] for r in replies))
         await synced(tenant, other, elsewhere["msg_id"])
-        set_reply_to(tenant, room, root["msg_id"], [r["msg_id"] for r in replies])
-        for user, emoji, present in (("alice", "+1", True), ("bob", "+1", True),
-                                     ("bob", "tada", False), ("bob", "eyes", True)):
-            pg_exec("INSERT INTO message_reactions VALUES (%s, %s, %s, %s, %s, %s, 1)",
-                    (tenant, room, root["msg_id"], emoji, user, present))
+        await eventually_async(lambda: _assert(pg_rows(
+            "SELECT emoji, user_id, present FROM message_reactions WHERE tenant = %s "
+            "AND room_id = %s ORDER BY 1, 2", (tenant, room)) == [
+                ("+1", "alice", True), ("+1", "bob", True), ("eyes", "bob", True),
+                ("tada", "bob", False)]), what="reactions in PostgreSQL")
 
         page = await alice.ok("message:thread", room=room, msg_id=root["msg_id"], limit=2)
         assert (page["room"], page["replies"], page["has_more"]) == (room, 5, True)
         r = page["root"]
-        assert set(r) == MSG_KEYS, r
+        assert set(r) == MSG_KEYS and r["reply_to"] is None, r
         assert (r["id"], r["seq"], r["user"], r["kind"], r["body"], r["ts"]) == \
             (root["msg_id"], root["seq"], "alice", "text", "root message", root["ts"])
         assert (r["edits"], r["replies"], r["mentions"], r["attachments"]) == (0, 5, [], [])
         assert r["reactions"] == {"+1": 2, "eyes": 1}
         assert [m["body"] for m in page["messages"]] == ["reply 4", "reply 5"]
         m = page["messages"][0]
-        assert set(m) == MSG_KEYS | {"reply_to"}, m
+        assert set(m) == MSG_KEYS, m
         assert (m["id"], m["seq"], m["reply_to"], m["user"], m["ts"]) == \
             (replies[3]["msg_id"], replies[3]["seq"], root["msg_id"], "bob", replies[3]["ts"])
 
@@ -315,14 +322,15 @@ def test_thread_pages_replies_oldest_first(server, tenant):
         assert page["has_more"] is False
 
         # A reply's id finds its root's thread; a deleted reply is a tombstone.
-        delete_message(tenant, room, replies[4]["msg_id"])
+        await delete(bob, tenant, room, replies[4]["msg_id"])
         page = await bob.ok("message:thread", room=room, msg_id=replies[2]["msg_id"])
         assert page["root"]["id"] == root["msg_id"] and page["replies"] == 5
         assert [m["seq"] for m in page["messages"]] == [r["seq"] for r in replies]
         tomb = page["messages"][-1]
         assert (tomb["deleted"], tomb["body"], tomb["attachments"], tomb["mentions"],
-                tomb["reactions"], tomb["id"], tomb["user"]) == \
-            (True, "", [], [], {}, replies[4]["msg_id"], "bob")
+                tomb["reactions"], tomb["id"], tomb["user"], tomb["reply_to"]) == \
+            (True, "", [], [], {}, replies[4]["msg_id"], "bob", root["msg_id"])
+        assert "deleted" not in page["messages"][0]
 
         await alice.error("message:thread", "not_found", room=room, msg_id="nosuchmessage")
         await alice.error("message:thread", "not_found", room=room, msg_id=elsewhere["msg_id"])
@@ -355,7 +363,8 @@ def test_edits_lists_every_version_for_author_and_moderators(server, tenant):
             "AND type = 'message:edited'", (tenant, room)) == [(2,)]), what="edits synced")
 
         want = [{"seq": sent["seq"], "body": "first", "ts": sent["ts"]}] + \
-            [{"seq": e["seq"], "body": b, "ts": e["ts"]} for e, b in zip(edits, ("second", "third"))]
+            [{"seq": e["seq"], "body": b, "ts": e["ts"]}
+             for e, b in zip(edits, ("second", "third"))]
         for reader in (alice, mod):
             got = await reader.ok("message:edits", room=room, msg_id=sent["msg_id"])
             assert (got["msg_id"], got["versions"]) == (sent["msg_id"], want), reader
@@ -366,7 +375,14 @@ def test_edits_lists_every_version_for_author_and_moderators(server, tenant):
 
         # The current state carries the latest body and when it was edited.
         root = (await bob.ok("message:thread", room=room, msg_id=sent["msg_id"]))["root"]
-        assert root["body"] == "third" and root["edited_at"] == edits[-1]["ts"]
+        assert (root["body"], root["edits"], root["edited_at"]) == ("third", 2, edits[-1]["ts"])
+        # A deleted message's versions stay (the audit); the message is a tombstone.
+        await delete(alice, tenant, room, sent["msg_id"])
+        got = await mod.ok("message:edits", room=room, msg_id=sent["msg_id"])
+        assert got["versions"] == want
+        root = (await bob.ok("message:thread", room=room, msg_id=sent["msg_id"]))["root"]
+        assert (root["deleted"], root["body"], root["edits"]) == (True, "", 0)
+        assert "edited_at" not in root
     run(main())
 
 
@@ -378,13 +394,10 @@ def test_mention_list_pages_newest_first(server, tenant):
         bob = await Client.connect(server, "bob", tenant)
         room = await make_room(bob, alice)
         closed = await make_room(bob, alice, private=True, members=["alice"])
-        acks = await say_all(bob, room, [f"hey alice {i}" for i in range(5)])
-        hidden = await bob.say(closed, "hey alice, in private")
+        acks = [await say_to(bob, room, f"hey alice {i}", mentions=["alice"]) for i in range(5)]
+        hidden = await say_to(bob, closed, "hey alice, in private", mentions=["alice"])
         await synced(tenant, room, *(a["msg_id"] for a in acks))
         await synced(tenant, closed, hidden["msg_id"])
-        for ack in acks:
-            mention(tenant, "alice", room, ack)
-        mention(tenant, "alice", closed, hidden)
 
         page = await alice.ok("mention:list", limit=3)
         assert [m["msg"]["body"] for m in page["mentions"]] == \
@@ -393,7 +406,7 @@ def test_mention_list_pages_newest_first(server, tenant):
         first = page["mentions"][1]
         assert (first["room"], first["seq"], first["msg"]["id"], first["msg"]["user"]) == \
             (room, acks[4]["seq"], acks[4]["msg_id"], "bob")
-        assert set(first["msg"]) == MSG_KEYS
+        assert set(first["msg"]) == MSG_KEYS and first["msg"]["mentions"] == ["alice"]
         ids = [m["id"] for m in page["mentions"]]
         assert ids == sorted(ids, reverse=True)
         page = await alice.ok("mention:list", limit=3, before=ids[-1])
@@ -402,7 +415,7 @@ def test_mention_list_pages_newest_first(server, tenant):
         assert page["has_more"] is False
 
         # Not of a deleted message, not in a room alice no longer reads.
-        delete_message(tenant, room, acks[2]["msg_id"])
+        await delete(bob, tenant, room, acks[2]["msg_id"])
         ban(tenant, closed, "alice")
         page = await alice.ok("mention:list")
         assert [m["msg"]["body"] for m in page["mentions"]] == \
@@ -436,7 +449,7 @@ def test_search_finds_ranks_and_highlights(server, tenant):
         foreign = await mallory.say(theirs, "report report report report")
         await synced(tenant, room, *(a["msg_id"] for a in acks.values()))
         await synced(tenant, closed, secret["msg_id"])
-        delete_message(tenant, room, acks["gone"]["msg_id"])
+        await delete(alice, tenant, room, acks["gone"]["msg_id"])
         name = {a["msg_id"]: k for k, a in acks.items()}
 
         found = await alice.ok("message:search", q="report")
@@ -517,7 +530,8 @@ def test_search_pages_follow_the_ranking(server, tenant):
         await alice.error("message:search", "bad_request", q="needle", before="1:2:3:a b")
         await alice.error("message:search", "bad_request", q="needle", before="nan:1:1:r")
         await alice.error("message:search", "bad_request", q="")
-        await alice.error("message:search", "bad_request", q="x" * 257)
+        await alice.error("message:search", "too_large", q="x" * 257)
+        await alice.error("message:search", "too_large", q="needle", before="1" * 161)
         await alice.error("message:search", "bad_request", q="needle", limit=51)
         await alice.error("message:search", "bad_request", q="needle", limit=0)
         await alice.error("message:search", "bad_request")
@@ -543,7 +557,7 @@ def test_search_of_support_rooms_is_for_tenant_admins(server, tenant):
 
 
 def test_search_is_rate_limited(make_server, tenant):
-    server = make_server(rate_send_per_s=1, rate_send_burst=2)
+    server = make_server(rate_search="2/60")
 
     async def main():
         alice = await Client.connect(server, "alice", tenant)

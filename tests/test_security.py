@@ -422,8 +422,9 @@ def test_user_limit_holds_with_many_users_connected(make_server):
 # ----------------------------------------------------------------- flooding
 
 def test_message_flood_is_limited_across_workers(make_server):
-    rate, burst = 5, 10
-    srv = make_server(rate_send_per_s=rate, rate_send_burst=burst)
+    burst, window_s = 10, 2  # 10 per 2 s: 5 a second, 10 at once
+    rate = burst / window_s
+    srv = make_server(rate_send=f"{burst}/{window_s}")
     tenant = unique_id("t")
 
     async def main():
@@ -486,7 +487,7 @@ def test_first_send_in_a_new_room_costs_one_token(make_server):
     """The send script takes a token before it finds the room's seq counter
     missing; the retry after seeding it from PostgreSQL takes another."""
     burst = 3
-    srv = make_server(rate_send_per_s=1, rate_send_burst=burst)
+    srv = make_server(rate_send=f"{burst}/{burst}")  # 1 a second
 
     async def main():
         client = await connect_from(srv, "alice", unique_id("t"))

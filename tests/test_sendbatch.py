@@ -253,7 +253,7 @@ def check_limited(who, reqs, answers, elapsed):
 
 
 def test_rate_limit_in_the_middle_of_a_burst(make_server, tenant):
-    srv = make_server(rate_send_per_s=RATE, rate_send_burst=TOKENS)
+    srv = make_server(rate_send=f"{TOKENS}/{TOKENS // RATE}")  # RATE a second
 
     async def main():
         # Everyone on one worker: bob's and carol's bursts meet in one turn.

@@ -12,14 +12,21 @@
 #include <string.h>
 
 /* Events from..to, at most $5, oldest first (the first ones when the range
- * is larger), and the room's highest synced seq even when there is none. */
+ * is larger), and the room's highest synced seq even when there is none.
+ * A deleted message's message:new is its tombstone (HISTORY_TOMBSTONE). */
 #define HISTORY_SQL(order) \
-"SELECT m.mx, e.seq, e.payload::text FROM" \
+"SELECT m.mx, e.seq, CASE WHEN e.type = 'message:new' AND EXISTS (SELECT 1 FROM messages d" \
+"  WHERE d.tenant = $1 AND d.room_id = $2 AND d.seq = e.seq AND d.deleted_at IS NOT NULL)" \
+"  THEN jsonb_set(e.payload, '{msg}', (e.payload->'msg') || '" HISTORY_TOMBSTONE "')::text" \
+"  ELSE e.payload::text END FROM" \
 " (SELECT coalesce(max(seq), 0) AS mx FROM room_events WHERE tenant = $1 AND room_id = $2) AS m" \
-" LEFT JOIN LATERAL (SELECT seq, payload FROM room_events" \
+" LEFT JOIN LATERAL (SELECT seq, type, payload FROM room_events" \
 "  WHERE tenant = $1 AND room_id = $2 AND seq >= $3 AND seq <= $4" \
 "  ORDER BY seq " order " LIMIT $5) AS e ON true" \
 " ORDER BY e.seq"
+
+/* What a deleted message's msg object shows instead of its content. */
+#define HISTORY_TOMBSTONE "{\"deleted\":true,\"body\":\"\",\"attachments\":[],\"mentions\":[]}"
 
 static const char history_sql_first[] = HISTORY_SQL("ASC");
 static const char history_sql_newest[] = HISTORY_SQL("DESC");
@@ -202,6 +209,44 @@ history__cold(struct history_op *op)
 		history__finish(op, 0);
 }
 
+/* ev (owned) as its tombstone: the msg object without its content. */
+static char *
+history__tombstone(char *ev)
+{
+	json_t *root = json_loads(ev, 0, NULL), *msg, *t;
+	char *out;
+
+	msg = root ? json_object_get(root, "msg") : NULL;
+	t = json_loads(HISTORY_TOMBSTONE, 0, NULL);
+	if (!json_is_object(msg) || t == NULL) {
+		json_decref(root);
+		json_decref(t);
+		return ev;
+	}
+	json_object_update(msg, t);
+	json_decref(t);
+	out = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	if (out == NULL)
+		return ev;
+	free(ev);
+	return out;
+}
+
+/* The script's last element: the seqs of deleted messages among the events. */
+static void
+history__mark_deleted(struct history_op *op, const redisReply *del)
+{
+	for (int i = 0; i < op->nhot; i++) {
+		int64_t seq = history__seq(op->hot[i]);
+
+		for (size_t k = 0; k < del->elements; k++)
+			if (del->element[k]->type == REDIS_REPLY_INTEGER &&
+			    del->element[k]->integer == seq && strstr(op->hot[i], "\"deleted\":true") == NULL)
+				op->hot[i] = history__tombstone(op->hot[i]);
+	}
+}
+
 static void
 history__from_redis(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -233,6 +278,8 @@ history__from_redis(redisAsyncContext *ac, void *reply, void *priv)
 	for (size_t i = 1; i < r->elements; i++)
 		if (r->element[i]->type == REDIS_REPLY_STRING)
 			op->hot[op->nhot++] = xstrdup(r->element[i]->str);
+	if (r->element[r->elements - 1]->type == REDIS_REPLY_ARRAY)
+		history__mark_deleted(op, r->element[r->elements - 1]);
 	if (op->nhot > 0 && history__seq(op->hot[0]) <= op->res.from) {
 		for (int i = 0; i < op->nhot; i++) {
 			int64_t seq = history__seq(op->hot[i]);
@@ -271,7 +318,7 @@ int
 history_read(const char *tenant, const char *room_id, const struct history_query *q,
     void (*cb)(const struct history_result *h, void *arg), void *arg)
 {
-	char kseq[200], kstream[200], from[24], to[24], count[24];
+	char kseq[200], kstream[200], kdel[200], from[24], to[24], count[24];
 	struct history_op *op;
 
 	if (!redis_ready())
@@ -287,12 +334,13 @@ history_read(const char *tenant, const char *room_id, const struct history_query
 	op->arg = arg;
 	redis_key(kseq, sizeof(kseq), tenant, room_id, "seq");
 	redis_key(kstream, sizeof(kstream), tenant, room_id, "stream");
+	redis_key(kdel, sizeof(kdel), tenant, room_id, "deleted");
 	snprintf(from, sizeof(from), "%lld", q->from);
 	snprintf(to, sizeof(to), "%lld", q->to);
 	/* Redis' COUNT 0 means no limit: ask for one and use none. */
 	snprintf(count, sizeof(count), "%d", op->q.count > 0 ? op->q.count : 1);
-	if (rlink_cmd(srv.rcmd, history__from_redis, op, "EVALSHA %s 2 %s %s %s %s %s",
-	    redis_hist_sha(), kseq, kstream, from, to, count) != 0) {
+	if (rlink_cmd(srv.rcmd, history__from_redis, op, "EVALSHA %s 3 %s %s %s %s %s %s",
+	    redis_hist_sha(), kseq, kstream, kdel, from, to, count) != 0) {
 		free(op);
 		return -1;
 	}

@@ -2,9 +2,9 @@
 #include "store/redis.h"
 #include "proto/proto.h"
 #include "proto/reply.h"
-#include "store/redis_link.h"
 #include "net/conn.h"
 #include "chat/history.h"
+#include "chat/limit.h"
 #include "chat/member.h"
 #include "proc/metrics.h"
 #include "net/outbuf.h"
@@ -187,19 +187,16 @@ join__start(struct join_op *op)
 }
 
 static void
-join__rate_checked(redisAsyncContext *ac, void *reply, void *priv)
+join__rate_checked(void *arg, long long retry_ms)
 {
-	redisReply *r = reply;
-	struct join_op *op = priv;
+	struct join_op *op = arg;
 
-	(void)ac;
-	if (rlink_failed(r) || r->type != REDIS_REPLY_INTEGER) {
+	if (retry_ms < 0) {
 		join__fail(op, "unavailable", "message bus unavailable; retry");
 		return;
 	}
-	if (r->integer > 0) {
-		metrics_add(M_RATE_LIMITED, 1);
-		op->retry_ms = r->integer;
+	if (retry_ms > 0) {
+		op->retry_ms = retry_ms;
 		join__fail(op, "rate_limited", "too many joins; retry later");
 		return;
 	}
@@ -210,14 +207,7 @@ join__rate_checked(redisAsyncContext *ac, void *reply, void *priv)
 static void
 join__start_limited(struct join_op *op)
 {
-	char key[200], rate[16], burst[16];
-
-	redis_rate_key(key, sizeof(key), op->c->id.tenant, op->c->id.user, "join");
-	snprintf(rate, sizeof(rate), "%d", srv.cfg->rate_join_per_s);
-	snprintf(burst, sizeof(burst), "%d", srv.cfg->rate_join_burst);
-	if (!redis_ready() || rlink_cmd(srv.rcmd, join__rate_checked, op, "EVALSHA %s 1 %s %s %s",
-	    redis_rate_sha(), key, rate, burst) != 0)
-		join__fail(op, "unavailable", "message bus unavailable; retry");
+	limit_take_rate(op->c->id.tenant, op->c->id.user, RATE_JOIN, join__rate_checked, op);
 }
 
 static struct join_op *

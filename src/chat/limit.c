@@ -8,8 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const char *const limit_names[LIMIT_NOPS] = {
-	"edit", "delete", "react", "member", "search"
+/* Which rate_* key limits each operation (a new limit_op needs a line: an
+ * entry left out would be RATE_SEND, 0). */
+_Static_assert(LIMIT_NOPS == 8, "limit_rates names a rate for every limit_op");
+static const enum cfg_rate_op limit_rates[LIMIT_NOPS] = {
+	[LIMIT_EDIT] = RATE_EDIT,
+	[LIMIT_DELETE] = RATE_DELETE,
+	[LIMIT_REACT] = RATE_REACT,
+	[LIMIT_MEMBER] = RATE_MEMBER,
+	[LIMIT_SEARCH] = RATE_SEARCH,
+	[LIMIT_PRESENCE] = RATE_PRESENCE,
+	[LIMIT_TYPING] = RATE_TYPING,
+	[LIMIT_RECEIPT] = RATE_RECEIPT,
 };
 
 struct limit_req {
@@ -34,19 +44,27 @@ limit__answered(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 void
-limit_take(const char *tenant, const char *user, enum limit_op op, limit_cb *cb, void *arg)
+limit_take_rate(const char *tenant, const char *user, enum cfg_rate_op op, limit_cb *cb,
+    void *arg)
 {
+	const struct cfg_rate *rate = &srv.cfg->rate[op];
 	struct limit_req *lr = xcalloc(1, sizeof(*lr));
-	char key[200], rate[16], burst[16];
+	char key[200], n[16], win_ms[24];
 
 	lr->cb = cb;
 	lr->arg = arg;
-	redis_rate_key(key, sizeof(key), tenant, user, limit_names[op]);
-	snprintf(rate, sizeof(rate), "%d", srv.cfg->rate_send_per_s);
-	snprintf(burst, sizeof(burst), "%d", srv.cfg->rate_send_burst);
+	redis_rate_key(key, sizeof(key), tenant, user, cfg_rate_names[op]);
+	snprintf(n, sizeof(n), "%d", rate->n);
+	snprintf(win_ms, sizeof(win_ms), "%lld", rate->window_s * 1000LL);
 	if (!redis_ready() || rlink_cmd(srv.rcmd, limit__answered, lr, "EVALSHA %s 1 %s %s %s",
-	    redis_rate_sha(), key, rate, burst) != 0) {
-		cb(arg, -1);
+	    redis_rate_sha(), key, n, win_ms) != 0) {
 		free(lr);
+		cb(arg, -1);
 	}
+}
+
+void
+limit_take(const char *tenant, const char *user, enum limit_op op, limit_cb *cb, void *arg)
+{
+	limit_take_rate(tenant, user, limit_rates[op], cb, arg);
 }

@@ -40,7 +40,9 @@ static const char member_sql[] =
 "  ON CONFLICT (tenant, room_id, user_id) DO UPDATE SET role = room_members.role"
 "  RETURNING tenant, room_id, user_id, role, banned, muted_until)"
 "SELECT q.i, r.kind, coalesce(m.role, ins.role), coalesce(m.banned, ins.banned, false),"
-" coalesce((extract(epoch FROM coalesce(m.muted_until, ins.muted_until)) * 1000)::bigint, 0)"
+" CASE WHEN coalesce(m.muted_until, ins.muted_until) IS NULL THEN 0"
+"  WHEN coalesce(m.muted_until, ins.muted_until) = 'infinity' THEN 9223372036854775807"
+"  ELSE (extract(epoch FROM coalesce(m.muted_until, ins.muted_until)) * 1000)::bigint END"
 " FROM q JOIN r ON r.i = q.i LEFT JOIN m ON m.i = q.i"
 " LEFT JOIN ins ON ins.tenant = q.tenant AND ins.room_id = q.room_id"
 "  AND ins.user_id = q.user_id";

@@ -4,6 +4,8 @@
 #include "proto/reply.h"
 #include "net/conn.h"
 #include "chat/history.h"
+#include "chat/msgextra.h"
+#include "chat/personal.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -29,9 +31,11 @@ struct send_req {
 	char msg_id[UTIL_ID_MAX + 1];
 	long long ts;
 	uint64_t arrival_us;		/* monotonic, for the ack latency */
-	int edit;			/* message:edit: no dedupe window, no count */
 	char *head, *mid, *tail;	/* owned: the event around its seq */
 	char *ack;			/* owned: durability = postgres waits */
+	char kind[16];
+	char *body_json;		/* owned, until the event is built */
+	struct msgextra extra;		/* owned */
 };
 
 /* The ack, and the time from the send's arrival to it. */
@@ -50,7 +54,27 @@ msgcmd__free(struct send_req *sr)
 	free(sr->mid);
 	free(sr->tail);
 	free(sr->ack);
+	free(sr->body_json);
+	msgextra_free(&sr->extra);
 	free(sr);
+}
+
+/* mention:new to the mentioned users' connections, wherever they are: the
+ * message:new event under another type. */
+static void
+msgcmd__notify(struct send_req *sr, const char *ack)
+{
+	static const char newtype[] = "{\"type\":\"message:new\"";
+	long long seq = outbuf_scan_seq(ack, strlen(ack));
+	char *frame;
+
+	if (sr->extra.notify_csv == NULL || strncmp(sr->head, newtype, sizeof(newtype) - 1) != 0)
+		return;
+	if (asprintf(&frame, "{\"type\":\"mention:new\"%s%lld%s%lld%s",
+	    sr->head + sizeof(newtype) - 1, seq, sr->mid, seq, sr->tail) < 0)
+		log_fatal("msgcmd: out of memory");
+	personal_publish(sr->req.c->id.tenant, sr->extra.notify_csv, frame);
+	free(frame);
 }
 
 static void
@@ -122,8 +146,10 @@ msgcmd__done(struct sendbatch_item *it, enum sendbatch_status st, const char *va
 	switch (st) {
 	case SENDBATCH_NEW:
 	case SENDBATCH_REPEAT:
-		if (st == SENDBATCH_NEW && !sr->edit)
+		if (st == SENDBATCH_NEW) {
 			metrics_add(M_MSGS_SENT, 1);
+			msgcmd__notify(sr, val);
+		}
 		if (strcmp(srv.cfg->durability, "postgres") == 0) {
 			sr->ack = xstrdup(val);
 			if ((st == SENDBATCH_NEW ? msgcmd__persist(sr) : msgcmd__check_persisted(sr)) == 0)
@@ -169,29 +195,46 @@ msgcmd__queue(struct send_req *sr)
 	it->tail = sr->tail;
 	it->msg_id = sr->msg_id;
 	it->ts = sr->ts;
-	/* An edit's key only guards the script's own retry (the seed re-run). */
-	it->idem_ttl_s = sr->edit ? 60 : srv.cfg->dedupe_ttl_s;
+	it->idem_ttl_s = srv.cfg->dedupe_ttl_s;
 	it->done = msgcmd__done;
 	sendbatch_add(it);
 }
 
-/* The event text around its two seq numbers, so the script only splices. */
+/* The event text around its two seq numbers, so the script only splices;
+ * then into the send batch. */
 static void
-msgcmd__build(struct send_req *sr, const char *kind, const char *body)
+msgcmd__build_queue(struct send_req *sr)
 {
-	json_t *js = json_string(body);
-	char *body_json = js ? json_dumps(js, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	const struct msgextra *x = &sr->extra;
+	char reply_to[UTIL_ID_MAX + 3];
 
-	json_decref(js);
-	if (body_json == NULL)
-		log_fatal("msgcmd: cannot encode a body jansson accepted");
+	if (x->reply_to[0] != '\0')
+		snprintf(reply_to, sizeof(reply_to), "\"%s\"", x->reply_to);
+	else
+		snprintf(reply_to, sizeof(reply_to), "null");
 	if (asprintf(&sr->head, "{\"type\":\"message:new\",\"room\":\"%s\",\"seq\":", sr->room) < 0 ||
 	    asprintf(&sr->mid, ",\"msg\":{\"id\":\"%s\",\"seq\":", sr->msg_id) < 0 ||
 	    asprintf(&sr->tail, ",\"user\":\"%s\",\"kind\":\"%s\",\"body\":%s,\"ts\":%lld,"
-	    "\"client_msg_id\":\"%s\"}}", sr->req.c->id.user, kind, body_json, sr->ts,
-	    sr->cmid) < 0)
+	    "\"client_msg_id\":\"%s\",\"reply_to\":%s,\"mentions\":%s,\"attachments\":%s}}",
+	    sr->req.c->id.user, sr->kind, sr->body_json, sr->ts, sr->cmid, reply_to,
+	    x->mentions_json, x->attachments_json) < 0)
 		log_fatal("msgcmd: out of memory");
-	free(body_json);
+	free(sr->body_json);
+	sr->body_json = NULL;
+	msgcmd__queue(sr);
+}
+
+static void
+msgcmd__checked(void *arg, const char *code, const char *why)
+{
+	struct send_req *sr = arg;
+
+	if (code != NULL) {
+		reply_error(sr->req.c, sr->req.idjson, code, "%s", why);
+		msgcmd__free(sr);
+		return;
+	}
+	msgcmd__build_queue(sr);
 }
 
 void
@@ -203,6 +246,10 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	const char *kind = json_string_value(json_object_get(msg, "kind"));
 	struct send_req *sr;
 	struct sub *sub;
+	struct msgextra extra;
+	const char *code;
+	char why[200];
+	json_t *js;
 	int known = 0;
 
 	/* The table checks kind's form; which kinds of message exist is this
@@ -215,21 +262,30 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 		reply_error(c, idjson, "bad_request", "kind must be text, image, file or system");
 		return;
 	}
+	if (msgextra_parse(&extra, msg, c->id.user, &code, why, sizeof(why)) != 0) {
+		reply_error(c, idjson, code, "%s", why);
+		msgextra_free(&extra);
+		return;
+	}
 	if (strcmp(kind, "system") == 0 && !c->id.admin) {
 		reply_error(c, idjson, "forbidden", "only admins send system messages");
+		msgextra_free(&extra);
 		return;
 	}
 	sub = conn_find_sub(c, room_id);
 	if (sub == NULL) {
 		reply_error(c, idjson, "forbidden", "join room \"%s\" before sending to it", room_id);
+		msgextra_free(&extra);
 		return;
 	}
 	if (sub->broadcast && sub->role == SUB_MEMBER) {
 		reply_error(c, idjson, "forbidden", "only admins and moderators post in a broadcast room");
+		msgextra_free(&extra);
 		return;
 	}
 	if (sub->muted_until_ms > util_now_ms()) {
 		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
+		msgextra_free(&extra);
 		return;
 	}
 	sr = xcalloc(1, sizeof(*sr));
@@ -239,8 +295,17 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	sr->ts = util_now_ms();
 	sr->arrival_us = uv_hrtime() / 1000;
 	reply_req_init(&sr->req, c, idjson);
-	msgcmd__build(sr, kind, body);
-	msgcmd__queue(sr);
+	snprintf(sr->kind, sizeof(sr->kind), "%s", kind);
+	js = json_string(body);
+	sr->body_json = js ? json_dumps(js, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+	json_decref(js);
+	if (sr->body_json == NULL)
+		log_fatal("msgcmd: cannot encode a body jansson accepted");
+	sr->extra = extra;
+	if (msgextra_needs_check(&sr->extra))
+		msgextra_check(&sr->extra, c->id.tenant, room_id, msgcmd__checked, sr);
+	else
+		msgcmd__build_queue(sr);
 }
 
 #define HISTORY_PAGE_MAX 100
@@ -353,99 +418,5 @@ msgcmd_history(struct conn *c, const char *idjson, json_t *msg)
 	if (pgq_exec(srv.pg, can_read_sql, 3, params, msgcmd__page_allowed, pr) != 0) {
 		reply_error(c, idjson, "unavailable", "database unavailable; retry");
 		msgcmd__page_free(pr);
-	}
-}
-
-static const char author_sql[] =
-"SELECT user_id FROM messages WHERE tenant = $1 AND room_id = $2 AND id = $3 AND deleted_at IS NULL";
-
-struct edit_req {
-	struct send_req *sr;
-	char *body;		/* owned */
-};
-
-static void
-msgcmd__author_checked(const PGresult *res, void *arg)
-{
-	struct edit_req *er = arg;
-	struct send_req *sr = er->sr;
-	struct conn *c = sr->req.c;
-	json_t *js;
-	char *body_json;
-
-	if (!pgq_ok(res)) {
-		reply_error(c, sr->req.idjson, "unavailable", "database unavailable; retry");
-		goto fail;
-	}
-	/* A message of another room (or tenant) is simply not there. */
-	if (PQntuples(res) == 0) {
-		reply_error(c, sr->req.idjson, "not_found", "no message \"%s\" in room \"%s\"",
-		    sr->msg_id, sr->room);
-		goto fail;
-	}
-	if (strcmp(PQgetvalue(res, 0, 0), c->id.user) != 0) {
-		reply_error(c, sr->req.idjson, "forbidden", "only the author edits a message");
-		goto fail;
-	}
-	js = json_string(er->body);
-	body_json = js ? json_dumps(js, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-	json_decref(js);
-	if (body_json == NULL)
-		log_fatal("msgcmd: cannot encode a body jansson accepted");
-	if (asprintf(&sr->head, "{\"type\":\"message:edited\",\"room\":\"%s\",\"seq\":", sr->room) < 0 ||
-	    (sr->mid = xstrdup("")) == NULL ||
-	    asprintf(&sr->tail, ",\"msg_id\":\"%s\",\"user\":\"%s\",\"body\":%s,\"edited_at\":%lld}",
-	    sr->msg_id, c->id.user, body_json, sr->ts) < 0)
-		log_fatal("msgcmd: out of memory");
-	free(body_json);
-	free(er->body);
-	free(er);
-	msgcmd__queue(sr);
-	return;
-fail:
-	msgcmd__free(sr);
-	free(er->body);
-	free(er);
-}
-
-void
-msgcmd_edit(struct conn *c, const char *idjson, json_t *msg)
-{
-	const char *room_id = json_string_value(json_object_get(msg, "room"));
-	const char *msg_id = json_string_value(json_object_get(msg, "msg_id"));
-	const char *params[3];
-	struct send_req *sr;
-	struct edit_req *er;
-	struct sub *sub = conn_find_sub(c, room_id);
-	char rnd[23];
-
-	if (sub == NULL) {
-		reply_error(c, idjson, "forbidden", "join room \"%s\" before editing in it", room_id);
-		return;
-	}
-	if (sub->muted_until_ms > util_now_ms()) {
-		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
-		return;
-	}
-	sr = xcalloc(1, sizeof(*sr));
-	sr->edit = 1;
-	snprintf(sr->room, sizeof(sr->room), "%s", room_id);
-	snprintf(sr->msg_id, sizeof(sr->msg_id), "%s", msg_id);
-	util_random_id(rnd);
-	snprintf(sr->cmid, sizeof(sr->cmid), "edit.%s", rnd);
-	sr->ts = util_now_ms();
-	sr->arrival_us = uv_hrtime() / 1000;
-	reply_req_init(&sr->req, c, idjson);
-	er = xcalloc(1, sizeof(*er));
-	er->sr = sr;
-	er->body = xstrdup(json_string_value(json_object_get(msg, "body")));
-	params[0] = c->id.tenant;
-	params[1] = room_id;
-	params[2] = msg_id;
-	if (pgq_exec(srv.pg, author_sql, 3, params, msgcmd__author_checked, er) != 0) {
-		reply_error(c, idjson, "unavailable", "database unavailable; retry");
-		msgcmd__free(sr);
-		free(er->body);
-		free(er);
 	}
 }

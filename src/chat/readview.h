@@ -19,8 +19,10 @@ struct conn;
 /*
  * A reader (docs/protocol.md section 7): a member who is not banned, or,
  * in a public room, any user of the tenant who is not banned; a tenant
- * admin reads every support room. Support rooms count as private whatever
- * their flag. Aliases: r the room (rooms), mb the user's membership
+ * admin reads every support room. The SQL form of standing_reader()
+ * (standing.h), for reads that check and answer in one statement; support
+ * rooms count as private whatever their flag (the protocol says they
+ * always are). Aliases: r the room (rooms), mb the user's membership
  * (room_members, LEFT JOINed); admin is the SQL of the token's admin flag.
  */
 #define READVIEW_READER(admin) \
@@ -38,8 +40,8 @@ struct conn;
 /*
  * A message in its current state, as a jsonb, from a row a of messages
  * (or of a derived table with its columns): the fields of message:new's
- * msg (id, seq, user, kind, body, ts, client_msg_id, reply_to when set,
- * mentions, attachments) plus edits, edited_at (when edited), reactions
+ * msg (id, seq, user, kind, body, ts, client_msg_id, reply_to (null when
+ * none), mentions, attachments) plus edits, edited_at (when edited), reactions
  * ({emoji: count}) and replies (how many messages reply to it, deleted
  * ones included: a thread lists them as tombstones). A deleted message is
  * a tombstone: deleted:true, body "", no attachments, mentions or
@@ -48,10 +50,9 @@ struct conn;
 #define READVIEW_MSG(a) \
 "(jsonb_build_object('id', " a ".id, 'seq', " a ".seq, 'user', " a ".user_id, 'kind', " a ".kind," \
 "  'ts', " READVIEW_MS(a ".ts") ", 'client_msg_id', " a ".client_msg_id," \
+"  'reply_to', " a ".reply_to," \
 "  'replies', (SELECT count(*) FROM messages rp WHERE rp.tenant = " a ".tenant" \
 "   AND rp.room_id = " a ".room_id AND rp.reply_to = " a ".id))" \
-" || CASE WHEN " a ".reply_to IS NULL THEN '{}'::jsonb" \
-"  ELSE jsonb_build_object('reply_to', " a ".reply_to) END" \
 " || CASE WHEN " a ".deleted_at IS NOT NULL THEN jsonb_build_object('deleted', true, 'body', ''," \
 "   'attachments', '[]'::jsonb, 'mentions', '[]'::jsonb, 'edits', 0, 'reactions', '{}'::jsonb)" \
 "  ELSE jsonb_build_object('body', " a ".body, 'attachments', " a ".attachments," \

@@ -10,6 +10,7 @@
 #include "proc/srv.h"
 #include "lib/util.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,61 @@ room__maybe_free(struct room *r)
 	free(r);
 }
 
+static void room__seal(struct room *r);
+
+static uint8_t
+room__role(const char *role)
+{
+	return strcmp(role, "admin") == 0 ? SUB_ADMIN :
+	    strcmp(role, "moderator") == 0 ? SUB_MODERATOR : SUB_MEMBER;
+}
+
+/* A member:* event takes effect on this worker's subscriptions of its user
+ * at once: a user who left, was removed or banned gets nothing after it
+ * (its connections get room:removed from chat/personal); a new role or
+ * mute applies to the next command. Rare: parsed whole. */
+static void
+room__member_event(struct room *r, const char *payload, size_t len)
+{
+	json_t *ev = json_loadb(payload, len, 0, NULL);
+	const char *type = json_string_value(json_object_get(ev, "type"));
+	const char *user = json_string_value(json_object_get(ev, "user"));
+	json_t *role, *muted;
+
+	if (type == NULL || user == NULL)
+		goto done;
+	role = json_object_get(ev, "role");
+	muted = json_object_get(ev, "muted_until");
+	if (strcmp(type, "member:left") == 0) {
+		/* What came before the event (and the event) still goes out. */
+		if (r->batch != NULL) {
+			room__seal(r);
+			room__close_batch(r);
+		}
+		/* The room stays: it is subscribed (a detach only unsubscribes). */
+		r->pinned++;
+		for (int i = r->nsubs - 1; i >= 0; i--)
+			if (i < r->nsubs && strcmp(r->subs[i]->c->id.user, user) == 0)
+				room_detach(r->subs[i]);
+		r->pinned--;
+	} else if (strcmp(type, "member:updated") == 0) {
+		for (int i = 0; i < r->nsubs; i++) {
+			struct sub *s = r->subs[i];
+
+			if (strcmp(s->c->id.user, user) != 0)
+				continue;
+			if (json_is_string(role))
+				s->role = room__role(json_string_value(role));
+			if (json_is_null(muted))
+				s->muted_until_ms = 0;
+			else if (json_is_integer(muted))
+				s->muted_until_ms = json_integer_value(muted);
+		}
+	}
+done:
+	json_decref(ev);
+}
+
 /* A live event: framed once into the room's batch of this loop turn. */
 static void
 room__fanout(struct room *r, const char *payload, size_t len)
@@ -130,6 +186,8 @@ room__fanout(struct room *r, const char *payload, size_t len)
 		turn_kick();
 	}
 	outbuf_append(&r->batch, payload, len, outbuf_scan_seq(payload, len));
+	if (len > 16 && memcmp(payload, "{\"type\":\"member:", 16) == 0)
+		room__member_event(r, payload, len);
 }
 
 /* Hold b for a joining subscriber; 1013 past the frame bound. */
@@ -296,8 +354,7 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 	s->c = c;
 	s->room = r;
 	s->state = SUB_JOINING;
-	s->role = strcmp(role, "admin") == 0 ? SUB_ADMIN :
-	    strcmp(role, "moderator") == 0 ? SUB_MODERATOR : SUB_MEMBER;
+	s->role = room__role(role);
 	if (r->nsubs == r->cap) {
 		r->cap = r->cap ? r->cap * 2 : 4;
 		r->subs = xrealloc(r->subs, (size_t)r->cap * sizeof(*r->subs));

@@ -48,6 +48,16 @@ xstrdup(const char *s)
 	return p;
 }
 
+char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
 int64_t
 util_now_ms(void)
 {

@@ -11,6 +11,8 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+/* The first n bytes of s (n within s), NUL-ended. */
+char *xstrndup(const char *s, size_t n);
 
 int64_t util_now_ms(void);
 uint64_t util_mono_ms(void);

@@ -185,20 +185,41 @@ ws__admit(struct conn *c, const struct http_req *r, struct auth_identity *id,
 	return 0;
 }
 
+/* hello.limits.rates: {"send":[n,window_s],...}, the same for every
+ * connection of the worker's life, so written once. */
+static const char *
+ws__rates(void)
+{
+	static char rates[RATE_NOPS * 40 + 4];
+	size_t n = 0;
+
+	if (rates[0] != '\0')
+		return rates;
+	for (int op = 0; op < RATE_NOPS; op++)
+		n += (size_t)snprintf(rates + n, sizeof(rates) - n, "%s\"%s\":[%d,%d]",
+		    op ? "," : "{", cfg_rate_names[op], srv.cfg->rate[op].n,
+		    srv.cfg->rate[op].window_s);
+	snprintf(rates + n, sizeof(rates) - n, "}");
+	return rates;
+}
+
 static void
 ws__hello(struct conn *c)
 {
-	char hello[768];
+	char hello[1536];
 	int n;
 
 	n = snprintf(hello, sizeof(hello),
 	    "{\"type\":\"hello\",\"user\":\"%s\",\"tenant\":\"%s\",\"role\":\"%s\","
 	    "\"conn\":\"%s\",\"instance\":\"%s\",\"worker\":%d,\"heartbeat_ms\":%d,"
 	    "\"limits\":{\"max_frame_bytes\":%d,\"max_body_bytes\":%d,"
-	    "\"history_on_join\":%d,\"max_rooms_per_conn\":%d}}",
+	    "\"history_on_join\":%d,\"max_rooms_per_conn\":%d,\"rates\":%s}}",
 	    c->id.user, c->id.tenant, c->id.admin ? "admin" : "member", c->cid,
 	    srv.cfg->instance, srv.index, srv.cfg->heartbeat_ms, srv.cfg->max_frame_bytes,
-	    srv.cfg->max_body_bytes, srv.cfg->history_on_join, srv.cfg->max_rooms_per_conn);
+	    srv.cfg->max_body_bytes, srv.cfg->history_on_join, srv.cfg->max_rooms_per_conn,
+	    ws__rates());
+	if (n < 0 || (size_t)n >= sizeof(hello))
+		log_fatal("ws: the hello frame does not fit in %zu bytes", sizeof(hello));
 	conn_send_text(c, hello, (size_t)n);
 }
 

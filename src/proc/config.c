@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum cfg_type { CFG_INT, CFG_STR };
+enum cfg_type { CFG_INT, CFG_STR, CFG_RATE };
 
 struct cfg_key {
 	const char *name;
@@ -16,12 +16,52 @@ struct cfg_key {
 	enum cfg_type type;
 	size_t off;
 	size_t size;		/* CFG_STR: buffer size */
-	long long min, max;	/* CFG_INT: range */
+	long long min, max;	/* CFG_INT: range; CFG_RATE: range of N */
 	const char *def;	/* default, as text */
 };
 
+/* A rate is "N/W": N requests per W seconds, W at most a day. With N at
+ * most CFG_RATE_N_MAX a bucket holds at most N * W * 1000 units (bucket.lua),
+ * 8.64e13, exact in a Lua number (a double). */
+#define CFG_RATE_N_MAX 1000000
+#define CFG_RATE_W_MAX 86400
+
 #define I(n, env, lo, hi, d) { #n, env, CFG_INT, offsetof(struct cfg, n), 0, lo, hi, d }
 #define S(n, env, d) { #n, env, CFG_STR, offsetof(struct cfg, n), sizeof(((struct cfg *)0)->n), 0, 0, d }
+
+/* The rate keys: rate_<name>, environment CHATD_RATE_<OP>, the default. One
+ * list for the key table and cfg_rate_names. */
+#define CFG_RATES(X) \
+	X(SEND, send, "30/10") \
+	X(JOIN, join, "20/10") \
+	X(EDIT, edit, "30/60") \
+	X(DELETE, delete, "30/60") \
+	X(REACT, react, "60/60") \
+	X(MEMBER, member, "30/60") \
+	X(SEARCH, search, "30/60") \
+	X(PRESENCE, presence, "10/60") \
+	X(TYPING, typing, "60/60") \
+	X(RECEIPT, receipt, "120/60")
+
+#define R(OP, name, d) { "rate_" #name, "CHATD_RATE_" #OP, CFG_RATE, \
+	offsetof(struct cfg, rate) + (size_t)RATE_##OP * sizeof(struct cfg_rate), 0, \
+	1, CFG_RATE_N_MAX, d },
+#define RATE_NAME(OP, name, d) [RATE_##OP] = #name,
+
+#define RATE_ONE(OP, name, d) + 1
+
+const char *const cfg_rate_names[RATE_NOPS] = { CFG_RATES(RATE_NAME) };
+_Static_assert(0 CFG_RATES(RATE_ONE) == RATE_NOPS, "a rate key for every cfg_rate_op");
+
+/* Keys that were replaced: naming one stops the start with the new key. */
+static const struct {
+	const char *old, *now;
+} cfg_retired[] = {
+	{ "rate_send_per_s", "rate_send" },
+	{ "rate_send_burst", "rate_send" },
+	{ "rate_join_per_s", "rate_join" },
+	{ "rate_join_burst", "rate_join" },
+};
 
 static const struct cfg_key cfg_keys[] = {
 	S(listen, "CHATD_LISTEN", "127.0.0.1"),
@@ -44,10 +84,7 @@ static const struct cfg_key cfg_keys[] = {
 	S(monitoring_trusted, "CHATD_MONITORING_TRUSTED", "127.0.0.1/8, ::1"),
 	I(allow_missing_origin, NULL, 0, 1, "1"),
 	I(handshake_timeout_s, NULL, 1, 300, "10"),
-	I(rate_send_per_s, NULL, 1, 1000000, "10"),
-	I(rate_send_burst, NULL, 1, 1000000, "30"),
-	I(rate_join_per_s, NULL, 1, 1000000, "5"),
-	I(rate_join_burst, NULL, 1, 1000000, "20"),
+	CFG_RATES(R)
 	I(conn_attempts_per_ip, NULL, 1, 10000000, "60"),
 	I(conn_attempts_window_s, NULL, 1, 3600, "10"),
 	I(auth_failures_per_ip, NULL, 1, 10000000, "5"),
@@ -75,6 +112,38 @@ static const struct cfg_key cfg_keys[] = {
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
 
+/* One decimal number of s[0..n), digits only, within [1, max]. */
+static int
+cfg__rate_part(const char *s, size_t n, long long max, int *out)
+{
+	char num[16];
+	long long v;
+
+	if (n == 0 || n >= sizeof(num) || strspn(s, "0123456789") < n)
+		return -1;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	if (util_parse_ll(num, 1, max, &v) != 0)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* "N/W": N requests per W seconds, both whole numbers, nothing else. */
+static int
+cfg__parse_rate(const char *text, long long nmax, struct cfg_rate *out)
+{
+	const char *slash = strchr(text, '/');
+	struct cfg_rate r;
+
+	if (slash == NULL ||
+	    cfg__rate_part(text, (size_t)(slash - text), nmax, &r.n) != 0 ||
+	    cfg__rate_part(slash + 1, strlen(slash + 1), CFG_RATE_W_MAX, &r.window_s) != 0)
+		return -1;
+	*out = r;
+	return 0;
+}
+
 static int
 cfg__set(struct cfg *c, const struct cfg_key *k, const char *text, const char *origin,
     char *err, size_t errlen)
@@ -82,6 +151,15 @@ cfg__set(struct cfg *c, const struct cfg_key *k, const char *text, const char *o
 	char *dst = (char *)c + k->off;
 	long long v;
 
+	if (k->type == CFG_RATE) {
+		if (cfg__parse_rate(text, k->max, (struct cfg_rate *)(void *)dst) != 0) {
+			snprintf(err, errlen, "%s: %s must be \"N/W\", N requests per W seconds "
+			    "(N from 1 to %lld, W from 1 to %d), such as \"%s\", not \"%s\"",
+			    origin, k->name, k->max, CFG_RATE_W_MAX, k->def, text);
+			return -1;
+		}
+		return 0;
+	}
 	if (k->type == CFG_STR) {
 		if (strlen(text) >= k->size) {
 			snprintf(err, errlen, "%s: %s is too long (at most %zu characters)",
@@ -107,6 +185,21 @@ cfg__find(const char *name)
 		if (strcmp(cfg_keys[i].name, name) == 0)
 			return &cfg_keys[i];
 	return NULL;
+}
+
+static void
+cfg__unknown(const char *name, const char *origin, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(cfg_retired) / sizeof(cfg_retired[0]); i++) {
+		if (strcmp(cfg_retired[i].old, name) == 0) {
+			const struct cfg_key *k = cfg__find(cfg_retired[i].now);
+
+			snprintf(err, errlen, "%s: %s is no longer a key: use %s = \"N/W\" "
+			    "(N requests per W seconds, such as \"%s\")", origin, name, k->name, k->def);
+			return;
+		}
+	}
+	snprintf(err, errlen, "%s: unknown key %s", origin, name);
 }
 
 static int
@@ -136,10 +229,15 @@ cfg__from_file(struct cfg *c, const char *path, char *err, size_t errlen)
 
 		snprintf(origin, sizeof(origin), "%s:%d", path, config_setting_source_line(s));
 		if (k == NULL) {
-			snprintf(err, errlen, "%s: unknown key %s", origin, name);
+			cfg__unknown(name, origin, err, errlen);
 			goto fail;
 		}
-		if (k->type == CFG_STR) {
+		if (k->type == CFG_STR || k->type == CFG_RATE) {
+			if (config_setting_type(s) != CONFIG_TYPE_STRING && k->type == CFG_RATE) {
+				snprintf(err, errlen, "%s: %s must be a string in quotes, \"N/W\" "
+				    "such as \"%s\"", origin, name, k->def);
+				goto fail;
+			}
 			if (config_setting_type(s) != CONFIG_TYPE_STRING) {
 				snprintf(err, errlen, "%s: %s must be a string in quotes", origin, name);
 				goto fail;

@@ -7,6 +7,30 @@
 
 #define CFG_STR_MAX 512
 
+/* The per-user rate limits, one a key ("rate_send", ...; cfg_rate_names). */
+enum cfg_rate_op {
+	RATE_SEND,
+	RATE_JOIN,
+	RATE_EDIT,
+	RATE_DELETE,
+	RATE_REACT,
+	RATE_MEMBER,
+	RATE_SEARCH,
+	RATE_PRESENCE,
+	RATE_TYPING,
+	RATE_RECEIPT,
+	RATE_NOPS
+};
+
+/* n requests per window_s seconds: a bucket of n tokens refilled at that pace. */
+struct cfg_rate {
+	int n;
+	int window_s;
+};
+
+/* "send", "join", ...: the key without "rate_", the hello's names. */
+extern const char *const cfg_rate_names[RATE_NOPS];
+
 struct cfg {
 	char listen[64];
 	int port;
@@ -32,10 +56,7 @@ struct cfg {
 	int allow_missing_origin;
 	int handshake_timeout_s;
 
-	int rate_send_per_s;
-	int rate_send_burst;
-	int rate_join_per_s;
-	int rate_join_burst;
+	struct cfg_rate rate[RATE_NOPS];	/* rate_send = "N/W", ... */
 	int conn_attempts_per_ip;
 	int conn_attempts_window_s;
 	int auth_failures_per_ip;

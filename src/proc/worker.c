@@ -3,6 +3,7 @@
 #include "net/conn.h"
 #include "net/admit.h"
 #include "chat/member.h"
+#include "chat/personal.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -247,6 +248,7 @@ worker_run(const struct cfg *cfg, int index)
 	srv.pgsync = pgq_new(&loop, "sync", cfg->database_url, 4);
 	pgq_start(srv.pg);
 	pgq_start(srv.pgsync);
+	personal_start();
 	redis_start();
 	sync_start();
 

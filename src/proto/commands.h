@@ -41,9 +41,14 @@ static const struct proto_command proto_commands[] = {
 		{ "body", PK_BODY, 1, 0 }, { "kind", PK_STRING, 0, 16 },
 		{ "reply_to", PK_ID, 0, 0 }, { "mentions", PK_IDS, 0, 50 },
 		{ "attachments", PK_ARRAY, 0, 10 }, PROTO__END } },
-	{ "message:edit", PROTO_HANDLER(msgcmd_edit), {
+	{ "message:edit", PROTO_HANDLER(msgact_edit), {
 		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 },
 		{ "body", PK_BODY, 1, 0 }, PROTO__END } },
+	{ "message:delete", PROTO_HANDLER(msgact_delete), {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 }, PROTO__END } },
+	{ "message:react", PROTO_HANDLER(msgact_react), {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 },
+		{ "emoji", PK_STRING, 1, 32 }, { "add", PK_BOOL, 1, 0 }, PROTO__END } },
 	{ "message:history", PROTO_HANDLER(msgcmd_history), {
 		{ "room", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
 		{ "after", PK_SEQ, 0, 0 }, { "limit", PK_SEQ, 0, 0 }, PROTO__END } },

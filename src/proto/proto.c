@@ -71,16 +71,19 @@ proto__check_field(const struct proto_field *f, json_t *v, const struct proto_li
 			return proto__fail(err, "bad_request", "field \"%s\" must be a string",
 			    f->name);
 		if (json_string_length(v) > f->max)
-			return proto__fail(err, "bad_request",
+			return proto__fail(err, "too_large",
 			    "field \"%s\" is longer than %zu bytes", f->name, f->max);
 		return 0;
 	case PK_TEXT:
 		if (!json_is_string(v))
 			return proto__fail(err, "bad_request", "field \"%s\" must be a string",
 			    f->name);
-		if (json_string_length(v) < 1 || json_string_length(v) > f->max)
-			return proto__fail(err, "bad_request",
-			    "field \"%s\" must be 1 to %zu bytes long", f->name, f->max);
+		if (json_string_length(v) < 1)
+			return proto__fail(err, "bad_request", "field \"%s\" must not be empty",
+			    f->name);
+		if (json_string_length(v) > f->max)
+			return proto__fail(err, "too_large",
+			    "field \"%s\" is longer than %zu bytes", f->name, f->max);
 		return 0;
 	case PK_BODY:
 		if (!json_is_string(v))

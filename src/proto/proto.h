@@ -17,7 +17,7 @@ struct conn;
 enum proto_kind {
 	PK_ID,		/* a string matching [A-Za-z0-9._:-]{1,64} */
 	PK_STRING,	/* a string of at most max bytes */
-	PK_TEXT,	/* a string of 1..max bytes (a search query) */
+	PK_TEXT,	/* a string of 1..max bytes (too_large past max; a search query) */
 	PK_BODY,	/* a string of at most max_body_bytes (too_large) */
 	PK_SEQ,		/* an integer, 0 or more */
 	PK_LIMIT,	/* an integer 1..max (a page size; the handler's default when absent) */

@@ -1,6 +1,6 @@
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, win_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = bucket_now()
-local milli = bucket_get(KEYS[1], now, rate, burst)
-if milli < 1000 then return math.ceil((1000 - milli) / rate) end
-bucket_put(KEYS[1], milli - 1000, now, rate, burst)
+local level = bucket_get(KEYS[1], now, n, win_ms)
+if level < win_ms then return math.ceil((win_ms - level) / n) end
+bucket_put(KEYS[1], level - win_ms, now, n, win_ms)
 return 0

@@ -15,17 +15,21 @@
  * They name no key: every key comes in KEYS, named by the functions below.
  *
  * bucket.lua, prepended to send.lua and rate.lua: a token bucket per user
- * and operation, the same for every worker and instance: rate tokens a
- * second up to burst, on Redis' clock. The bucket is one string,
- * "<thousandths of a token> <ms>", read and written with one GET (or a part
- * of the send script's MGET) and one SET ... PX, in integers (no float
- * formatted for every send). bucket_now() is Redis' clock in ms;
- * bucket_milli() the thousandths of a token there now in a bucket's value
- * (false: a full bucket); bucket_get() reads it; bucket_put() stores what
- * is left.
+ * and operation, the same for every worker and instance: n requests per
+ * window, on Redis' clock (the operation's rate_* key, "N/W"). The bucket
+ * holds n tokens and refills continuously at n per window; in integers, one
+ * token is win_ms units (the window in ms), the bucket refills n units a ms,
+ * a full one holds n * win_ms units and a request costs win_ms, so an empty
+ * bucket has its next token in ceil((win_ms - level) / n) ms. It is one
+ * string, "<level in units> <ms>", read and written with one GET (or a part
+ * of the send script's MGET) and one SET ... PX (the time to refill from
+ * empty, win_ms, plus a second: a key gone is a full bucket), with no float
+ * formatted for every send. bucket_now() is Redis' clock in ms;
+ * bucket_level() the level there now in a bucket's value (false: a full
+ * bucket); bucket_get() reads it; bucket_put() stores what is left.
  *
- * rate.lua. KEYS: 1 bucket. ARGV: 1 rate, 2 burst. Returns 0 (a token
- * taken) or the ms until one is there.
+ * rate.lua (chat/limit.c). KEYS: 1 bucket. ARGV: 1 n, 2 win_ms. Returns 0 (a
+ * token taken) or the ms until one is there.
  *
  * send.lua, the send path, for every message:send and message:edit that
  * arrived in one loop turn (send_batch.c), in batches of one room each,
@@ -52,7 +56,8 @@
  *
  * KEYS: 1 sync stream; then per room: its counter, its stream, and per item
  *       its dedupe key and its rate bucket
- * ARGV: 1 maxlen, 2 stream ttl, 3 rate, 4 burst, 5 rooms; then per room:
+ * ARGV: 1 maxlen, 2 stream ttl, 3 n, 4 win_ms (rate_send's N and W in ms),
+ *       5 rooms; then per room:
  *       channel, seq floor or "", tenant, room, items; then per item: the
  *       event text before, between and after the two seq numbers (the
  *       middle empty: one seq), msg id, ts, dedupe ttl
@@ -60,10 +65,15 @@
  * else per item two values: 1, ack (new); 0, ack (repeat); -2,
  * retry_after_ms.
  *
- * history.lua, history from the hot window. KEYS: 1 seq, 2 room stream.
+ * history.lua, history from the hot window. KEYS: 1 seq, 2 room stream,
+ * 3 the room's deleted messages (a sorted set: msg id by its seq).
  * ARGV: 1 from (-1: the newest), 2 to (-1: up to the last), 3 count.
- * Returns {last_seq, event...} oldest first, or {-1} when Redis has no
- * counter.
+ * Returns {last_seq, event..., {seq of a deleted message among them...}}
+ * oldest first, or {-1} when Redis has no counter.
+ *
+ * act.lua, an event appended with the state it changes (edits, deletes,
+ * reactions, and plain events such as member:*): store/room_log.c says
+ * what it takes.
  */
 
 /* send.lua writes REDIS_SYNC_ENTRY_MAX as a number (a script is loaded as
@@ -76,6 +86,7 @@
 static char send_sha[41];
 static char hist_sha[41];
 static char rate_sha[41];
+static char act_sha[41];
 static int scripts_loaded;
 static uv_timer_t ping_timer;
 static uint64_t ping_sent_us;
@@ -117,7 +128,7 @@ redis__loaded(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	memcpy(dst, r->str, 41);
-	if (send_sha[0] && hist_sha[0] && rate_sha[0])
+	if (send_sha[0] && hist_sha[0] && rate_sha[0] && act_sha[0])
 		scripts_loaded = 1;
 }
 
@@ -127,13 +138,15 @@ static void
 redis__load_scripts(struct rlink *l)
 {
 	scripts_loaded = 0;
-	send_sha[0] = hist_sha[0] = rate_sha[0] = '\0';
+	send_sha[0] = hist_sha[0] = rate_sha[0] = act_sha[0] = '\0';
 	scripts_loading = 0;
 	if (rlink_cmd(l, redis__loaded, send_sha, "SCRIPT LOAD %s", redis_lua_send) == 0)
 		scripts_loading++;
 	if (rlink_cmd(l, redis__loaded, hist_sha, "SCRIPT LOAD %s", redis_lua_history) == 0)
 		scripts_loading++;
 	if (rlink_cmd(l, redis__loaded, rate_sha, "SCRIPT LOAD %s", redis_lua_rate) == 0)
+		scripts_loading++;
+	if (rlink_cmd(l, redis__loaded, act_sha, "SCRIPT LOAD %s", redis_lua_act) == 0)
 		scripts_loading++;
 }
 
@@ -164,17 +177,24 @@ redis__cmd_down(struct rlink *l, void *arg)
 
 /* redis_on_link's callbacks, by enum redis_link; a link's arg is its
  * entry. */
+#define REDIS_LINK_CBS 4
 struct redis_link_cbs {
-	void (*up)(void);
-	void (*down)(void);
+	int n;
+	void (*up[REDIS_LINK_CBS])(void);
+	void (*down[REDIS_LINK_CBS])(void);
 };
 static struct redis_link_cbs link_cbs[REDIS_LINK_SYNC + 1];
 
 void
 redis_on_link(enum redis_link which, void (*up)(void), void (*down)(void))
 {
-	link_cbs[which].up = up;
-	link_cbs[which].down = down;
+	struct redis_link_cbs *cbs = &link_cbs[which];
+
+	if (cbs->n == REDIS_LINK_CBS)
+		log_fatal("redis: more than %d users of one link", REDIS_LINK_CBS);
+	cbs->up[cbs->n] = up;
+	cbs->down[cbs->n] = down;
+	cbs->n++;
 }
 
 static void
@@ -183,8 +203,9 @@ redis__link_up(struct rlink *l, void *arg)
 	const struct redis_link_cbs *cbs = arg;
 
 	(void)l;
-	if (cbs->up != NULL)
-		cbs->up();
+	for (int i = 0; i < cbs->n; i++)
+		if (cbs->up[i] != NULL)
+			cbs->up[i]();
 }
 
 static void
@@ -193,8 +214,9 @@ redis__link_down(struct rlink *l, void *arg)
 	const struct redis_link_cbs *cbs = arg;
 
 	(void)l;
-	if (cbs->down != NULL)
-		cbs->down();
+	for (int i = 0; i < cbs->n; i++)
+		if (cbs->down[i] != NULL)
+			cbs->down[i]();
 }
 
 static const struct rlink_ops redis_cmd_ops = { redis__cmd_up, redis__cmd_down };
@@ -320,4 +342,16 @@ const char *
 redis_hist_sha(void)
 {
 	return hist_sha;
+}
+
+const char *
+redis_act_sha(void)
+{
+	return act_sha;
+}
+
+void
+redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *msg_id)
+{
+	snprintf(buf, len, "chatd:{%s/%s}:msg:%s", tenant, room_id, msg_id);
 }

@@ -16,6 +16,7 @@ void redis_stop(void);
  * called from the loop, never from within redis_on_link(). */
 enum redis_link { REDIS_LINK_SUBSCRIBER, REDIS_LINK_SYNC };
 void redis_on_link(enum redis_link which, void (*up)(void), void (*down)(void));
+/* (at most four registrations per link) */
 
 /* Commands can be sent and the scripts are loaded. */
 int redis_ready(void);
@@ -24,8 +25,10 @@ const char *redis_send_sha(void);
 /* A script call answered NOSCRIPT (SCRIPT FLUSH, a failover): load again. */
 void redis_scripts_missing(void);
 const char *redis_hist_sha(void);
-/* EVALSHA rate 1 <bucket> <rate> <burst> -> 0 or retry_after_ms. */
+/* EVALSHA rate 1 <bucket> <n> <win_ms> -> 0 or retry_after_ms. */
 const char *redis_rate_sha(void);
+/* act.lua: store/room_log.c says what it takes. */
+const char *redis_act_sha(void);
 
 /*
  * Every Redis name chatd uses is made here (the scripts get theirs in
@@ -36,13 +39,20 @@ const char *redis_rate_sha(void);
  *   chatd:{T/R}:idem:U/C                  redis_idem_key: an ack, for dedupe
  *   chatd:rb:{T/U}:OP                     redis_rate_key: a token bucket
  *   chatd:ev:{T/R}                        redis_channel: Pub/Sub, not a key
+ *   chatd:{T/R}:msg:M                     redis_msg_key: a message's state (act.lua)
+ *   chatd:{T/R}:deleted                   redis_key(.., "deleted"): deleted seqs
  *   chatd:sync, group chatd               REDIS_SYNC_STREAM, REDIS_SYNC_GROUP
+ *   chatd:user                            REDIS_PERSONAL_CHANNEL: Pub/Sub
  */
 void redis_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what);
 void redis_idem_key(char *buf, size_t len, const char *tenant, const char *room_id,
     const char *user, const char *client_msg_id);
 void redis_rate_key(char *buf, size_t len, const char *tenant, const char *user, const char *op);
 void redis_channel(char *buf, size_t len, const char *tenant, const char *room_id);
+void redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_id,
+    const char *msg_id);
+/* Events for users rather than rooms (chat/personal.c): "tenant\nu1,u2\n<frame>". */
+#define REDIS_PERSONAL_CHANNEL "chatd:user"
 #define REDIS_SYNC_STREAM "chatd:sync"
 #define REDIS_SYNC_GROUP "chatd"
 /* Most events in one sync-stream entry ("e": events joined by '\n', "s":

@@ -32,5 +32,9 @@ SCRIPT(redis_lua_rate)
 	.incbin "rate.lua"
 END(redis_lua_rate)
 
+SCRIPT(redis_lua_act)
+	.incbin "act.lua"
+END(redis_lua_act)
+
 /* Without this note the linker would give the program an executable stack. */
 	.section .note.GNU-stack, "", %progbits

@@ -8,9 +8,11 @@
  *   send     bucket.lua + send.lua
  *   history  history.lua
  *   rate     bucket.lua + rate.lua
+ *   act      act.lua
  */
 extern const char redis_lua_send[];
 extern const char redis_lua_history[];
 extern const char redis_lua_rate[];
+extern const char redis_lua_act[];
 
 #endif

@@ -1,5 +1,5 @@
 local maxlen, ttl = ARGV[1], ARGV[2]
-local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n_rate, win_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nrooms = tonumber(ARGV[5])
 local rkeys, pos = {}, {}
 local k, a = 2, 5
@@ -15,7 +15,7 @@ for r = 1, nrooms do
 end
 local got = redis.call('MGET', unpack(rkeys))
 local now
-local counters, milli, taken, seen, res = {}, {}, {}, {}, {}
+local counters, level, taken, seen, res = {}, {}, {}, {}, {}
 k, a = 2, 5
 for r = 1, nrooms do
   local kseq, kstream = KEYS[k], KEYS[k + 1]
@@ -44,13 +44,13 @@ for r = 1, nrooms do
         out[#out + 1] = ack
       else
         now = now or bucket_now()
-        local m = milli[bk] or bucket_milli(got[pos[bk]], now, rate, burst)
-        if m < 1000 then
-          milli[bk] = m
+        local l = level[bk] or bucket_level(got[pos[bk]], now, n_rate, win_ms)
+        if l < win_ms then
+          level[bk] = l
           out[#out + 1] = -2
-          out[#out + 1] = tostring(math.ceil((1000 - m) / rate))
+          out[#out + 1] = string.format('%d', math.ceil((win_ms - l) / n_rate))
         else
-          milli[bk] = m - 1000
+          level[bk] = l - win_ms
           taken[bk] = true
           cur = cur + 1
           local seq = string.format('%d', cur)
@@ -82,5 +82,5 @@ for r = 1, nrooms do
   res[r] = out
   k, a = k + 2 + 2 * n, a + 5 + 6 * n
 end
-for bk in pairs(taken) do bucket_put(bk, milli[bk], now, rate, burst) end
+for bk in pairs(taken) do bucket_put(bk, level[bk], now, n_rate, win_ms) end
 return res

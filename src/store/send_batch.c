@@ -193,7 +193,7 @@ static int
 sendbatch__eval(struct sendbatch_call *call)
 {
 	const struct cfg *cfg = srv.cfg;
-	char maxlen[16], ttl[16], rate[16], burst[16], nkeys[16], nrooms[16];
+	char maxlen[16], ttl[16], rate_n[16], rate_win[16], nkeys[16], nrooms[16];
 	char (*rkeys)[SENDBATCH_RKEY], (*keys)[SENDBATCH_KEY], (*nums)[24];
 	const char **argv;
 	int argc = 0, nitems = 0, rc, ki = 0, ni = 0;
@@ -209,8 +209,8 @@ sendbatch__eval(struct sendbatch_call *call)
 	argv = xmalloc((size_t)(9 + 7 * call->nb + 8 * nitems) * sizeof(*argv));
 	snprintf(maxlen, sizeof(maxlen), "%d", cfg->stream_maxlen);
 	snprintf(ttl, sizeof(ttl), "%d", cfg->stream_ttl_s);
-	snprintf(rate, sizeof(rate), "%d", cfg->rate_send_per_s);
-	snprintf(burst, sizeof(burst), "%d", cfg->rate_send_burst);
+	snprintf(rate_n, sizeof(rate_n), "%d", cfg->rate[RATE_SEND].n);
+	snprintf(rate_win, sizeof(rate_win), "%lld", cfg->rate[RATE_SEND].window_s * 1000LL);
 	snprintf(nkeys, sizeof(nkeys), "%d", 1 + 2 * call->nb + 2 * nitems);
 	snprintf(nrooms, sizeof(nrooms), "%d", call->nb);
 	argv[argc++] = "EVALSHA";
@@ -238,8 +238,8 @@ sendbatch__eval(struct sendbatch_call *call)
 	}
 	argv[argc++] = maxlen;
 	argv[argc++] = ttl;
-	argv[argc++] = rate;
-	argv[argc++] = burst;
+	argv[argc++] = rate_n;
+	argv[argc++] = rate_win;
 	argv[argc++] = nrooms;
 	for (int r = 0; r < call->nb; r++) {
 		const struct sendbatch_batch *b = call->b[r];

@@ -10,32 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char sync_sql[] =
-"WITH ev AS ("
-"  SELECT x->>'t' AS tenant, x->>'r' AS room_id, (x->>'s')::bigint AS seq, x->'e' AS payload"
-"  FROM jsonb_array_elements($1::jsonb) AS x),"
-" ins AS ("
-"  INSERT INTO room_events (tenant, room_id, seq, type, user_id, payload)"
-"  SELECT tenant, room_id, seq, payload->>'type',"
-"   coalesce(payload->'msg'->>'user', payload->>'user'), payload FROM ev"
-"  ON CONFLICT DO NOTHING RETURNING tenant, room_id, seq, payload),"
-" last_edit AS ("
-"  SELECT DISTINCT ON (tenant, room_id, payload->>'msg_id') tenant, room_id, seq,"
-"   payload->>'msg_id' AS msg_id, payload->>'body' AS body,"
-"   to_timestamp((payload->>'edited_at')::double precision / 1000) AS edited_at"
-"  FROM ins WHERE payload->>'type' = 'message:edited'"
-"  ORDER BY tenant, room_id, payload->>'msg_id', seq DESC),"
-" edits AS ("
-"  UPDATE messages m SET body = e.body, edited_at = e.edited_at, edit_seq = e.seq"
-"  FROM last_edit e WHERE m.tenant = e.tenant AND m.room_id = e.room_id"
-"   AND m.id = e.msg_id AND (m.edit_seq IS NULL OR m.edit_seq < e.seq))"
-"INSERT INTO messages (tenant, room_id, id, seq, user_id, kind, body, client_msg_id, reply_to, ts)"
-" SELECT tenant, room_id, payload->'msg'->>'id', seq, payload->'msg'->>'user',"
-"  coalesce(payload->'msg'->>'kind', 'text'), payload->'msg'->>'body',"
-"  payload->'msg'->>'client_msg_id', payload->'msg'->>'reply_to',"
-"  to_timestamp((payload->'msg'->>'ts')::double precision / 1000)"
-" FROM ins WHERE payload->>'type' = 'message:new'"
-" ON CONFLICT DO NOTHING";
+/* sql/005_sync.sql: the events, and what they change in the projections. */
+static const char sync_sql[] = "SELECT chatd_sync($1::jsonb)";
 
 struct sync_batch {
 	int n;

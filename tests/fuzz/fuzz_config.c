@@ -2,7 +2,8 @@
  * input written to a memfd, read back through /proc/self/fd/N.
  *
  * Invariants: on success port is 1..65535, workers 1..64, redis_port
- * 1..65535, instance is set; on failure err holds a message. */
+ * 1..65535, instance is set, every rate is 1..1000000 per 1..86400 s; on
+ * failure err holds a message. */
 #include "proc/config.h"
 
 #include <fcntl.h>
@@ -48,7 +49,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		"CHATD_LISTEN", "CHATD_PORT", "CHATD_WORKERS", "CHATD_INSTANCE",
 		"CHATD_ASSETS", "CHATD_LOG_LEVEL", "CHATD_DURABILITY",
 		"CHATD_JWT_SECRET", "CHATD_JWT_PUBLIC_KEY_FILE", "CHATD_ALLOWED_ORIGINS",
-		"REDIS_URL", "DATABASE_URL",
+		"REDIS_URL", "DATABASE_URL", "CHATD_RATE_SEND", "CHATD_RATE_JOIN",
+		"CHATD_RATE_EDIT", "CHATD_RATE_DELETE", "CHATD_RATE_REACT", "CHATD_RATE_MEMBER",
+		"CHATD_RATE_SEARCH", "CHATD_RATE_PRESENCE", "CHATD_RATE_TYPING",
+		"CHATD_RATE_RECEIPT",
 	};
 	int null;
 
@@ -100,6 +104,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(c->workers >= 1 && c->workers <= 64);
 		CHECK(c->redis_port >= 1 && c->redis_port <= 65535);
 		CHECK(c->instance[0] != '\0');
+		for (int op = 0; op < RATE_NOPS; op++) {
+			CHECK(c->rate[op].n >= 1 && c->rate[op].n <= 1000000);
+			CHECK(c->rate[op].window_s >= 1 && c->rate[op].window_s <= 86400);
+		}
 		CHECK(memchr(c->redis_host, '\0', sizeof(c->redis_host)) != NULL);
 		sink += strlen(c->redis_host) + strlen(c->instance);
 	} else {

@@ -112,6 +112,11 @@ def proto_seeds():
     w("type_not_string", '{"type":1,"id":"t"}')
     w("not_object", '[{"type":"ping"}]')
     w("trailing", '{"type":"ping"} {"type":"ping"}')
+    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
+      'rate_receipt = "007/060";\n')
+    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
+    w("rate_as_int", minimal + 'rate_join = 10;\n')
+    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("empty", b"")
     w("body_too_large", frame({"type": "message:send", "room": "r", "client_msg_id": "c",
                                "body": "x" * 16385}))
@@ -172,6 +177,11 @@ def token_seeds():
     w("two_parts", h + "." + c)
     w("four_parts", valid + ".x")
     w("garbage", "not.a.token")
+    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
+      'rate_receipt = "007/060";\n')
+    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
+    w("rate_as_int", minimal + 'rate_join = 10;\n')
+    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("empty", b"")
     # Claims for fuzz_token.c to sign itself (inputs starting with '{').
     c = lambda obj: json.dumps(obj, separators=(",", ":"))
@@ -227,6 +237,11 @@ def config_seeds():
     w("comments_strings", '// c++\n/* block */ jwt_secret = "a" "b\\"c\\x41\\n0123456"; # tail\n')
     w("include_missing", '@include "/nonexistent/chatd-fuzz.conf"\n' + minimal)
     w("utf8_invalid", b'jwt_secret = "\xc3\x28\xff\xfe01234567";\n')
+    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
+      'rate_receipt = "007/060";\n')
+    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
+    w("rate_as_int", minimal + 'rate_join = 10;\n')
+    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("empty", b"")
 
 

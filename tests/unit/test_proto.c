@@ -255,10 +255,10 @@ test_string_fields(void)
 	char *name200 = jstr(200, 'n'), *name201 = jstr(201, 'n'), *kind = jstr(17, 'k');
 	char *token = jstr(8193, 't');
 
-	expect_fail(frame("{\"type\":\"room:create\",\"name\":%s}", name201), "bad_request", "name");
+	expect_fail(frame("{\"type\":\"room:create\",\"name\":%s}", name201), "too_large", "name");
 	expect_fail(frame("{\"type\":\"room:create\",\"name\":%s,\"kind\":%s}", name200, kind),
-	    "bad_request", "kind");
-	expect_fail(frame("{\"type\":\"auth:refresh\",\"token\":%s}", token), "bad_request", "token");
+	    "too_large", "kind");
+	expect_fail(frame("{\"type\":\"auth:refresh\",\"token\":%s}", token), "too_large", "token");
 	expect_fail("{\"type\":\"room:create\",\"name\":42}", "bad_request", "name");
 	expect_fail("{\"type\":\"room:create\",\"name\":{}}", "bad_request", "name");
 	expect_fail("{\"type\":\"room:create\",\"name\":\"n\",\"description\":false}", "bad_request",
@@ -270,7 +270,7 @@ test_string_fields(void)
 		for (int i = 0; i < 67; i++)
 			memcpy(s + 3 * i, "\xe2\x82\xac", 3);
 		s[201] = '\0';
-		expect_fail(frame("{\"type\":\"room:create\",\"name\":\"%s\"}", s), "bad_request", "name");
+		expect_fail(frame("{\"type\":\"room:create\",\"name\":\"%s\"}", s), "too_large", "name");
 	}
 	free(name200);
 	free(name201);
@@ -351,7 +351,7 @@ test_text_fields(void)
 	char *q257 = jstr(257, 'q');
 
 	expect_fail("{\"type\":\"message:search\",\"q\":\"\"}", "bad_request", "q");
-	expect_fail(frame("{\"type\":\"message:search\",\"q\":%s}", q257), "bad_request", "q");
+	expect_fail(frame("{\"type\":\"message:search\",\"q\":%s}", q257), "too_large", "q");
 	expect_fail("{\"type\":\"message:search\",\"q\":[\"x\"]}", "bad_request", "q");
 	expect_fail("{\"type\":\"message:search\"}", "bad_request", "q");
 	free(q257);

@@ -529,6 +529,8 @@ def test_search_pages_follow_the_ranking(server, tenant):
         await alice.error("message:search", "bad_request", q="needle", before="nonsense")
         await alice.error("message:search", "bad_request", q="needle", before="1:2:3:a b")
         await alice.error("message:search", "bad_request", q="needle", before="nan:1:1:r")
+        await alice.error("message:search", "bad_request", q="needle", before="0x1p3:1:1:r")
+        await alice.error("message:search", "bad_request", q="needle", before="1:2:3")
         await alice.error("message:search", "bad_request", q="")
         await alice.error("message:search", "too_large", q="x" * 257)
         await alice.error("message:search", "too_large", q="needle", before="1" * 161)

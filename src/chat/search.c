@@ -22,7 +22,9 @@
  * matches nothing, and is not even given to websearch_to_tsquery (which
  * would send a NOTICE for it). The GIN index on messages.search finds the
  * matches; deleted messages, other tenants and rooms the user does not
- * read are left out. Results go by ts_rank, best first, then newest
+ * read are left out. Every match is ranked (a common word costs in
+ * proportion to its matches in the tenant), sorted as narrow rows, and
+ * only the page's rows are read whole. Results go by ts_rank, best first, then newest
  * first, then by room and seq (each result has its own place in this
  * order): `next` is the last result's place, and the next page starts
  * after it, so a result never comes twice. The headline is HTML: the body
@@ -36,15 +38,17 @@ static const char search_sql[] =
 "  FROM rooms r LEFT JOIN room_members mb ON mb.tenant = r.tenant AND mb.room_id = r.id"
 "   AND mb.user_id = $2"
 "  WHERE r.tenant = $1 AND ($5::text IS NULL OR r.id = $5::text)),"
-" hits AS (SELECT m.*, ts_rank(m.search, tq.q) AS rank, " READVIEW_MS("m.ts") " AS ts_ms"
+" hits AS (SELECT m.room_id, m.seq, ts_rank(m.search, tq.q) AS rank,"
+"   " READVIEW_MS("m.ts") " AS ts_ms"
 "  FROM messages m, tq WHERE tq.q IS NOT NULL AND m.tenant = $1"
 "   AND m.room_id IN (SELECT id FROM st WHERE reader)"
 "   AND m.deleted_at IS NULL AND m.search @@ tq.q),"
 " p AS (SELECT * FROM hits WHERE $6::real IS NULL"
 "   OR (rank, ts_ms, room_id, seq) < ($6::real, $7::bigint, $8::text, $9::bigint)"
 "  ORDER BY rank DESC, ts_ms DESC, room_id DESC, seq DESC LIMIT $10::int + 1),"
-" n AS (SELECT p.*, row_number() OVER (ORDER BY rank DESC, ts_ms DESC, room_id DESC,"
-"  seq DESC) AS rn FROM p)"
+" n AS (SELECT m.*, p.rank, p.ts_ms, row_number() OVER (ORDER BY p.rank DESC, p.ts_ms DESC,"
+"   p.room_id DESC, p.seq DESC) AS rn"
+"  FROM p JOIN messages m ON m.tenant = $1 AND m.room_id = p.room_id AND m.seq = p.seq)"
 " SELECT CASE WHEN $5::text IS NULL THEN true ELSE (SELECT bool_or(reader) FROM st) END, true,"
 "  (SELECT jsonb_build_object('messages', coalesce(jsonb_agg(jsonb_build_object("
 "     'room', n.room_id, 'rank', n.rank,"
@@ -101,6 +105,9 @@ search__cursor(struct search_req *sr, const char *s)
 	    search__part(b + 1, c, sr->seq, sizeof(sr->seq)) != 0 || !util_valid_id(c + 1))
 		return -1;
 	snprintf(sr->croom, sizeof(sr->croom), "%s", c + 1);
+	/* A decimal number, as PostgreSQL's real prints (no hex, nan, inf). */
+	if (sr->rank[strspn(sr->rank, "0123456789.eE+-")] != '\0')
+		return -1;
 	rank = strtod(sr->rank, &end);
 	if (*end != '\0' || !isfinite(rank) || rank < 0 ||
 	    util_parse_ll(sr->ts, 0, INT64_MAX, &v) != 0 ||

@@ -183,7 +183,8 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 static void
 join__start(struct join_op *op)
 {
-	member_check(op->c->id.tenant, op->room, op->c->id.user, join__member_checked, op);
+	member_check(op->c->id.tenant, op->room, op->c->id.user, op->c->id.admin,
+	    join__member_checked, op);
 }
 
 static void

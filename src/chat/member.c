@@ -10,23 +10,28 @@
 #include <string.h>
 
 /*
- * One statement for a batch ($1, $2, $3: tenants, rooms, users, as arrays
+ * One statement for a batch ($1, $2, $3, $4: tenants, rooms, users, tenant
+ * admin flags, as arrays
  * in the same order): the room, the membership, and a new membership when
  * the room is public and there is none. One statement is one transaction,
  * so a batch costs one commit (one WAL flush) however many checks it
  * holds; a check's answer is the row whose first column is its place in
  * the arrays (none: no such room).
  *
+ * A tenant admin (token role admin; $4) joins a support room it is not a
+ * member of as a moderator: the only private room a join makes a member
+ * of (room:create makes every support room private).
+ *
  * The insert is "DO UPDATE", not "DO NOTHING": when another transaction
  * (another worker joining the same user to the room at the same moment)
  * inserted the row after this statement's snapshot, m does not see it, and
  * only DO UPDATE returns it (role, ban and mute as they are). The same user
  * and room twice in one batch are inserted once (DISTINCT ON: DO UPDATE may
- * not touch a row twice) and both get the row.
+ * not touch a row twice; a tenant admin's first) and both get the row.
  */
 static const char member_sql[] =
-"WITH q AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
-"  WITH ORDINALITY AS q(tenant, room_id, user_id, i)),"
+"WITH q AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[])"
+"  WITH ORDINALITY AS q(tenant, room_id, user_id, admin, i)),"
 " r AS (SELECT q.i, rooms.kind, rooms.private FROM q"
 "  JOIN rooms ON rooms.tenant = q.tenant AND rooms.id = q.room_id),"
 " m AS (SELECT q.i, rm.role, rm.banned, rm.muted_until FROM q"
@@ -34,9 +39,12 @@ static const char member_sql[] =
 "  AND rm.user_id = q.user_id),"
 " ins AS ("
 "  INSERT INTO room_members (tenant, room_id, user_id, role)"
-"  SELECT DISTINCT ON (q.tenant, q.room_id, q.user_id) q.tenant, q.room_id, q.user_id, 'member'"
+"  SELECT DISTINCT ON (q.tenant, q.room_id, q.user_id) q.tenant, q.room_id, q.user_id,"
+"  CASE WHEN r.private THEN 'moderator' ELSE 'member' END"
 "  FROM q JOIN r ON r.i = q.i"
-"  WHERE NOT r.private AND NOT EXISTS (SELECT 1 FROM m WHERE m.i = q.i)"
+"  WHERE (NOT r.private OR (r.kind = 'support' AND q.admin))"
+"  AND NOT EXISTS (SELECT 1 FROM m WHERE m.i = q.i)"
+"  ORDER BY q.tenant, q.room_id, q.user_id, q.admin DESC"
 "  ON CONFLICT (tenant, room_id, user_id) DO UPDATE SET role = room_members.role"
 "  RETURNING tenant, room_id, user_id, role, banned, muted_until)"
 "SELECT q.i, r.kind, coalesce(m.role, ins.role), coalesce(m.banned, ins.banned, false),"
@@ -54,6 +62,7 @@ static const char member_sql[] =
 
 struct member_req {
 	char id[3][UTIL_ID_MAX + 1];	/* tenant, room, user */
+	int admin;			/* a tenant admin's token */
 	member_cb *cb;
 	void *arg;
 	int alone;			/* its batch failed: checked in a batch of its own */
@@ -171,6 +180,23 @@ member__array(struct member_req *const *reqs, int n, int f)
 	return out;
 }
 
+/* The admin flags of n requests as a boolean[] literal. */
+static char *
+member__flags(struct member_req *const *reqs, int n)
+{
+	char *out = xmalloc((size_t)n * 2 + 2), *p = out;
+
+	*p++ = '{';
+	for (int k = 0; k < n; k++) {
+		if (k > 0)
+			*p++ = ',';
+		*p++ = reqs[k]->admin ? 't' : 'f';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
 /* The next batch, unless one is in flight. A request whose batch failed
  * goes alone. */
 static void
@@ -178,7 +204,7 @@ member__send(void)
 {
 	while (!batch_busy && nwaiting > 0) {
 		struct member_batch *b = xcalloc(1, sizeof(*b));
-		char *params[3];
+		char *params[4];
 		int n = 0, rc;
 
 		while (n < nwaiting && n < MEMBER_BATCH_MAX && !(n > 0 && waiting[n]->alone)) {
@@ -191,8 +217,9 @@ member__send(void)
 		memmove(waiting, waiting + n, (size_t)nwaiting * sizeof(*waiting));
 		for (int f = 0; f < 3; f++)
 			params[f] = member__array(b->reqs, n, f);
-		rc = pgq_exec(srv.pg, member_sql, 3, (const char *const *)params, member__done, b);
-		for (int f = 0; f < 3; f++)
+		params[3] = member__flags(b->reqs, n);
+		rc = pgq_exec(srv.pg, member_sql, 4, (const char *const *)params, member__done, b);
+		for (int f = 0; f < 4; f++)
 			free(params[f]);
 		if (rc == 0) {
 			batch_busy = 1;
@@ -205,7 +232,7 @@ member__send(void)
 }
 
 void
-member_check(const char *tenant, const char *room, const char *user,
+member_check(const char *tenant, const char *room, const char *user, int admin,
     member_cb *cb, void *arg)
 {
 	struct member_req *r;
@@ -218,6 +245,7 @@ member_check(const char *tenant, const char *room, const char *user,
 	snprintf(r->id[0], sizeof(r->id[0]), "%s", tenant);
 	snprintf(r->id[1], sizeof(r->id[1]), "%s", room);
 	snprintf(r->id[2], sizeof(r->id[2]), "%s", user);
+	r->admin = admin;
 	r->cb = cb;
 	r->arg = arg;
 	member__wait(r);

@@ -6,7 +6,8 @@
 /*
  * The member check of room:join and session:resume: does the room exist,
  * is the user a member (added as `member` when the room is public and it
- * is not one yet), banned, muted. The checks of a loop turn go to
+ * is not one yet; as `moderator` to a support room when a tenant admin),
+ * banned, muted. The checks of a loop turn go to
  * PostgreSQL together as one statement, one transaction, so a batch of
  * joins costs one commit; at most one batch is in flight per worker.
  */
@@ -30,8 +31,9 @@ typedef void member_cb(void *arg, enum member_status st, const struct member_inf
 
 /* Queues a check (ids valid per util_valid_id); cb runs once, at the end
  * of the loop turn or later, or at once when the database is down or too
- * many checks wait. */
-void member_check(const char *tenant, const char *room, const char *user,
+ * many checks wait. admin: the user's token has role admin (a tenant
+ * admin joins any support room of the tenant, as a moderator). */
+void member_check(const char *tenant, const char *room, const char *user, int admin,
     member_cb *cb, void *arg);
 /* End of a loop turn (flush.c): the waiting checks go as one statement,
  * unless one is in flight (then they go when it is answered). */

@@ -131,6 +131,9 @@ roomcmd_create(struct conn *c, const char *idjson, json_t *msg)
 			snprintf(direct_key, sizeof(direct_key), "%s|%s", other, c->id.user);
 		is_private = 1;
 	}
+	/* A support room is between its requester and the tenant's admins. */
+	if (strcmp(kind, "support") == 0)
+		is_private = 1;
 	if (room_id == NULL) {
 		util_random_id(gen);
 		room_id = gen;

@@ -17,6 +17,9 @@
  * bounded scan, and a client shows "999+" anyway. */
 #define ROOMREAD_UNREAD_MAX "1000"
 #define ROOMREAD_MEMBERS_PAGE 50
+/* A mute until unmuted, as member:mute stores and sends it (moderate.h);
+ * an 'infinity' left by hand reads the same. */
+#define ROOMREAD_FOREVER "'9999-12-31 23:59:59.999+00'::timestamptz"
 
 /* The room's newest seq known to PostgreSQL (the sync consumer's). */
 #define ROOMREAD_PG_LAST(tenant, room) \
@@ -65,7 +68,8 @@ static const char members_sql[] =
 " n AS (SELECT p.*, row_number() OVER (ORDER BY p.user_id) AS rn FROM p)"
 " SELECT st.reader, true, CASE WHEN st.reader THEN (SELECT jsonb_build_object('room', $2::text,"
 "  'members', coalesce(jsonb_agg(jsonb_build_object('user', n.user_id, 'role', n.role,"
-"    'muted_until', CASE WHEN n.muted_until > now() THEN " READVIEW_MS("n.muted_until") " END,"
+"    'muted_until', CASE WHEN n.muted_until > now() THEN"
+"     " READVIEW_MS("least(n.muted_until, " ROOMREAD_FOREVER ")") " END,"
 "    'joined_at', " READVIEW_MS("n.joined_at") ") ORDER BY n.user_id)"
 "   FILTER (WHERE n.rn <= $6::int), '[]'::jsonb),"
 "  'has_more', count(*) > $6::int) FROM n)::text END"

@@ -4,6 +4,7 @@
 #include "proc/metrics.h"
 #include "proc/srv.h"
 #include "chat/join.h"
+#include "chat/moderate.h"
 #include "chat/msgact.h"
 #include "chat/msgcmd.h"
 #include "chat/msgread.h"

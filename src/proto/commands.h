@@ -52,6 +52,26 @@ static const struct proto_command proto_commands[] = {
 	{ "message:history", PROTO_HANDLER(msgcmd_history), {
 		{ "room", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
 		{ "after", PK_SEQ, 0, 0 }, { "limit", PK_SEQ, 0, 0 }, PROTO__END } },
+	{ "room:update", PROTO_HANDLER(moderate_room_update), {
+		{ "room", PK_ID, 1, 0 }, { "name", PK_STRING, 0, 200 },
+		{ "description", PK_STRING, 0, 2000 }, PROTO__END } },
+	{ "member:add", PROTO_HANDLER(moderate_member_add), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
+	{ "member:remove", PROTO_HANDLER(moderate_member_remove), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
+	{ "member:role", PROTO_HANDLER(moderate_member_role), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 },
+		{ "role", PK_STRING, 1, 16 }, PROTO__END } },
+	{ "member:mute", PROTO_HANDLER(moderate_member_mute), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 },
+		{ "until", PK_SEQ, 0, 0 }, PROTO__END } },
+	{ "member:unmute", PROTO_HANDLER(moderate_member_unmute), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
+	{ "member:ban", PROTO_HANDLER(moderate_member_ban), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 },
+		{ "reason", PK_STRING, 0, 500 }, PROTO__END } },
+	{ "member:unban", PROTO_HANDLER(moderate_member_unban), {
+		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
 	{ "auth:refresh", PROTO_HANDLER(session_refresh), {
 		{ "token", PK_STRING, 1, 8192 }, PROTO__END } },
 	{ "room:list", PROTO_HANDLER(roomread_list), { PROTO__END } },

@@ -84,6 +84,15 @@ def proto_seeds():
     w("limit_zero", frame({"type": "room:members", "room": "r", "limit": 0}))
     w("limit_over", frame({"type": "message:search", "q": "x", "limit": 51}))
     w("text_empty", frame({"type": "message:search", "q": ""}))
+    w("room_update", frame({"type": "room:update", "id": "u", "room": "general",
+                            "name": "General \u00e9", "description": "all of us"}))
+    w("member_add", frame({"type": "member:add", "id": "ma", "room": "general", "user": "bob"}))
+    w("member_role", frame({"type": "member:role", "id": "mr", "room": "general", "user": "bob",
+                            "role": "moderator"}))
+    w("member_mute", frame({"type": "member:mute", "id": "mm", "room": "general", "user": "bob",
+                            "until": 1900000000000}))
+    w("member_ban", frame({"type": "member:ban", "id": "mb", "room": "general", "user": "bob",
+                           "reason": "spam \U0001F600"}))
     # Nesting: 32 levels pass, 33 are refused before parsing.
     w("depth_32", '{"type":"message:send","room":"r","client_msg_id":"c","body":"b",'
       '"attachments":' + "[" * 31 + "]" * 31 + "}")

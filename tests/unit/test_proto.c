@@ -176,6 +176,17 @@ test_every_type_passes(void)
 	expect_ok("{\"type\":\"message:search\",\"q\":\"x\"}");
 	expect_ok(frame("{\"type\":\"message:search\",\"q\":%s,\"room\":\"r1\",\"before\":\"0.1:2:3:r:1\","
 	    "\"limit\":50}", q256));
+	expect_ok(frame("{\"type\":\"room:update\",\"room\":\"r1\",\"name\":%s,"
+	    "\"description\":%s}", name, desc));
+	expect_ok("{\"type\":\"room:update\",\"room\":\"r1\"}");
+	expect_ok("{\"type\":\"member:add\",\"room\":\"r1\",\"user\":\"u1\"}");
+	expect_ok("{\"type\":\"member:remove\",\"room\":\"r1\",\"user\":\"u1\"}");
+	expect_ok("{\"type\":\"member:role\",\"room\":\"r1\",\"user\":\"u1\",\"role\":\"x\"}");
+	expect_ok("{\"type\":\"member:mute\",\"room\":\"r1\",\"user\":\"u1\"}");
+	expect_ok("{\"type\":\"member:mute\",\"room\":\"r1\",\"user\":\"u1\",\"until\":0}");
+	expect_ok("{\"type\":\"member:unmute\",\"room\":\"r1\",\"user\":\"u1\"}");
+	expect_ok("{\"type\":\"member:ban\",\"room\":\"r1\",\"user\":\"u1\",\"reason\":\"\"}");
+	expect_ok("{\"type\":\"member:unban\",\"room\":\"r1\",\"user\":\"u1\"}");
 	/* An optional field given as null counts as absent. */
 	expect_ok("{\"type\":\"room:join\",\"room\":\"r1\",\"since\":null}");
 	expect_ok("{\"type\":\"message:send\",\"room\":\"r1\",\"client_msg_id\":\"c1\",\"body\":\"x\","
@@ -214,6 +225,10 @@ test_missing_fields(void)
 	expect_fail("{\"type\":\"message:edit\",\"room\":\"r\",\"body\":\"x\"}", "bad_request",
 	    "msg_id");
 	expect_fail("{\"type\":\"auth:refresh\"}", "bad_request", "token");
+	expect_fail("{\"type\":\"member:add\",\"room\":\"r\"}", "bad_request", "user");
+	expect_fail("{\"type\":\"member:ban\",\"user\":\"u\"}", "bad_request", "room");
+	expect_fail("{\"type\":\"member:role\",\"room\":\"r\",\"user\":\"u\"}", "bad_request",
+	    "role");
 	expect_fail("{\"room\":\"r\"}", "bad_request", "type");
 	expect_fail("{\"type\":null}", "bad_request", "type");
 	expect_fail("{\"type\":5}", "bad_request", "type");
@@ -276,6 +291,40 @@ test_string_fields(void)
 	free(name201);
 	free(kind);
 	free(token);
+}
+
+/* The moderation commands' texts (PK_STRING): over the limit is too_large. */
+static void
+test_text_fields(void)
+{
+	char *name201 = jstr(201, 'n'), *desc2001 = jstr(2001, 'd'), *reason500 = jstr(500, 'r');
+	char *reason501 = jstr(501, 'r');
+
+	expect_fail(frame("{\"type\":\"room:update\",\"room\":\"r\",\"name\":%s}", name201),
+	    "too_large", "name");
+	expect_fail(frame("{\"type\":\"room:update\",\"room\":\"r\",\"description\":%s}",
+	    desc2001), "too_large", "description");
+	expect_ok(frame("{\"type\":\"member:ban\",\"room\":\"r\",\"user\":\"u\",\"reason\":%s}",
+	    reason500));
+	expect_fail(frame("{\"type\":\"member:ban\",\"room\":\"r\",\"user\":\"u\",\"reason\":%s}",
+	    reason501), "too_large", "reason");
+	expect_fail("{\"type\":\"member:ban\",\"room\":\"r\",\"user\":\"u\",\"reason\":5}",
+	    "bad_request", "reason");
+	expect_fail("{\"type\":\"room:update\",\"room\":\"r\",\"name\":[]}", "bad_request", "name");
+	/* Bytes, not characters: 67 x 3 = 201. */
+	{
+		char s[67 * 3 + 1];
+
+		for (int i = 0; i < 67; i++)
+			memcpy(s + 3 * i, "\xe2\x82\xac", 3);
+		s[201] = '\0';
+		expect_fail(frame("{\"type\":\"room:update\",\"room\":\"r\",\"name\":\"%s\"}", s),
+		    "too_large", "name");
+	}
+	free(name201);
+	free(desc2001);
+	free(reason500);
+	free(reason501);
 }
 
 /* PK_BODY: a string of at most lim->max_body_bytes; longer is too_large. */
@@ -346,7 +395,7 @@ test_limit_fields(void)
 
 /* PK_TEXT: a string of 1..max bytes. */
 static void
-test_text_fields(void)
+test_query_fields(void)
 {
 	char *q257 = jstr(257, 'q');
 
@@ -641,10 +690,11 @@ main(void)
 	UNIT_RUN(test_missing_fields);
 	UNIT_RUN(test_id_fields);
 	UNIT_RUN(test_string_fields);
+	UNIT_RUN(test_text_fields);
 	UNIT_RUN(test_body_fields);
 	UNIT_RUN(test_seq_fields);
 	UNIT_RUN(test_limit_fields);
-	UNIT_RUN(test_text_fields);
+	UNIT_RUN(test_query_fields);
 	UNIT_RUN(test_bool_fields);
 	UNIT_RUN(test_collection_fields);
 	UNIT_RUN(test_envelope);

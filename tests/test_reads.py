@@ -204,6 +204,18 @@ def test_support_rooms_are_read_by_tenant_admins(server, tenant):
         foreign_admin = await Client.connect(server, "agent", unique_id("t"), role="admin")
         room = unique_id("support")
         await customer.ok("room:create", room=room, name="help", kind="support")
+        await customer.ok("room:join", room=room)
+        sent = await customer.say(room, "help me")
+        await synced(tenant, room, sent["msg_id"])
+        edit = await customer.ok("message:edit", room=room, msg_id=sent["msg_id"], body="help!")
+        await eventually_async(lambda: _assert(pg_rows(
+            "SELECT edits FROM messages WHERE tenant = %s AND room_id = %s", (tenant, room))
+            == [(1,)]), what="the edit in PostgreSQL")
+        # An agent is a moderator there: it reads the edits.
+        got = await agent.ok("message:edits", room=room, msg_id=sent["msg_id"])
+        assert [(v["seq"], v["body"]) for v in got["versions"]] == \
+            [(sent["seq"], "help me"), (edit["seq"], "help!")]
+        await carol.error("message:edits", "forbidden", room=room, msg_id=sent["msg_id"])
         info = await agent.ok("room:info", room=room)
         assert info["role"] is None and info["room"]["kind"] == "support"
         assert (await agent.ok("room:members", room=room))["members"][0]["user"] == "customer"
@@ -252,6 +264,8 @@ def test_room_members_pages_by_user_id(server, tenant):
 
 # ----------------------------------------------------------- message:thread
 
+IMG = {"kind": "image", "url": "https://cdn.example/cat.png", "name": "cat.png",
+       "size": 12345, "mime": "image/png"}
 MSG_KEYS = {"id", "seq", "user", "kind", "body", "ts", "client_msg_id", "reply_to", "mentions",
             "attachments", "edits", "reactions", "replies"}
 
@@ -265,7 +279,8 @@ def test_thread_pages_replies_oldest_first(server, tenant):
         room = await make_room(alice, bob)
         other = await make_room(alice, bob)
         root = await alice.say(room, "root message")
-        replies = [await say_to(bob, room, "reply 1", reply_to=root["msg_id"])]
+        replies = [await say_to(bob, room, "reply 1", reply_to=root["msg_id"],
+                                mentions=["alice"], attachments=[IMG])]
         # A reply to a reply joins the root's thread.
         replies += [await say_to(bob, room, f"reply {i}", reply_to=replies[-1]["msg_id"])
                     for i in range(2, 6)]
@@ -303,6 +318,8 @@ def test_thread_pages_replies_oldest_first(server, tenant):
                               before=replies[1]["seq"])
         assert [m["body"] for m in page["messages"]] == ["reply 1"]
         assert page["has_more"] is False
+        m = page["messages"][0]
+        assert (m["mentions"], m["attachments"]) == (["alice"], [IMG]), m
 
         # A reply's id finds its root's thread; a deleted reply is a tombstone.
         await delete(bob, tenant, room, replies[4]["msg_id"])

@@ -60,8 +60,10 @@ readview__done(const PGresult *res, void *arg)
 	struct conn *c = rr->req.c;
 	const char *idjson = rr->req.idjson;
 
-	if (!pgq_ok(res) || PQnfields(res) != 3 || PQntuples(res) > 1)
+	if (!pgq_ok(res))
 		reply_error(c, idjson, "unavailable", "database unavailable; retry");
+	else if (PQnfields(res) != 3 || PQntuples(res) > 1)
+		reply_error(c, idjson, "internal", "a read's answer has the wrong shape");
 	else if (PQntuples(res) == 0)
 		reply_error(c, idjson, "not_found", "no room \"%s\"", rr->room ? rr->room : "");
 	else if (PQgetvalue(res, 0, 0)[0] != 't' && rr->forbidden_why != NULL)

@@ -24,12 +24,12 @@
  * matches; deleted messages, other tenants and rooms the user does not
  * read are left out. Every match is ranked (a common word costs in
  * proportion to its matches in the tenant), sorted as narrow rows, and
- * only the page's rows are read whole. Results go by ts_rank, best first, then newest
- * first, then by room and seq (each result has its own place in this
- * order): `next` is the last result's place, and the next page starts
- * after it, so a result never comes twice. The headline is HTML: the body
- * with &, < and > escaped, the matches in <b>...</b>, computed for the
- * page only.
+ * only the page's rows are read whole. Results go by ts_rank, best first,
+ * then newest first, then by room and seq (each result has its own place
+ * in this order): `next` is the last result's place, and the next page
+ * starts after it, so a result never comes twice. The headline is HTML:
+ * the body with &, < and > escaped, the matches in <b>...</b>, computed
+ * for the page only.
  */
 static const char search_sql[] =
 "WITH tq AS (SELECT CASE WHEN to_tsvector('english', $4::text) = ''::tsvector THEN NULL"

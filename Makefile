@@ -181,7 +181,7 @@ unit: $(UNIT_BINS)
 
 fuzz-build: $(FUZZ_BINS)
 
-build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto lib/utf8 lib/util proc/log)
+build/fuzz/fuzz_proto:  $(call fuzz_objs,proto/proto chat/msgextra lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_token:  $(call fuzz_objs,net/auth proc/config lib/cidr lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/cidr lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_ws_frame: $(call fuzz_objs,net/ws_frame lib/utf8 lib/util proc/log)

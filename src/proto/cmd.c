@@ -7,6 +7,9 @@
 #include "chat/moderate.h"
 #include "chat/msgact.h"
 #include "chat/msgcmd.h"
+#include "chat/msgread.h"
+#include "chat/roomread.h"
+#include "chat/search.h"
 #include "chat/roomcmd.h"
 #include "chat/session.h"
 

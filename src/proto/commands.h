@@ -74,6 +74,24 @@ static const struct proto_command proto_commands[] = {
 		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
 	{ "auth:refresh", PROTO_HANDLER(session_refresh), {
 		{ "token", PK_STRING, 1, 8192 }, PROTO__END } },
+	{ "room:list", PROTO_HANDLER(roomread_list), { PROTO__END } },
+	{ "room:info", PROTO_HANDLER(roomread_info), { { "room", PK_ID, 1, 0 }, PROTO__END } },
+	{ "room:members", PROTO_HANDLER(roomread_members), {
+		{ "room", PK_ID, 1, 0 }, { "after", PK_ID, 0, 0 }, { "limit", PK_LIMIT, 0, 200 },
+		PROTO__END } },
+	{ "room:read", PROTO_HANDLER(roomread_read), {
+		{ "room", PK_ID, 1, 0 }, { "seq", PK_SEQ, 1, 0 }, PROTO__END } },
+	{ "message:thread", PROTO_HANDLER(msgread_thread), {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
+		{ "limit", PK_LIMIT, 0, 100 }, PROTO__END } },
+	{ "message:edits", PROTO_HANDLER(msgread_edits), {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 }, PROTO__END } },
+	{ "mention:list", PROTO_HANDLER(msgread_mentions), {
+		{ "before", PK_SEQ, 0, 0 }, { "limit", PK_LIMIT, 0, 100 }, PROTO__END } },
+	/* before: the `next` of the previous page (search.c). */
+	{ "message:search", PROTO_HANDLER(search_messages), {
+		{ "q", PK_TEXT, 1, 256 }, { "room", PK_ID, 0, 0 }, { "before", PK_STRING, 0, 160 },
+		{ "limit", PK_LIMIT, 0, 50 }, PROTO__END } },
 };
 
 #define PROTO_NCOMMANDS ((int)(sizeof(proto_commands) / sizeof(proto_commands[0])))

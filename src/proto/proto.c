@@ -74,6 +74,17 @@ proto__check_field(const struct proto_field *f, json_t *v, const struct proto_li
 			return proto__fail(err, "too_large",
 			    "field \"%s\" is longer than %zu bytes", f->name, f->max);
 		return 0;
+	case PK_TEXT:
+		if (!json_is_string(v))
+			return proto__fail(err, "bad_request", "field \"%s\" must be a string",
+			    f->name);
+		if (json_string_length(v) < 1)
+			return proto__fail(err, "bad_request", "field \"%s\" must not be empty",
+			    f->name);
+		if (json_string_length(v) > f->max)
+			return proto__fail(err, "too_large",
+			    "field \"%s\" is longer than %zu bytes", f->name, f->max);
+		return 0;
 	case PK_BODY:
 		if (!json_is_string(v))
 			return proto__fail(err, "bad_request", "field \"%s\" must be a string",
@@ -86,6 +97,12 @@ proto__check_field(const struct proto_field *f, json_t *v, const struct proto_li
 		if (!json_is_integer(v) || json_integer_value(v) < 0)
 			return proto__fail(err, "bad_request",
 			    "field \"%s\" must be a whole number (0 or more)", f->name);
+		return 0;
+	case PK_LIMIT:
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    (json_int_t)f->max < json_integer_value(v))
+			return proto__fail(err, "bad_request",
+			    "field \"%s\" must be a whole number from 1 to %zu", f->name, f->max);
 		return 0;
 	case PK_BOOL:
 		if (!json_is_boolean(v))

@@ -17,8 +17,10 @@ struct conn;
 enum proto_kind {
 	PK_ID,		/* a string matching [A-Za-z0-9._:-]{1,64} */
 	PK_STRING,	/* a string of at most max bytes */
+	PK_TEXT,	/* a string of 1..max bytes (too_large past max; a search query) */
 	PK_BODY,	/* a string of at most max_body_bytes (too_large) */
 	PK_SEQ,		/* an integer, 0 or more */
+	PK_LIMIT,	/* an integer 1..max (a page size; the handler's default when absent) */
 	PK_BOOL,
 	PK_IDS,		/* an array of at most max ids (too_large) */
 	PK_ARRAY,	/* an array of at most max entries of anything (too_large) */
@@ -29,7 +31,7 @@ struct proto_field {
 	const char *name;
 	enum proto_kind kind;
 	int required;		/* absent and null are the same */
-	size_t max;		/* string bytes, array or object entries */
+	size_t max;		/* string bytes, array or object entries, a limit's largest value */
 };
 
 /* Runs a decoded frame: every field of the command's table entry is there

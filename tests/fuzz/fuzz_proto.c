@@ -11,8 +11,14 @@
  *   - failure: err.code is "bad_request" or "too_large", err.message is
  *     NUL-terminated;
  *   - either way, out.idjson (when set) is JSON that reply.c can load back.
+ *   - a decoded message:send goes on through msgextra_parse() (the reading
+ *     of attachments, mentions and reply_to that its handler does): on
+ *     success the JSON it made loads back as arrays (mentions without
+ *     duplicates, attachments as given); on failure the code is one of the
+ *     two and the message names the field.
  * proto_frame_free() is always called, so leaks show up too. */
 #include "proto/proto.h"
+#include "chat/msgextra.h"
 
 /* The table as the decoder sees it: no handlers (nothing here runs one). */
 #define PROTO_HANDLER(fn) NULL
@@ -60,6 +66,37 @@ json_depth(const json_t *v)
 		return max + 1;
 	}
 	return 0;
+}
+
+/* message:send's extras, as msgcmd_send reads them. */
+static void
+check_extra(json_t *msg)
+{
+	struct msgextra x;
+	const char *code = NULL;
+	char why[200];
+	json_t *men, *att;
+
+	why[0] = '\0';
+	if (msgextra_parse(&x, msg, "sender", &code, why, sizeof(why)) == 0) {
+		men = json_loads(x.mentions_json, 0, NULL);
+		att = json_loads(x.attachments_json, 0, NULL);
+		CHECK(json_is_array(men) && json_is_array(att));
+		CHECK(json_array_size(men) == (size_t)x.nmentions);
+		for (size_t i = 0; i < json_array_size(men); i++)
+			for (size_t k = i + 1; k < json_array_size(men); k++)
+				CHECK(!json_equal(json_array_get(men, i), json_array_get(men, k)));
+		CHECK(json_equal(att, json_object_get(msg, "attachments")) ||
+		    json_object_get(msg, "attachments") == NULL ||
+		    json_is_null(json_object_get(msg, "attachments")));
+		json_decref(men);
+		json_decref(att);
+	} else {
+		CHECK(code != NULL);
+		CHECK(strcmp(code, "bad_request") == 0 || strcmp(code, "too_large") == 0);
+		CHECK(strstr(why, "attachments") != NULL);
+	}
+	msgextra_free(&x);
 }
 
 /* The accessor the handlers use, on every seq the decoder let through. */
@@ -120,6 +157,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(out.command >= 0 && out.command < PROTO_NCOMMANDS);
 		CHECK(strcmp(proto_commands[out.command].type, out.type) == 0);
 		check_seqs(&proto_commands[out.command], out.msg);
+		if (strcmp(out.type, "message:send") == 0)
+			check_extra(out.msg);
 		/* What a relay or an echo would do with the frame. */
 		dump = json_dumps(out.msg, JSON_COMPACT);
 		CHECK(dump != NULL);

@@ -67,6 +67,34 @@ def proto_seeds():
                                 "before": 100, "after": 0, "limit": 50}))
     w("auth_refresh", frame({"type": "auth:refresh", "id": "a",
                              "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}))
+    # The read commands (chat/roomread.c, msgread.c, search.c).
+    w("room_list", frame({"type": "room:list", "id": "l"}))
+    w("room_info", frame({"type": "room:info", "id": "i", "room": "general"}))
+    w("room_members", frame({"type": "room:members", "id": "m", "room": "general",
+                             "after": "alice", "limit": 200}))
+    w("room_read", frame({"type": "room:read", "id": "r", "room": "general", "seq": 41}))
+    w("message_thread", frame({"type": "message:thread", "id": "t", "room": "general",
+                               "msg_id": "m1", "before": 100, "limit": 100}))
+    w("message_edits", frame({"type": "message:edits", "id": "e", "room": "general",
+                              "msg_id": "m1"}))
+    w("mention_list", frame({"type": "mention:list", "id": "n", "before": 9, "limit": 1}))
+    w("message_search", frame({"type": "message:search", "id": "s", "q": "\"quick fox\" -slow",
+                               "room": "general", "before": "0.0607927:1700000000000:7:general",
+                               "limit": 50}))
+    w("limit_zero", frame({"type": "room:members", "room": "r", "limit": 0}))
+    w("limit_over", frame({"type": "message:search", "q": "x", "limit": 51}))
+    w("text_empty", frame({"type": "message:search", "q": ""}))
+    w("message_send_extras", frame({
+        "type": "message:send", "id": "m2", "room": "general", "client_msg_id": "cm-0002",
+        "body": "see attached", "reply_to": "abc", "mentions": ["bob", "bob", "carol"],
+        "attachments": [{"kind": "image", "url": "https://cdn.example/a.png", "name": "a.png",
+                         "size": 123, "mime": "image/png"},
+                        {"kind": "file", "url": "http://h/f.pdf", "name": "f.pdf", "size": 0,
+                         "mime": "application/pdf"}]}))
+    w("message_delete", frame({"type": "message:delete", "id": "d", "room": "general",
+                               "msg_id": "abc"}))
+    w("message_react", frame({"type": "message:react", "id": "r", "room": "general",
+                              "msg_id": "abc", "emoji": "\U0001F44D", "add": True}))
     w("room_update", frame({"type": "room:update", "id": "u", "room": "general",
                             "name": "General \u00e9", "description": "all of us"}))
     w("member_add", frame({"type": "member:add", "id": "ma", "room": "general", "user": "bob"}))
@@ -104,11 +132,6 @@ def proto_seeds():
     w("type_not_string", '{"type":1,"id":"t"}')
     w("not_object", '[{"type":"ping"}]')
     w("trailing", '{"type":"ping"} {"type":"ping"}')
-    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
-      'rate_receipt = "007/060";\n')
-    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
-    w("rate_as_int", minimal + 'rate_join = 10;\n')
-    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("empty", b"")
     w("body_too_large", frame({"type": "message:send", "room": "r", "client_msg_id": "c",
                                "body": "x" * 16385}))
@@ -169,11 +192,6 @@ def token_seeds():
     w("two_parts", h + "." + c)
     w("four_parts", valid + ".x")
     w("garbage", "not.a.token")
-    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
-      'rate_receipt = "007/060";\n')
-    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
-    w("rate_as_int", minimal + 'rate_join = 10;\n')
-    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("empty", b"")
     # Claims for fuzz_token.c to sign itself (inputs starting with '{').
     c = lambda obj: json.dumps(obj, separators=(",", ":"))
@@ -201,6 +219,11 @@ def config_seeds():
     w("edges_ok", minimal + 'port = 65535;\nworkers = 64;\ninstance = "i-1";\n'
       'redis_url = "redis://h";\ndurability = "postgres";\nlog_level = "debug";\n'
       'jwt_leeway_s = 3600;\nmax_frame_bytes = 67108864;\n')
+    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
+      'rate_receipt = "007/060";\n')
+    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
+    w("rate_as_int", minimal + 'rate_join = 10;\n')
+    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("hex_int64", minimal + "port = 0x1F90;\nworkers = 2L;\n")
     w("port_0", minimal + "port = 0;\n")
     w("port_65536", minimal + "port = 65536;\n")
@@ -229,11 +252,6 @@ def config_seeds():
     w("comments_strings", '// c++\n/* block */ jwt_secret = "a" "b\\"c\\x41\\n0123456"; # tail\n')
     w("include_missing", '@include "/nonexistent/chatd-fuzz.conf"\n' + minimal)
     w("utf8_invalid", b'jwt_secret = "\xc3\x28\xff\xfe01234567";\n')
-    w("rates_ok", minimal + 'rate_send = "1000000/86400";\nrate_typing = "1/1";\n'
-      'rate_receipt = "007/060";\n')
-    w("rates_bad", minimal + 'rate_send = "10/60/1";\n')
-    w("rate_as_int", minimal + 'rate_join = 10;\n')
-    w("rate_old_key", minimal + 'rate_send_per_s = 10;\n')
     w("empty", b"")
 
 

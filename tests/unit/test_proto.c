@@ -143,6 +143,7 @@ test_every_type_passes(void)
 	char *name = jstr(200, 'n');
 	char *desc = jstr(2000, 'd');
 	char *token = jstr(8192, 't');
+	char *q256 = jstr(256, 'q');
 
 	expect_ok("{\"type\":\"ping\"}");
 	expect_ok("{\"type\":\"ping\",\"id\":1,\"extra\":[1,2]}");
@@ -164,6 +165,17 @@ test_every_type_passes(void)
 	expect_ok("{\"type\":\"message:history\",\"room\":\"r1\",\"before\":10,\"limit\":50}");
 	expect_ok("{\"type\":\"message:history\",\"room\":\"r1\",\"after\":0}");
 	expect_ok(frame("{\"type\":\"auth:refresh\",\"token\":%s}", token));
+	expect_ok("{\"type\":\"room:list\"}");
+	expect_ok("{\"type\":\"room:info\",\"room\":\"r1\"}");
+	expect_ok("{\"type\":\"room:members\",\"room\":\"r1\",\"after\":\"u1\",\"limit\":200}");
+	expect_ok("{\"type\":\"room:read\",\"room\":\"r1\",\"seq\":0}");
+	expect_ok("{\"type\":\"message:thread\",\"room\":\"r1\",\"msg_id\":\"m1\",\"before\":9,"
+	    "\"limit\":100}");
+	expect_ok("{\"type\":\"message:edits\",\"room\":\"r1\",\"msg_id\":\"m1\"}");
+	expect_ok("{\"type\":\"mention:list\",\"before\":5,\"limit\":1}");
+	expect_ok("{\"type\":\"message:search\",\"q\":\"x\"}");
+	expect_ok(frame("{\"type\":\"message:search\",\"q\":%s,\"room\":\"r1\",\"before\":\"0.1:2:3:r:1\","
+	    "\"limit\":50}", q256));
 	expect_ok(frame("{\"type\":\"room:update\",\"room\":\"r1\",\"name\":%s,"
 	    "\"description\":%s}", name, desc));
 	expect_ok("{\"type\":\"room:update\",\"room\":\"r1\"}");
@@ -196,6 +208,7 @@ test_every_type_passes(void)
 	free(name);
 	free(desc);
 	free(token);
+	free(q256);
 }
 
 static void
@@ -358,6 +371,39 @@ test_seq_fields(void)
 	/* Past int64: not JSON jansson can hold. */
 	expect_fail("{\"type\":\"room:join\",\"room\":\"r\",\"since\":9223372036854775808}",
 	    "bad_request", "=not JSON");
+}
+
+/* PK_LIMIT: an integer 1..max. */
+static void
+test_limit_fields(void)
+{
+	expect_fail("{\"type\":\"room:members\",\"room\":\"r\",\"limit\":0}", "bad_request", "limit");
+	expect_fail("{\"type\":\"room:members\",\"room\":\"r\",\"limit\":201}", "bad_request",
+	    "limit");
+	expect_fail("{\"type\":\"mention:list\",\"limit\":-1}", "bad_request", "limit");
+	expect_fail("{\"type\":\"mention:list\",\"limit\":2.5}", "bad_request", "limit");
+	expect_fail("{\"type\":\"message:search\",\"q\":\"x\",\"limit\":\"5\"}", "bad_request",
+	    "limit");
+	expect_fail("{\"type\":\"message:thread\",\"room\":\"r\",\"msg_id\":\"m\","
+	    "\"limit\":9223372036854775807}", "bad_request", "limit");
+	{
+		struct result r = decode("{\"type\":\"message:search\",\"q\":\"x\",\"limit\":51}");
+
+		CHECK(strstr(r.message, "1 to 50") != NULL);
+	}
+}
+
+/* PK_TEXT: a string of 1..max bytes. */
+static void
+test_query_fields(void)
+{
+	char *q257 = jstr(257, 'q');
+
+	expect_fail("{\"type\":\"message:search\",\"q\":\"\"}", "bad_request", "q");
+	expect_fail(frame("{\"type\":\"message:search\",\"q\":%s}", q257), "too_large", "q");
+	expect_fail("{\"type\":\"message:search\",\"q\":[\"x\"]}", "bad_request", "q");
+	expect_fail("{\"type\":\"message:search\"}", "bad_request", "q");
+	free(q257);
 }
 
 static void
@@ -647,6 +693,8 @@ main(void)
 	UNIT_RUN(test_text_fields);
 	UNIT_RUN(test_body_fields);
 	UNIT_RUN(test_seq_fields);
+	UNIT_RUN(test_limit_fields);
+	UNIT_RUN(test_query_fields);
 	UNIT_RUN(test_bool_fields);
 	UNIT_RUN(test_collection_fields);
 	UNIT_RUN(test_envelope);

@@ -2,7 +2,7 @@
 names a room, sent by a user of every standing in a private group room, and
 the exact answer (an ack with its key field, or the error code).
 
-MATRIX is the one table of answers; ROWS says how each row's request is
+MATRIX (written as TABLE) is the one table of answers; ROWS says how each row's request is
 made and what its ack must carry. test_every_room_command_has_a_row fails
 when the server's command table (src/proto/commands.h) has a command that
 names a `room` field and no row here.
@@ -46,6 +46,14 @@ answers. In it:
 The cells of a row run at the same time; each acts on its own target. Rows
 that read PostgreSQL (thread, search, edits, room:list, mention:list, ...)
 wait until the world's events are in room_events first.
+
+Decisions taken here where the rules say nothing (as a Slack user expects):
+- a banned user's room:list does not list the room, and its mention:list
+  has no mention of the room, though it was mentioned before the ban (a
+  user who may not read a room sees nothing of it);
+- room:members does not list a banned user (a banned user is not a member);
+- message:send to a room of another tenant is not_found like every other
+  command (check 3 comes before the joined-connection check of 4).
 """
 
 import asyncio
@@ -74,39 +82,53 @@ READERS = ("member", "muted", "moderator", "admin")            # readers after i
 ROLE = {"member": "member", "muted": "member", "moderator": "moderator", "admin": "admin"}
 
 A, F, N = "ack", "forbidden", "not_found"
+CODES = {"A": A, "F": F, "N": N}
 
-# The matrix: row -> {standing: the answer}. A row is a command, and after a
-# space which variant of it (whose message, which field).
-MATRIX = {
-    "message:send reply_to":    dict(none=F, member=A, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:send mentions":    dict(none=F, member=A, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:send attachments": dict(none=F, member=A, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:edit writer's":    dict(none=F, member=F, muted=F, banned=F, moderator=F, admin=F, other=N),
-    "message:edit own":         dict(none=F, member=A, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:delete writer's":  dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:delete own":       dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "message:react":            dict(none=F, member=A, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:edits writer's":   dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "message:edits own":        dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "message:thread":           dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "message:search room":      dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "room:info":                dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "room:members":             dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "room:read":                dict(none=F, member=A, muted=A, banned=F, moderator=A, admin=A, other=N),
-    "room:update":              dict(none=F, member=F, muted=F, banned=F, moderator=F, admin=A, other=N),
-    "member:add":               dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "member:remove":            dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    # "or the user itself" passes the standing; a user who is not a member
-    # (never was, or banned) is then the target check's not_found.
-    "member:remove self":       dict(none=N, member=A, muted=A, banned=N, moderator=A, admin=A, other=N),
-    "member:role":              dict(none=F, member=F, muted=F, banned=F, moderator=F, admin=A, other=N),
-    "member:mute":              dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "member:unmute":            dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "member:ban":               dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "member:unban":             dict(none=F, member=F, muted=F, banned=F, moderator=A, admin=A, other=N),
-    "room:list":                dict(none=A, member=A, muted=A, banned=A, moderator=A, admin=A, other=A),
-    "mention:list":             dict(none=A, member=A, muted=A, banned=A, moderator=A, admin=A, other=A),
-}
+# The matrix, one row per command (after a space: which variant of it, whose
+# message), one column per standing: A ack, F forbidden, N not_found.
+# "member:remove self": "or the user itself" passes the standing; a user who
+# is not a member (never was, or banned) then meets the target check's
+# not_found.
+TABLE = """
+                          none member muted banned moderator admin other
+message:send reply_to       F    A      F     F        A       A     N
+message:send mentions       F    A      F     F        A       A     N
+message:send attachments    F    A      F     F        A       A     N
+message:edit writer's       F    F      F     F        F       F     N
+message:edit own            F    A      F     F        A       A     N
+message:delete writer's     F    F      F     F        A       A     N
+message:delete own          F    A      A     F        A       A     N
+message:react               F    A      F     F        A       A     N
+message:edits writer's      F    F      F     F        A       A     N
+message:edits own           F    A      A     F        A       A     N
+message:thread              F    A      A     F        A       A     N
+message:search room         F    A      A     F        A       A     N
+room:info                   F    A      A     F        A       A     N
+room:members                F    A      A     F        A       A     N
+room:read                   F    A      A     F        A       A     N
+room:update                 F    F      F     F        F       A     N
+member:add                  F    F      F     F        A       A     N
+member:remove               F    F      F     F        A       A     N
+member:remove self          N    A      A     N        A       A     N
+member:role                 F    F      F     F        F       A     N
+member:mute                 F    F      F     F        A       A     N
+member:unmute               F    F      F     F        A       A     N
+member:ban                  F    F      F     F        A       A     N
+member:unban                F    F      F     F        A       A     N
+room:list                   A    A      A     A        A       A     A
+mention:list                A    A      A     A        A       A     A
+"""
+
+
+def parse_table(text):
+    """TABLE as {row: {standing: expected answer}}."""
+    header, *rows = [line.split() for line in text.strip().splitlines()]
+    assert tuple(header) == STANDINGS, header
+    n = len(header)
+    return {" ".join(w[:-n]): {s: CODES[c] for s, c in zip(header, w[-n:])} for w in rows}
+
+
+MATRIX = parse_table(TABLE)
 
 ATTACHMENT = {"kind": "image", "url": "https://files.example.com/a/cat.png", "name": "cat.png",
               "size": 12345, "mime": "image/png"}

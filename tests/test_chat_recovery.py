@@ -7,12 +7,13 @@ the room (the fold of what she has seen) and goes away. Then the room's
 admin edits a message twice, deletes someone's message, writes, edits and
 deletes a message of its own, deletes a message written while alice was
 away, reacts (an add, an add then a remove, and a repeated add that changes
-nothing), mutes dave, bans carol (connected: she gets room:removed and
-nothing more) and replies in a thread (to a reply: the reply joins the
-root's thread). Alice comes back with room:join {since}; her fold must equal
-bob's, field by field. Variants: alice closes her connection; alice's
-worker is killed with SIGKILL; Redis is flushed once the events are in
-PostgreSQL, so that the resume is read from PostgreSQL.
+nothing), mutes dave, makes bob a moderator, renames the room, bans carol
+(connected: she gets room:removed and nothing more) and replies in a thread
+(to a reply: the reply joins the root's thread). Alice comes back with
+room:join {since}; her fold must equal bob's, field by field. Variants:
+alice closes her connection; alice's worker is killed with SIGKILL; Redis
+is flushed once the events are in PostgreSQL, so that the resume is read
+from PostgreSQL.
 
 Decision taken here (the rules do not say it): once a message is deleted,
 no event of history or resume carries its text, not even the message:edited
@@ -216,6 +217,10 @@ async def while_away(admin, bob, room, ids):
     ids["mute_until"] = int(time.time() * 1000) + 3_600_000
     ack = await ok(admin, "member:mute", room=room, user="dave", until=ids["mute_until"])
     assert ack["user"] == "dave" and isinstance(ack["seq"], int), ack
+    ack = await ok(admin, "member:role", room=room, user="bob", role="moderator")
+    assert ack["user"] == "bob" and isinstance(ack["seq"], int), ack
+    ack = await ok(admin, "room:update", room=room, name="recovered", description="all of it")
+    assert isinstance(ack["seq"], int), ack
     ack = await ok(admin, "member:ban", room=room, user="carol", reason="spam")
     assert ack["user"] == "carol" and isinstance(ack["seq"], int), ack
     ack = await say(admin, room, "a reply to the reply", reply_to=ids["r1"])
@@ -239,6 +244,8 @@ def check_outcome(state, ids):
         f"a reply to a reply must join the root's thread: {msgs[ids['r2']]}"
     assert msgs[ids["root"]]["replies"] == 2, msgs[ids["root"]]
     assert state["members"].get("carol", {}).get("banned") is True, state["members"]
+    assert state["members"].get("bob", {}).get("role") == "moderator", state["members"]
+    assert state["room"] == {"name": "recovered", "description": "all of it"}, state["room"]
     assert state["members"].get("dave", {}).get("muted_until") == ids["mute_until"], \
         state["members"]
 

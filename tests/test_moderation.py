@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chatd_harness import Session, eventually_async, run, unique_id
+from chatd_harness import Session, run, unique_id
 
 BAN_TO_REMOVED_S = 1.0
 

@@ -280,3 +280,34 @@ def test_concurrent_reactions_count_exactly(server, tenant):
         by_seq = sorted(acks, key=lambda a: a["seq"])
         assert [a["count"] for a in by_seq] == list(range(1, 9)), by_seq
     run(main())
+
+
+def test_history_returns_the_current_state(server, tenant):
+    """A page of history carries, beside its events, every message of the
+    page as it is now: reactions counted, edits, replies, tombstones."""
+    async def main():
+        alice, bob = await connect_on_distinct_workers(server, 2, tenant, ["alice", "bob"])
+        room = await make_room(alice, bob)
+        root = await alice.say(room, "root")
+        gone = await alice.say(room, "gone")
+        for c in (alice, bob):
+            await c.ok("message:react", room=room, msg_id=root["msg_id"], emoji="👍", add=True)
+        await bob.ok("message:react", room=room, msg_id=root["msg_id"], emoji="🎉", add=True)
+        await alice.ok("message:edit", room=room, msg_id=root["msg_id"], body="root v2")
+        reply = await bob.ok("message:send", room=room, client_msg_id=unique_id("m"),
+                             body="re", reply_to=root["msg_id"])
+        last = await alice.ok("message:delete", room=room, msg_id=gone["msg_id"])
+        assert last["seq"] > reply["seq"]
+        await synced(tenant, room, last["seq"])
+        page = await bob.ok("message:history", room=room, limit=2, before=root["seq"] + 2)
+        cur = page["current"]
+        assert set(cur) == {root["msg_id"], gone["msg_id"]}, cur
+        r = cur[root["msg_id"]]
+        assert (r["body"], r["edits"], r["reactions"], r["replies"]) == \
+            ("root v2", 1, {"👍": 2, "🎉": 1}, 1), r
+        g = cur[gone["msg_id"]]
+        assert (g["deleted"], g["body"], g["reactions"]) == (True, "", {}), g
+        # The events themselves are the log: the first body, the tombstone.
+        news = {e["msg"]["id"]: e["msg"] for e in page["events"]}
+        assert news[root["msg_id"]]["body"] == "root" and news[gone["msg_id"]]["deleted"]
+    run(main())

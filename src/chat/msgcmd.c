@@ -6,6 +6,7 @@
 #include "chat/history.h"
 #include "chat/msgextra.h"
 #include "chat/personal.h"
+#include "chat/readview.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -323,13 +324,71 @@ struct page_req {
 	char room[UTIL_ID_MAX + 1];
 	struct history_query q;
 	int after_mode;
+	json_t *ack;		/* owned, while the current state is read */
 };
 
 static void
 msgcmd__page_free(struct page_req *pr)
 {
+	json_decref(pr->ack);
 	reply_req_done(&pr->req);
 	free(pr);
+}
+
+/* The page's messages as they are now (edits, reactions, replies,
+ * deleted), by id: PostgreSQL's projection (chat/readview.h). */
+static const char current_sql[] =
+"SELECT coalesce(jsonb_object_agg(a.id, " READVIEW_MSG("a") "), '{}')::text"
+" FROM messages a WHERE a.tenant = $1 AND a.room_id = $2 AND a.id = ANY($3::text[])";
+
+static void
+msgcmd__page_answer(struct page_req *pr)
+{
+	reply_ack(pr->req.c, pr->req.idjson, pr->ack);
+	pr->ack = NULL;
+	msgcmd__page_free(pr);
+}
+
+static void
+msgcmd__page_current_read(const PGresult *res, void *arg)
+{
+	struct page_req *pr = arg;
+	json_t *cur;
+
+	/* Without PostgreSQL the page still goes, without "current". */
+	if (pgq_ok(res) && PQntuples(res) == 1 &&
+	    (cur = json_loads(PQgetvalue(res, 0, 0), 0, NULL)) != NULL)
+		json_object_set_new(pr->ack, "current", cur);
+	msgcmd__page_answer(pr);
+}
+
+static void
+msgcmd__page_current(struct page_req *pr, json_t *events)
+{
+	size_t i, len = 1, cap = json_array_size(events) * (UTIL_ID_MAX + 1) + 3;
+	char *ids = xmalloc(cap);
+	const char *params[3];
+	json_t *ev;
+	int n = 0;
+
+	ids[0] = '{';
+	json_array_foreach(events, i, ev) {
+		const char *id = json_string_value(json_object_get(json_object_get(ev, "msg"), "id"));
+
+		if (id == NULL || !util_valid_id(id))
+			continue;
+		len += (size_t)snprintf(ids + len, cap - len, "%s%s", n++ ? "," : "", id);
+	}
+	snprintf(ids + len, cap - len, "}");
+	params[0] = pr->req.c->id.tenant;
+	params[1] = pr->room;
+	params[2] = ids;
+	if (n == 0 || pgq_exec(srv.pg, current_sql, 3, params, msgcmd__page_current_read, pr) != 0) {
+		if (n > 0)
+			log_debug("message:history: the page's current state not read");
+		msgcmd__page_answer(pr);
+	}
+	free(ids);
 }
 
 static void
@@ -346,9 +405,9 @@ msgcmd__page_done(const struct history_result *h, void *arg)
 	}
 	events = history_events_json(h);
 	more = pr->after_mode ? h->n > 0 && h->to < h->last_seq : h->n > 0 && h->from > 1;
-	reply_ack(pr->req.c, pr->req.idjson, json_pack("{s:s, s:o, s:b, s:I}", "room", pr->room,
-	    "events", events, "has_more", more, "last_seq", (json_int_t)h->last_seq));
-	msgcmd__page_free(pr);
+	pr->ack = json_pack("{s:s, s:o, s:b, s:I}", "room", pr->room,
+	    "events", events, "has_more", more, "last_seq", (json_int_t)h->last_seq);
+	msgcmd__page_current(pr, events);
 }
 
 static void

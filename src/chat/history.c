@@ -13,11 +13,15 @@
 
 /* Events from..to, at most $5, oldest first (the first ones when the range
  * is larger), and the room's highest synced seq even when there is none.
- * A deleted message's message:new is its tombstone (HISTORY_TOMBSTONE). */
+ * A deleted message's message:new is its tombstone (HISTORY_TOMBSTONE), and
+ * its edits have an empty body. */
 #define HISTORY_SQL(order) \
 "SELECT m.mx, e.seq, CASE WHEN e.type = 'message:new' AND EXISTS (SELECT 1 FROM messages d" \
 "  WHERE d.tenant = $1 AND d.room_id = $2 AND d.seq = e.seq AND d.deleted_at IS NOT NULL)" \
 "  THEN jsonb_set(e.payload, '{msg}', (e.payload->'msg') || '" HISTORY_TOMBSTONE "')::text" \
+"  WHEN e.type = 'message:edited' AND EXISTS (SELECT 1 FROM messages d" \
+"  WHERE d.tenant = $1 AND d.room_id = $2 AND d.id = e.payload->>'msg_id'" \
+"  AND d.deleted_at IS NOT NULL) THEN jsonb_set(e.payload, '{body}', '\"\"')::text" \
 "  ELSE e.payload::text END FROM" \
 " (SELECT coalesce(max(seq), 0) AS mx FROM room_events WHERE tenant = $1 AND room_id = $2) AS m" \
 " LEFT JOIN LATERAL (SELECT seq, type, payload FROM room_events" \
@@ -209,7 +213,8 @@ history__cold(struct history_op *op)
 		history__finish(op, 0);
 }
 
-/* ev (owned) as its tombstone: the msg object without its content. */
+/* ev (owned) without the content of its deleted message: a message:new
+ * becomes the tombstone, a message:edited loses its body. */
 static char *
 history__tombstone(char *ev)
 {
@@ -217,15 +222,15 @@ history__tombstone(char *ev)
 	char *out;
 
 	msg = root ? json_object_get(root, "msg") : NULL;
-	t = json_loads(HISTORY_TOMBSTONE, 0, NULL);
-	if (!json_is_object(msg) || t == NULL) {
-		json_decref(root);
+	if (json_is_object(msg)) {
+		t = json_loads(HISTORY_TOMBSTONE, 0, NULL);
+		if (t != NULL)
+			json_object_update(msg, t);
 		json_decref(t);
-		return ev;
+	} else if (json_is_object(root) && json_object_get(root, "body") != NULL) {
+		json_object_set_new(root, "body", json_string(""));
 	}
-	json_object_update(msg, t);
-	json_decref(t);
-	out = json_dumps(root, JSON_COMPACT);
+	out = root ? json_dumps(root, JSON_COMPACT) : NULL;
 	json_decref(root);
 	if (out == NULL)
 		return ev;
@@ -233,7 +238,7 @@ history__tombstone(char *ev)
 	return out;
 }
 
-/* The script's last element: the seqs of deleted messages among the events. */
+/* The script's last element: the seqs of the events of deleted messages. */
 static void
 history__mark_deleted(struct history_op *op, const redisReply *del)
 {
@@ -242,8 +247,10 @@ history__mark_deleted(struct history_op *op, const redisReply *del)
 
 		for (size_t k = 0; k < del->elements; k++)
 			if (del->element[k]->type == REDIS_REPLY_INTEGER &&
-			    del->element[k]->integer == seq && strstr(op->hot[i], "\"deleted\":true") == NULL)
+			    del->element[k]->integer == seq) {
 				op->hot[i] = history__tombstone(op->hot[i]);
+				break;
+			}
 	}
 }
 

@@ -44,6 +44,7 @@ static int nopen, capopen;
 static int registered;	/* room_seal_batches is a turn step */
 static int hooked;	/* close hook and link callbacks are set */
 static void (*catch_up)(struct sub *s);	/* room_on_catch_up */
+static void (*detaching)(struct sub *s);	/* room_on_detach */
 
 void
 room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
@@ -166,12 +167,48 @@ done:
 	json_decref(ev);
 }
 
+/* typing:update goes to the room's live subscribers but the typist's own
+ * connections, at once (not in the turn's batch of log events: it has no
+ * seq, and its order against them does not matter). One outbuf for all. */
+static void
+room__typing(struct room *r, const char *payload, size_t len)
+{
+	const char *u = memmem(payload, len, "\"user\":\"", 8), *end;
+	struct outbuf *b;
+	size_t ul;
+	int n = 0;
+
+	if (u == NULL)
+		return;
+	u += 8;
+	end = memchr(u, '"', len - (size_t)(u - payload));
+	if (end == NULL)
+		return;
+	ul = (size_t)(end - u);
+	b = outbuf_new(payload, len, 0);
+	for (int i = 0; i < r->nsubs; i++) {
+		struct sub *s = r->subs[i];
+		const char *user = s->c->id.user;
+
+		if (s->state != SUB_LIVE || s->gapped ||
+		    (strlen(user) == ul && memcmp(user, u, ul) == 0))
+			continue;
+		n += conn_send(s->c, b);
+	}
+	outbuf_unref(b);
+	metrics_add(M_DELIVERIES, n);
+}
+
 /* A live event: framed once into the room's batch of this loop turn. */
 static void
 room__fanout(struct room *r, const char *payload, size_t len)
 {
 	if (r->nsubs == 0)
 		return;
+	if (len > 16 && memcmp(payload, "{\"type\":\"typing:", 16) == 0) {
+		room__typing(r, payload, len);
+		return;
+	}
 	if (r->batch == NULL) {
 		if (nopen == capopen) {
 			capopen = capopen ? capopen * 2 : 64;
@@ -371,10 +408,18 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 }
 
 void
+room_on_detach(void (*fn)(struct sub *s))
+{
+	detaching = fn;
+}
+
+void
 room_detach(struct sub *s)
 {
 	struct room *r = s->room;
 
+	if (detaching != NULL)
+		detaching(s);
 	r->subs[s->ridx] = r->subs[--r->nsubs];
 	r->subs[s->ridx]->ridx = s->ridx;
 	conn_remove_sub(s->c, s);

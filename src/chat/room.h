@@ -20,6 +20,8 @@ struct sub {
 	int64_t delivered_seq;	/* highest seq queued to the client */
 	struct outbuf **pend;	/* live events held while joining; owned refs */
 	int64_t muted_until_ms;
+	int64_t typing_until_ms;	/* chat/typing: typing until then; 0 not typing */
+	int64_t typing_sent_ms;	/* chat/typing: when typing:true last went out */
 	uint32_t gen;		/* unique per subscription: a freed one's address may come back */
 	int ridx;
 	int npend, pendcap;
@@ -62,6 +64,10 @@ int room_seal_batches(void);
  * Set before the first room_attach(); fn sends what s missed and then
  * calls room_sub_live(). */
 void room_on_catch_up(void (*fn)(struct sub *s));
+
+/* Called with every subscription about to be freed (leave, re-join,
+ * close, removal): chat/typing ends its typing. */
+void room_on_detach(void (*fn)(struct sub *s));
 
 void room_channel(char *buf, size_t len, const char *tenant, const char *room_id);
 

@@ -107,6 +107,12 @@ static const struct cfg_key cfg_keys[] = {
 	I(sync_batch_wait_ms, NULL, 1, 10000, "50"),
 	I(sync_claim_idle_ms, NULL, 1000, 3600000, "30000"),
 	I(max_resume_gap, NULL, 1, 1000000, "1000"),
+	I(presence_grace_ms, NULL, 0, 60000, "3000"),
+	I(presence_timeout_s, NULL, 3, 3600, "15"),
+	I(presence_room_max, NULL, 0, 1000000, "100"),
+	I(typing_timeout_ms, NULL, 500, 600000, "10000"),
+	I(receipt_coalesce_ms, NULL, 0, 60000, "1000"),
+	I(join_receipts_max, NULL, 0, 10000, "100"),
 	S(durability, "CHATD_DURABILITY", "redis"),
 };
 

@@ -81,6 +81,12 @@ struct cfg {
 	int sync_batch_wait_ms;
 	int sync_claim_idle_ms;
 	int max_resume_gap;
+	int presence_grace_ms;	/* a user's last connection closed: offline after this */
+	int presence_timeout_s;	/* a dead worker's users are offline within this */
+	int presence_room_max;	/* rooms of more members carry presence counts only */
+	int typing_timeout_ms;	/* typing ends this long after the last typing:start */
+	int receipt_coalesce_ms;	/* at most one receipt:update per user and room per this */
+	int join_receipts_max;	/* members' positions in a join ack */
 	char durability[16];	/* "redis" or "postgres" */
 
 	/* Derived, not keys. */

@@ -351,6 +351,17 @@ redis_act_sha(void)
 }
 
 void
+redis_publish_room(const char *tenant, const char *room_id, const char *text)
+{
+	char channel[200];
+
+	redis_channel(channel, sizeof(channel), tenant, room_id);
+	if (!rlink_up(srv.rcmd) ||
+	    rlink_cmd(srv.rcmd, NULL, NULL, "PUBLISH %s %s", channel, text) != 0)
+		log_debug("redis: an event for %s/%s not published", tenant, room_id);
+}
+
+void
 redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *msg_id)
 {
 	snprintf(buf, len, "chatd:{%s/%s}:msg:%s", tenant, room_id, msg_id);

@@ -53,6 +53,11 @@ void redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_i
     const char *msg_id);
 /* Events for users rather than rooms (chat/personal.c): "tenant\nu1,u2\n<frame>". */
 #define REDIS_PERSONAL_CHANNEL "chatd:user"
+/* An ephemeral event (no seq, not in the log: typing:update,
+ * receipt:update) to the room's subscribers on every worker; dropped when
+ * Redis is down. */
+void redis_publish_room(const char *tenant, const char *room_id, const char *text);
+
 #define REDIS_SYNC_STREAM "chatd:sync"
 #define REDIS_SYNC_GROUP "chatd"
 /* Most events in one sync-stream entry ("e": events joined by '\n', "s":

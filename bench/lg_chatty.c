@@ -54,6 +54,7 @@ static struct {
 	uint32_t npeople, first;	/* people are connections first .. first + npeople - 1 */
 	uint32_t nsec;		/* seconds of the measured window, rounded up */
 	uint64_t next_any;	/* earliest next action of any person */
+	uint64_t t_end;		/* when the people stopped (chatty_end) */
 	/* requests sent: total, and in the measured window */
 	uint64_t starts, stops, reads, starts_w, stops_w, reads_w;
 	uint64_t acks_typing, acks_receipt, errors;	/* answers to them */
@@ -233,6 +234,7 @@ chatty_end(uint64_t now)
 		if (ch.p[i].burst_end != 0 && ch.p[i].c->state == C_JOINED)
 			person__stop(&ch.p[i], now);
 	ch.next_any = UINT64_MAX;
+	ch.t_end = now;
 }
 
 /* ------------------------------------------------------ what arrives */
@@ -370,11 +372,14 @@ chatty_error(void)
 	ch.errors++;
 }
 
-/* Every request of the people has its answer (the drain may end). */
+/* The drain may end: every request of the people has its answer, and a
+ * coalescing window has passed since the last of them, so the events the
+ * server held back for the window's end have arrived too. */
 int
-chatty_drained(void)
+chatty_drained(uint64_t now)
 {
-	return ch.acks_typing + ch.acks_receipt + ch.errors >= ch.starts + ch.stops + ch.reads;
+	return ch.acks_typing + ch.acks_receipt + ch.errors >= ch.starts + ch.stops + ch.reads &&
+	    now >= ch.t_end + ms_ns(g.o.coalesce_ms + 200);
 }
 
 int

@@ -170,8 +170,9 @@ const char *chatty_op(const char *id, size_t idlen);
 int chatty_ack(const char *id, size_t idlen);
 /* Counts an error answer to one of them. */
 void chatty_error(void);
-/* 1 when every request of the people has been answered. */
-int chatty_drained(void);
+/* 1 when every request of the people has been answered and what the
+ * server coalesced has had time to arrive. */
+int chatty_drained(uint64_t now);
 void chatty_report_json(FILE *f);
 void chatty_report_text(FILE *f);
 

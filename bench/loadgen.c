@@ -611,7 +611,7 @@ advance(uint64_t now, uint64_t *wake)
 		return;
 	case P_DRAIN:
 		if (now >= g.t_drain_end || (g.received >= g.expected && g.acked >= g.sent &&
-		    (!g.o.chatty || chatty_drained()))) {
+		    (!g.o.chatty || chatty_drained(now)))) {
 			g.phase = P_DONE;
 			return;
 		}

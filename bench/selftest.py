@@ -206,7 +206,15 @@ class Fake:
             writer.close()
 
 
+def quiet_resets(loop, context):
+    """loadgen closes its sockets with a reset: a read of the fake's that
+    the reset fails is expected, not worth a traceback."""
+    if not isinstance(context.get("exception"), ConnectionResetError):
+        loop.default_exception_handler(context)
+
+
 async def run_case(body_bytes, conns=12, rooms=3, senders=3, rate=60):
+    asyncio.get_running_loop().set_exception_handler(quiet_resets)
     fake = Fake()
     server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -237,6 +245,7 @@ async def run_case(body_bytes, conns=12, rooms=3, senders=3, rate=60):
 
 async def run_chatty(coalesce, conns=40, senders=3, people=12, rate=40):
     """One room: senders, people who type and read, the rest listening."""
+    asyncio.get_running_loop().set_exception_handler(quiet_resets)
     fake = Fake(coalesce)
     server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

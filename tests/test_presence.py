@@ -190,3 +190,20 @@ def test_presence_survives_a_redis_flush(make_server, tenant, redis_db):
             assert time.monotonic() < deadline, got
             await asyncio.sleep(0.2)
     run(main(), timeout=30)
+
+
+def test_room_members_show_presence(make_server, tenant):
+    srv = presence_server(make_server)
+
+    async def main():
+        alice = await connect_on_worker(srv, 0, "alice", tenant)
+        await alice.ok("room:create", room="r", name="r", private=True, members=["bob", "carol"])
+        bob = await connect_on_worker(srv, 1, "bob", tenant)
+        await update(alice, "bob", "online")
+        await bob.ok("presence:set", status="busy")
+        await update(alice, "bob", "busy")
+        page = await alice.ok("room:members", room="r")
+        got = {m["user"]: (m["status"], m["last_seen"]) for m in page["members"]}
+        assert got == {"alice": ("online", None), "bob": ("busy", None),
+                       "carol": ("offline", None)}, got
+    run(main(), timeout=30)

@@ -700,3 +700,76 @@ presence_get(struct conn *c, const char *idjson, json_t *msg)
 		presence__cmd_free(q);
 	}
 }
+
+/* ---------------------------------------------- room:members with presence */
+
+struct members_req {
+	struct reply_req req;
+	json_t *obj;			/* owned: the ack's fields */
+	struct keyed_call k;		/* the members, in order */
+};
+
+static void
+presence__members_free(struct members_req *q)
+{
+	reply_req_done(&q->req);
+	json_decref(q->obj);
+	free(q->k.tu);
+	free(q);
+}
+
+static void
+presence__members_got(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct members_req *q = priv;
+	json_t *members = json_object_get(q->obj, "members");
+
+	(void)ac;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)q->k.n) {
+		for (int i = 0; i < q->k.n; i++) {
+			redisReply *e = r->element[i];
+			json_t *m = json_array_get(members, (size_t)i);
+			const char *seen;
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+				continue;
+			seen = presence__str(e->element[1]);
+			json_object_set_new(m, "status", json_string(presence__str(e->element[0])));
+			json_object_set_new(m, "last_seen",
+			    seen[0] ? json_integer(strtoll(seen, NULL, 10)) : json_null());
+		}
+	}
+	/* Without Redis the members go without their presence. */
+	reply_ack(q->req.c, q->req.idjson, json_incref(q->obj));
+	presence__members_free(q);
+}
+
+void
+presence_members_ack(struct conn *c, const char *idjson, const char *obj)
+{
+	struct members_req *q = xcalloc(1, sizeof(*q));
+	json_t *members, *m;
+	size_t i;
+
+	reply_req_init(&q->req, c, idjson);
+	q->obj = json_loads(obj, 0, NULL);
+	members = json_object_get(q->obj, "members");
+	if (!json_is_object(q->obj) || json_array_size(members) == 0) {
+		if (q->obj != NULL)
+			reply_ack(c, idjson, json_incref(q->obj));
+		else
+			reply_error(c, idjson, "internal", "a read built no answer");
+		presence__members_free(q);
+		return;
+	}
+	q->k.tu = xmalloc(json_array_size(members) * sizeof(*q->k.tu));
+	json_array_foreach(members, i, m)
+		snprintf(q->k.tu[q->k.n++], PRESENCE_TU, "%s/%s", c->id.tenant,
+		    json_string_value(json_object_get(m, "user")) ?
+		    json_string_value(json_object_get(m, "user")) : "");
+	if (presence__call_users("get", &q->k, presence__members_got, q) != 0) {
+		reply_ack(c, idjson, json_incref(q->obj));
+		presence__members_free(q);
+	}
+}

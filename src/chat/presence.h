@@ -20,6 +20,10 @@ void presence_start(void);
 /* Worker exit: this worker's users lose its connections now. */
 void presence_stop(void);
 
+/* room:members' answer (chat/readview's answer hook): each member with its
+ * status and last_seen, as presence:get shows them. */
+void presence_members_ack(struct conn *c, const char *idjson, const char *obj);
+
 /* presence:set {status}, presence:get {users}. */
 void presence_set(struct conn *c, const char *idjson, json_t *msg);
 void presence_get(struct conn *c, const char *idjson, json_t *msg);

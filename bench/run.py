@@ -55,6 +55,10 @@ CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANC
                    "REDIS_URL", "DATABASE_URL", "CHATD_JWT_SECRET", "CHATD_ASSETS",
                    "CHATD_LOG_LEVEL", "CHATD_DURABILITY", "CHATD_ALLOWED_ORIGINS",
                    "CHATD_JWT_PUBLIC_KEY_FILE")
+# The bench services' URLs for chatd when they run on other ports than
+# bench.conf's (--redis-port, --pg-port: another checkout's bench set holds
+# 6392 and 5442); empty otherwise.
+SERVICES_ENV = {}
 
 # The targets of issue 5.
 # Before each run: CPU seconds per second other processes may use (both
@@ -299,6 +303,7 @@ class Chatd:
     def start(self, timeout=20):
         env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
         env["CHATD_PORT"] = str(self.port)
+        env.update(SERVICES_ENV)
         if self.workers:
             env["CHATD_WORKERS"] = str(self.workers)
         with open(self.log_path, "wb") as logf:
@@ -743,6 +748,8 @@ class Bench:
             "redis_cmds": redis_cmds,
             "wall_s": round(snap2.t - snap0.t, 1),
             "loadavg_before": self.loadavg0,
+            # The bench services' URLs when not bench.conf's (--redis-port, --pg-port).
+            **({"services": dict(SERVICES_ENV)} if SERVICES_ENV else {}),
             # CPU seconds per second used by other processes just before.
             "busy_before": busy_before,
         }
@@ -1128,7 +1135,7 @@ def markdown(records):
 
 # -------------------------------------------------------------------- main
 
-def prepare():
+def prepare(args):
     for path, what in ((CHATD, "make"), (LOADGEN, "make -f bench/Makefile loadgen")):
         if not os.access(path, os.X_OK):
             die(f"no {path.relative_to(REPO)}: run `{what}` (or `make bench`)")
@@ -1137,16 +1144,27 @@ def prepare():
     if newer and CHATD == BUILT_CHATD:
         log(f"warning: build/chatd is older than src/ ({', '.join(sorted(newer)[:5])}): "
             "run `make` (make bench does)")
-    rc = subprocess.run(["scripts/services.sh", "start", SERVICES_SET], cwd=REPO, timeout=180)
+    env = dict(os.environ)
+    if args.redis_port:
+        env["CHATD_REDIS_PORT"] = str(args.redis_port)
+    if args.pg_port:
+        env["CHATD_PG_PORT"] = str(args.pg_port)
+    rc = subprocess.run(["scripts/services.sh", "start", SERVICES_SET], cwd=REPO, timeout=180,
+                        env=env)
     if rc.returncode != 0:
         die(f"scripts/services.sh start {SERVICES_SET} failed")
     env_file = REPO / ".run" / SERVICES_SET / "env"
     url = re.search(r"^DATABASE_URL=(.*)$", env_file.read_text(), re.M).group(1)
+    redis_url = re.search(r"^REDIS_URL=(.*)$", env_file.read_text(), re.M).group(1)
     if subprocess.run(["scripts/migrate.sh", url], cwd=REPO, timeout=120).returncode != 0:
         die("migration failed")
     conf = conf_values(CONF)
-    if str(conf.get("database_url", "")) != url:
-        die(f"bench.conf's database_url is not the bench services' {url}")
+    if args.redis_port or args.pg_port:
+        SERVICES_ENV.update({"REDIS_URL": redis_url, "DATABASE_URL": url})
+        log(f"bench services on {redis_url} and {url}, given to chatd instead of bench.conf's")
+    elif str(conf.get("database_url", "")) != url or str(conf.get("redis_url", "")) != redis_url:
+        die(f"bench.conf's database_url and redis_url are not the bench services' {url} and "
+            f"{redis_url} (started with other ports? then give --redis-port and --pg-port)")
     # Every session starts from an empty bench Redis (its own set, port
     # 6392; nothing else uses it): otherwise the idempotency keys of earlier
     # sessions (24 h TTL) pile up to hundreds of MB and AOF rewrites of that
@@ -1183,6 +1201,11 @@ def parse_args():
     p.add_argument("--repeat", type=int, default=None,
                    help="runs of each S1/light/S2/chatty point (3; --quick: 1)")
     p.add_argument("--port", type=int, default=None, help="chatd's port (bench.conf's)")
+    p.add_argument("--redis-port", type=int, default=None,
+                   help="run the bench Redis on this port instead of 6392 (another checkout's "
+                        "bench set holds it); chatd is given its URL")
+    p.add_argument("--pg-port", type=int, default=None,
+                   help="the same for the bench PostgreSQL (5442)")
     p.add_argument("--wait-quiet", type=float, default=60,
                    help="seconds (per session) to wait for other processes to calm down")
     p.add_argument("--perf", default="",
@@ -1234,7 +1257,7 @@ def main():
     if args.report:
         report(args.report)
         return
-    prepare()
+    prepare(args)
     t0 = time.monotonic()
     Bench(args).main()
     log(f"done in {time.monotonic() - t0:.0f} s; results appended to "

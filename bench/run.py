@@ -847,14 +847,20 @@ class Bench:
         if "chatty" in only:
             # S1 at the same rate in the same hour, alternated with the chatty
             # runs, unless this session's S1 sweep had it.
+            # --chatty-control: the same room without people too, so that
+            # what the typing and receipts cost is told from what ten
+            # senders instead of one do.
             rate = a.chatty_rate
             ref = not any(r["scenario"] == "S1" and r["rate"] == rate for r in self.records)
+            room = {**s1, "senders": a.chatty_senders, "rate": rate,
+                    "duration": 5 if quick else 10}
             for _ in range(a.repeat):
                 if ref:
                     self.run("S1", f"S1 {rate} msgs/s", {**s1, "rate": rate})
+                if a.chatty_control:
+                    self.run("chatty", f"chatty {rate} msgs/s, no people", {**room, "chatty": 0})
                 self.run("chatty", f"chatty {rate} msgs/s, {a.chatty_people} typing",
-                         {**s1, "senders": a.chatty_senders, "chatty": a.chatty_people,
-                          "rate": rate, "duration": 5 if quick else 10})
+                         {**room, "chatty": a.chatty_people})
         if "S3" in only:
             self.run("S3", f"S3 {a.s3_conns} idle", idle(a.s3_conns), measure_idle=True)
         if "S3x2" in only:
@@ -940,10 +946,11 @@ def mostly_ok(rs):
 
 
 def chatty_bounded(c):
-    """The chatty room's events within the coalescing rules: typing:update/s
-    and receipt:update/s at most their bounds, no two of one person closer
-    than 0.8 s at any receiver (lg_chatty.c)."""
-    return (c["typing_per_s"] <= c["typing_bound_per_s"] and
+    """The chatty room's events within the coalescing rules: some arrived,
+    typing:update/s and receipt:update/s at most their bounds, no two of one
+    person closer than 0.8 s at any receiver (lg_chatty.c)."""
+    return (c["typers"] > 0 and c["typing_per_s"] > 0 and c["receipt_per_s"] > 0 and
+            c["typing_per_s"] <= c["typing_bound_per_s"] and
             c["receipt_per_s"] <= c["receipt_bound_per_s"] and
             not c["typing_true_too_close"] and not c["receipt_too_close"])
 
@@ -956,7 +963,8 @@ def chatty_ref(records, r):
 def chatty_keeps(r, ref):
     """The chatty room's deliveries keep S1's latency at that rate."""
     limit = ref["latency_us"]["p99"] * CHATTY_P99_RATIO + CHATTY_P99_SLACK_MS * 1000
-    return r["lost"] == 0 and ref["received"] > 0 and r["latency_us"]["p99"] <= limit
+    return (r["lost"] == 0 and r["received"] > 0 and r["setup"]["failed"] == 0 and
+            ref["received"] > 0 and r["latency_us"]["p99"] <= limit)
 
 
 def gap_ms(v):
@@ -983,28 +991,38 @@ def chatty_table(records):
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, rs in rows.items():
         r = median_run(rs)
-        c, lat = r["chatty"], r["latency_us"]
+        lat = r["latency_us"]
         ref = chatty_ref(records, r)
         s1 = f"{ms(ref['latency_us']['p50'])} / {ms(ref['latency_us']['p99'])}" if ref else "-"
         errs = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["setup"]["errors"]}.items())
-        out.append(f"| {label} | {r['setup']['joined']} | {r['senders']}, {c['typers']} | "
-                   f"{r['msgs_per_s']:,.0f} | {r['deliveries_per_s']:,.0f} | {ms(lat['p50'])} | "
-                   f"{ms(lat['p99'])} | {s1} | {c['typing_per_s']:,.0f} "
-                   f"({c['typing_bound_per_s']:,.0f}) | {c['receipt_per_s']:,.0f} "
-                   f"({c['receipt_bound_per_s']:,.0f}) | {c['typing_max_1s']:,} / "
-                   f"{c['receipt_max_1s']:,} | {gap_ms(c['typing_true_min_gap_ms'])} / "
-                   f"{gap_ms(c['receipt_min_gap_ms'])} | {c['starts_per_s']:,.0f}, "
-                   f"{c['stops_per_s']:,.1f}, {c['reads_per_s']:,.0f} | "
-                   f"{ms(c['ack_typing_us']['p99'])} / {ms(c['ack_receipt_us']['p99'])} | "
-                   f"{errs or '-'} | {sum(x['ok'] for x in rs)}/{len(rs)} |")
+        out.append(f"| {label} | {r['setup']['joined']} | {r['senders']}, "
+                   f"{r.get('chatty', {}).get('typers', 0)} | {r['msgs_per_s']:,.0f} | "
+                   f"{r['deliveries_per_s']:,.0f} | {ms(lat['p50'])} | {ms(lat['p99'])} | {s1} | "
+                   f"{' | '.join(chatty_cells(r.get('chatty')))} | {errs or '-'} | "
+                   f"{sum(x['ok'] for x in rs)}/{len(rs)} |")
     return out
+
+
+def chatty_cells(c):
+    """The event columns of the chatty table; '-' for a run without people
+    (--chatty-control)."""
+    if not c:
+        return ["-"] * 6
+    return [f"{c['typing_per_s']:,.0f} ({c['typing_bound_per_s']:,.0f})",
+            f"{c['receipt_per_s']:,.0f} ({c['receipt_bound_per_s']:,.0f})",
+            f"{c['typing_max_1s']:,} / {c['receipt_max_1s']:,}",
+            f"{gap_ms(c['typing_true_min_gap_ms'])} / {gap_ms(c['receipt_min_gap_ms'])}",
+            f"{c['starts_per_s']:,.0f}, {c['stops_per_s']:,.1f}, {c['reads_per_s']:,.0f}",
+            f"{ms(c['ack_typing_us']['p99'])} / {ms(c['ack_receipt_us']['p99'])}"]
 
 
 def chatty_targets(records):
     out = []
     for label, rs in groups([r for r in records if r["scenario"] == "chatty"]).items():
         r = median_run(rs)
-        c, ref = r["chatty"], chatty_ref(records, r)
+        c, ref = r.get("chatty"), chatty_ref(records, r)
+        if not c:
+            continue        # the control (--chatty-control): in the table only
         if ref:
             out.append(f"| chatty room at {r['rate']:,.0f} msgs/s: deliveries keep S1's latency "
                        f"(p99 <= S1's x {CHATTY_P99_RATIO:g} + {CHATTY_P99_SLACK_MS:g} ms, "
@@ -1195,6 +1213,8 @@ def parse_args():
                    help="connections of the chatty room who type and read (100)")
     p.add_argument("--chatty-senders", type=int, default=10,
                    help="connections of the chatty room who send (10)")
+    p.add_argument("--chatty-control", action="store_true",
+                   help="run the chatty room without people too (its senders alone)")
     p.add_argument("--s3-conns", type=int, help="idle connections for S3")
     p.add_argument("--s3x2-conns", type=int, default=38000,
                    help="idle connections for S3x2 (two workers, two loadgens)")

@@ -248,6 +248,67 @@ join_room_join(struct conn *c, const char *idjson, json_t *msg)
 	join__start_limited(op);
 }
 
+/* An event stream's room answered: room:joined (the ack but its events),
+ * then the events as one batch, or an error event. */
+static void
+join__stream_done(struct join_op *op)
+{
+	struct conn *c = op->c;
+	json_t *events, *ev, *head;
+	struct outbuf *batch = NULL;
+	size_t i;
+	char *text;
+
+	if (!conn_open(c)) {
+		join__free(op);
+		return;
+	}
+	if (op->result == NULL) {
+		head = json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "room", op->room,
+		    "code", op->err_code, "message", op->err_msg);
+		text = head ? json_dumps(head, JSON_COMPACT) : NULL;
+		json_decref(head);
+		if (text != NULL)
+			conn_send_text(c, text, strlen(text));
+		free(text);
+		join__free(op);
+		return;
+	}
+	/* "type" first: the stream's "event:" line is read from it. */
+	head = json_pack("{s:s}", "type", "room:joined");
+	json_object_update(head, op->result);
+	json_object_del(head, "events");
+	text = json_dumps(head, JSON_COMPACT);
+	json_decref(head);
+	if (text != NULL)
+		conn_send_text(c, text, strlen(text));
+	free(text);
+	events = json_object_get(op->result, "events");
+	json_array_foreach(events, i, ev) {
+		char *e = json_dumps(ev, JSON_COMPACT);
+
+		if (e != NULL)
+			outbuf_append(&batch, e, strlen(e), outbuf_scan_seq(e, strlen(e)));
+		free(e);
+	}
+	/* The cursor after the batch says it all was given. */
+	if (join__current(op) && op->last_seq > op->sub->delivered_seq)
+		op->sub->delivered_seq = op->last_seq;
+	if (batch != NULL) {
+		snprintf(batch->room, sizeof(batch->room), "%s", op->room);
+		conn_send(c, batch);
+		outbuf_unref(batch);
+	}
+	join__release(op);
+	join__free(op);
+}
+
+void
+join_stream(struct conn *c, const char *room, long long since)
+{
+	join__start(join__new(c, room, since, join__stream_done));
+}
+
 /* All rooms answered: one ack with a result or an error per room, and
  * only then the held live events. */
 static void

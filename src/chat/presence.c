@@ -412,7 +412,8 @@ presence__delta(struct conn *c, int d)
 	char tu[PRESENCE_TU];
 	intptr_t v;
 
-	if (c->kind != CONN_WS || c->id.user == NULL || !started)
+	/* A user's WebSocket or room event stream (an identity). */
+	if (c->idnames == NULL || !started)
 		return;
 	snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
 	if (deltas == NULL)
@@ -467,7 +468,7 @@ presence__resync(void)
 	for (struct conn *c = conn_first(); c != NULL; c = c->next) {
 		char tu[PRESENCE_TU];
 
-		if (c->kind != CONN_WS || c->id.user == NULL || c->killing)
+		if (c->idnames == NULL || c->killing)
 			continue;
 		snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
 		hmap_put(abs, tu, (void *)((intptr_t)hmap_get(abs, tu) + 1));

@@ -55,6 +55,7 @@ room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
 static void room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv);
 static void room__conn_closed(struct conn *c);
 static void room__gapped(struct sub *s);
+static int64_t room__sub_seq(const struct sub *s);
 static void room__link_up(void);
 static void room__link_down(void);
 
@@ -382,7 +383,7 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 
 	if (!hooked) {
 		conn_on_close(room__conn_closed);
-		conn_set_sub_ops(room_sub_room_id, room__gapped);
+		conn_set_sub_ops(room_sub_room_id, room__gapped, room__sub_seq);
 		redis_on_link(REDIS_LINK_SUBSCRIBER, room__link_up, room__link_down);
 		hooked = 1;
 	}
@@ -435,6 +436,12 @@ room_detach(struct sub *s)
 	    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
 		r->state = RS_UNSUBSCRIBING;
 	room__maybe_free(r);
+}
+
+static int64_t
+room__sub_seq(const struct sub *s)
+{
+	return s->delivered_seq;
 }
 
 static void

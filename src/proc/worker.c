@@ -4,6 +4,7 @@
 #include "net/admit.h"
 #include "chat/member.h"
 #include "chat/personal.h"
+#include "chat/typing.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -158,6 +159,7 @@ worker__finish(void)
 	sse_shutdown();
 	conn_shutdown();
 	turn_shutdown();
+	typing_shutdown();
 	assets_free();
 	redis_stop();
 	pgq_close(srv.pg);
@@ -249,6 +251,7 @@ worker_run(const struct cfg *cfg, int index)
 	pgq_start(srv.pg);
 	pgq_start(srv.pgsync);
 	personal_start();
+	typing_init();
 	redis_start();
 	sync_start();
 

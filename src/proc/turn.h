@@ -15,6 +15,7 @@
 enum turn_order {
 	TURN_SEND = 10,		/* store/send_batch: this turn's sends to Redis */
 	TURN_MEMBERS = 20,	/* chat/member: this turn's member checks to PostgreSQL */
+	TURN_PRESENCE = 25,	/* chat/presence: this turn's connections opened and closed */
 	TURN_ROOMS = 30,	/* chat/room: each room's batch into its subscribers' queues */
 	TURN_WRITE = 40		/* net/conn: each connection's one write */
 };

@@ -363,7 +363,8 @@ presence__send_counts(const char *op, struct hmap *map)
 	col.keys = xmalloc((n ? n : 1) * sizeof(*col.keys));
 	col.nums = xmalloc((n ? n : 1) * sizeof(*col.nums));
 	hmap_each(map, presence__collect, &col);
-	col.argv = xcalloc(2 * n + 10, sizeof(char *));
+	/* EVALSHA, sha, nkeys, kpw, n keys, op, now, wid, 2n args. */
+	col.argv = xcalloc(3 * n + 7, sizeof(char *));
 	col.argc = 0;
 	snprintf(nkeys, sizeof(nkeys), "%zu", n + 1);
 	snprintf(now, sizeof(now), "%lld", (long long)util_now_ms());

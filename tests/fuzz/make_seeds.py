@@ -255,8 +255,21 @@ def config_seeds():
     w("empty", b"")
 
 
+def cursor_seeds():
+    w = lambda name, data: write("fuzz_cursor", name, data)
+    w("one", b"general")
+    w("two_with_cursor", b"general,random\0general=12,random=0")
+    w("cursor_other_rooms", b"a,b\0c=5,a=7")
+    w("bad_seq", b"a\0a=x")
+    w("dup_room", b"a,a")
+    w("empty_part", b"a,,b\0a=1")
+    w("seq_huge", b"a\0a=4611686018427387905")
+    w("id_65", b"r" * 65)
+
+
 def main():
     proto_seeds()
+    cursor_seeds()
     token_seeds()
     config_seeds()
 

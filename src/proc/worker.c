@@ -4,6 +4,7 @@
 #include "net/admit.h"
 #include "chat/member.h"
 #include "chat/personal.h"
+#include "chat/receipt.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -162,6 +163,7 @@ worker__finish(void)
 	redis_stop();
 	pgq_close(srv.pg);
 	member_shutdown();
+	receipt_shutdown();
 	pgq_close(srv.pgsync);
 }
 

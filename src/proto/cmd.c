@@ -8,6 +8,7 @@
 #include "chat/msgact.h"
 #include "chat/msgcmd.h"
 #include "chat/msgread.h"
+#include "chat/receipt.h"
 #include "chat/roomread.h"
 #include "chat/search.h"
 #include "chat/roomcmd.h"

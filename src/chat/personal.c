@@ -1,5 +1,8 @@
 #include "chat/personal.h"
 #include "net/conn.h"
+#include "net/outbuf.h"
+#include "lib/hmap.h"
+#include "lib/util.h"
 #include "proc/log.h"
 #include "proc/srv.h"
 #include "store/redis.h"
@@ -9,44 +12,98 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* users (comma-separated) has c's user. */
-static int
-personal__names(const char *users, size_t n, const char *user)
+/* This worker's WebSockets by "tenant/user": a personal event costs the
+ * connections of its users, not a scan of every connection. */
+struct personal_conns {
+	struct conn **v;	/* owned array; the conns are net/conn's */
+	int n, cap;
+};
+static struct hmap *by_user;
+
+static void
+personal__key(char *buf, size_t len, const char *tenant, size_t tl, const char *user, size_t ul)
 {
-	size_t ul = strlen(user);
-	const char *p = users, *end = users + n;
+	snprintf(buf, len, "%.*s/%.*s", (int)tl, tenant, (int)ul, user);
+}
 
-	while (p < end) {
-		const char *comma = memchr(p, ',', (size_t)(end - p));
-		const char *stop = comma ? comma : end;
+static void
+personal__opened(struct conn *c)
+{
+	char key[2 * UTIL_ID_MAX + 2];
+	struct personal_conns *pc;
 
-		if ((size_t)(stop - p) == ul && memcmp(p, user, ul) == 0)
-			return 1;
-		p = stop + 1;
+	if (c->kind != CONN_WS || c->id.user == NULL)
+		return;
+	personal__key(key, sizeof(key), c->id.tenant, strlen(c->id.tenant), c->id.user,
+	    strlen(c->id.user));
+	pc = hmap_get(by_user, key);
+	if (pc == NULL) {
+		pc = xcalloc(1, sizeof(*pc));
+		hmap_put(by_user, key, pc);
 	}
-	return 0;
+	if (pc->n == pc->cap) {
+		pc->cap = pc->cap ? pc->cap * 2 : 2;
+		pc->v = xrealloc(pc->v, (size_t)pc->cap * sizeof(*pc->v));
+	}
+	pc->v[pc->n++] = c;
+}
+
+static void
+personal__closed(struct conn *c)
+{
+	char key[2 * UTIL_ID_MAX + 2];
+	struct personal_conns *pc;
+
+	if (c->kind != CONN_WS || c->id.user == NULL)
+		return;
+	personal__key(key, sizeof(key), c->id.tenant, strlen(c->id.tenant), c->id.user,
+	    strlen(c->id.user));
+	pc = hmap_get(by_user, key);
+	if (pc == NULL)
+		return;
+	for (int i = 0; i < pc->n; i++) {
+		if (pc->v[i] == c) {
+			pc->v[i] = pc->v[--pc->n];
+			break;
+		}
+	}
+	if (pc->n == 0) {
+		hmap_del(by_user, key);
+		free(pc->v);
+		free(pc);
+	}
 }
 
 static void
 personal__deliver(const char *msg, size_t len)
 {
-	const char *end = msg + len, *nl1, *nl2, *users, *frame;
-	size_t tl, un;
+	const char *end = msg + len, *nl1, *nl2, *p, *frame;
+	struct outbuf *b;
+	size_t tl;
 
 	nl1 = memchr(msg, '\n', len);
 	nl2 = nl1 ? memchr(nl1 + 1, '\n', (size_t)(end - nl1 - 1)) : NULL;
-	if (nl2 == NULL)
+	if (nl2 == NULL || by_user == NULL)
 		return;
 	tl = (size_t)(nl1 - msg);
-	users = nl1 + 1;
-	un = (size_t)(nl2 - users);
 	frame = nl2 + 1;
-	for (struct conn *c = conn_first(); c != NULL; c = c->next) {
-		if (!conn_open(c) || c->id.tenant == NULL || strlen(c->id.tenant) != tl ||
-		    memcmp(c->id.tenant, msg, tl) != 0 || !personal__names(users, un, c->id.user))
-			continue;
-		conn_send_text(c, frame, (size_t)(end - frame));
+	b = outbuf_new(frame, (size_t)(end - frame), 0);
+	for (p = nl1 + 1; p < nl2;) {
+		const char *comma = memchr(p, ',', (size_t)(nl2 - p));
+		const char *stop = comma ? comma : nl2;
+		char key[2 * UTIL_ID_MAX + 2];
+		struct personal_conns *pc;
+
+		if (tl <= UTIL_ID_MAX && (size_t)(stop - p) <= UTIL_ID_MAX) {
+			personal__key(key, sizeof(key), msg, tl, p, (size_t)(stop - p));
+			pc = hmap_get(by_user, key);
+			for (int i = 0; pc != NULL && i < pc->n; i++)
+				if (conn_open(pc->v[i]))
+					conn_send(pc->v[i], b);
+		}
+		p = stop + 1;
 	}
+	outbuf_unref(b);
 }
 
 static void
@@ -75,6 +132,9 @@ personal__link_up(void)
 void
 personal_start(void)
 {
+	by_user = hmap_new();
+	conn_on_open(personal__opened);
+	conn_on_close(personal__closed);
 	redis_on_link(REDIS_LINK_SUBSCRIBER, personal__link_up, NULL);
 }
 

@@ -6,9 +6,9 @@
  * reach every connection of the user, on every worker and instance,
  * whatever rooms it has joined. They travel on one Redis channel
  * (REDIS_PERSONAL_CHANNEL) as "tenant\nuser[,user...]\n<frame>"; every
- * worker subscribes to it and hands the frame to its connections of those
- * users (a scan of the worker's connections: these events are rare, and
- * the scan costs a connection nothing while nobody is mentioned).
+ * worker subscribes to it and hands the frame (one shared outbuf) to its
+ * connections of those users, found by an index of its WebSockets by
+ * tenant and user.
  */
 
 /* Worker start: subscribes whenever the subscriber link is up. */

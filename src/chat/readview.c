@@ -16,6 +16,7 @@ struct readview_req {
 	char *forbidden_why;	/* owned, or NULL */
 	char *denied_code;	/* owned */
 	char *denied_why;	/* owned, or NULL */
+	void (*answer)(struct conn *c, const char *idjson, const char *obj);
 };
 
 static char *
@@ -80,7 +81,7 @@ readview__done(const PGresult *res, void *arg)
 	else if (PQgetisnull(res, 0, 2))
 		reply_error(c, idjson, "internal", "a read built no answer");
 	else
-		readview_ack(c, idjson, PQgetvalue(res, 0, 2));
+		rr->answer(c, idjson, PQgetvalue(res, 0, 2));
 	readview__free(rr);
 }
 
@@ -95,6 +96,7 @@ readview_run(struct conn *c, const char *idjson, const struct readview_query *q)
 	rr->forbidden_why = readview__dup(q->forbidden_why);
 	rr->denied_code = xstrdup(q->denied_code ? q->denied_code : "forbidden");
 	rr->denied_why = readview__dup(q->denied_why);
+	rr->answer = q->answer != NULL ? q->answer : readview_ack;
 	if (pgq_exec(srv.pg, q->sql, q->nparams, q->params, readview__done, rr) != 0) {
 		reply_error(c, idjson, "unavailable", "database unavailable; retry");
 		readview__free(rr);

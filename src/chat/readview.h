@@ -90,6 +90,8 @@ struct readview_query {
 	const char *target;		/* e.g. `message "m1"`; NULL: none */
 	const char *denied_code;	/* NULL: "forbidden" */
 	const char *denied_why;		/* NULL: none can be denied */
+	/* Sends the ack's object (NULL: readview_ack); it may add to it first. */
+	void (*answer)(struct conn *c, const char *idjson, const char *obj);
 };
 
 /* Runs q (the strings are copied) and answers c's request once. */

@@ -1,4 +1,5 @@
 #include "chat/roomread.h"
+#include "chat/presence.h"
 #include "chat/readview.h"
 #include "net/conn.h"
 #include "proto/proto.h"
@@ -267,7 +268,8 @@ roomread_members(struct conn *c, const char *idjson, json_t *msg)
 	const char *params[6] = { c->id.tenant, room, c->id.user, readview_admin(c),
 	    json_string_value(json_object_get(msg, "after")), limit };
 	struct readview_query q = { .sql = members_sql, .nparams = 6, .params = params,
-	    .room = room };
+	    .room = room,
+	    .answer = presence_members_ack };
 
 	snprintf(limit, sizeof(limit), "%d", readview_limit(msg, "limit", ROOMREAD_MEMBERS_PAGE));
 	readview_run(c, idjson, &q);

@@ -37,6 +37,8 @@ static conn_hook *hooks[CONN_HOOKS_MAX];
 static const char *(*sub_room)(const struct sub *s);
 static void (*sub_gapped)(struct sub *s);
 static int nhooks;
+static conn_hook *open_hooks[CONN_HOOKS_MAX];
+static int nopen_hooks;
 
 static void conn__close_handle(struct conn *c);
 
@@ -51,6 +53,14 @@ conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(str
 {
 	sub_room = room_id;
 	sub_gapped = gapped;
+}
+
+void
+conn_on_open(conn_hook *fn)
+{
+	if (nopen_hooks == CONN_HOOKS_MAX)
+		log_fatal("conn: more than %d open hooks", CONN_HOOKS_MAX);
+	open_hooks[nopen_hooks++] = fn;
 }
 
 void
@@ -184,6 +194,8 @@ conn_set_identity(struct conn *c, const struct auth_identity *id)
 	c->rx_ms = c->ping_ms = uv_now(srv.loop);
 	metrics_add(M_CONNS_ACTIVE, 1);
 	metrics_add(M_CONNS_TOTAL, 1);
+	for (int i = 0; i < nopen_hooks; i++)
+		open_hooks[i](c);
 }
 
 /* The connection stops taking part: every close hook runs once (its

@@ -112,6 +112,9 @@ void conn_set_reader(enum conn_kind kind, conn_reader *fn);
  * state go (chat/room leaves its rooms; net/ws releases its admission). */
 typedef void conn_hook(struct conn *c);
 void conn_on_close(conn_hook *fn);
+/* Called once for every connection that becomes a WebSocket (its
+ * identity set): chat/presence counts it, chat/personal indexes it. */
+void conn_on_open(conn_hook *fn);
 /* What the connection needs of its subscriptions (struct sub is
  * chat/room's, which registers these): a subscription's room id, for
  * conn_find_sub; and marking one whose queued events were replaced by a

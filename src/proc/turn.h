@@ -16,7 +16,8 @@
 enum turn_order {
 	TURN_SEND = 10,		/* store/send_batch: this turn's sends to Redis */
 	TURN_MEMBERS = 20,	/* chat/member: this turn's member checks to PostgreSQL */
-	TURN_RECEIPTS = 25,	/* chat/receipt: this turn's read positions to PostgreSQL */
+	TURN_RECEIPTS = 22,	/* chat/receipt: this turn's read positions to PostgreSQL */
+	TURN_PRESENCE = 25,	/* chat/presence: this turn's connections opened and closed */
 	TURN_ROOMS = 30,	/* chat/room: each room's batch into its subscribers' queues */
 	TURN_WRITE = 40		/* net/conn: each connection's one write */
 };

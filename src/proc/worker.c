@@ -4,6 +4,7 @@
 #include "net/admit.h"
 #include "chat/member.h"
 #include "chat/personal.h"
+#include "chat/presence.h"
 #include "chat/receipt.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
@@ -156,6 +157,7 @@ worker__finish(void)
 	uv_signal_stop(&sig_int);
 	uv_close((uv_handle_t *)&sig_int, NULL);
 	sync_stop();
+	presence_stop();
 	sse_shutdown();
 	conn_shutdown();
 	turn_shutdown();
@@ -251,6 +253,7 @@ worker_run(const struct cfg *cfg, int index)
 	pgq_start(srv.pg);
 	pgq_start(srv.pgsync);
 	personal_start();
+	presence_start();
 	redis_start();
 	sync_start();
 

@@ -7,6 +7,7 @@
 #include "chat/moderate.h"
 #include "chat/msgact.h"
 #include "chat/msgcmd.h"
+#include "chat/presence.h"
 #include "chat/msgread.h"
 #include "chat/receipt.h"
 #include "chat/roomread.h"

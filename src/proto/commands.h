@@ -72,6 +72,10 @@ static const struct proto_command proto_commands[] = {
 		{ "reason", PK_STRING, 0, 500 }, PROTO__END } },
 	{ "member:unban", PROTO_HANDLER(moderate_member_unban), {
 		{ "room", PK_ID, 1, 0 }, { "user", PK_ID, 1, 0 }, PROTO__END } },
+	{ "presence:set", PROTO_HANDLER(presence_set), {
+		{ "status", PK_STRING, 1, 16 }, PROTO__END } },
+	{ "presence:get", PROTO_HANDLER(presence_get), {
+		{ "users", PK_IDS, 1, 100 }, PROTO__END } },
 	{ "auth:refresh", PROTO_HANDLER(session_refresh), {
 		{ "token", PK_STRING, 1, 8192 }, PROTO__END } },
 	{ "room:list", PROTO_HANDLER(roomread_list), { PROTO__END } },

@@ -71,6 +71,8 @@
  * Returns {last_seq, event..., {seq of a deleted message among them...}}
  * oldest first, or {-1} when Redis has no counter.
  *
+ * presence.lua, who is online (chat/presence.c says what each op takes).
+ *
  * act.lua, an event appended with the state it changes (edits, deletes,
  * reactions, and plain events such as member:*): store/room_log.c says
  * what it takes.
@@ -87,6 +89,7 @@ static char send_sha[41];
 static char hist_sha[41];
 static char rate_sha[41];
 static char act_sha[41];
+static char presence_sha[41];
 static int scripts_loaded;
 static uv_timer_t ping_timer;
 static uint64_t ping_sent_us;
@@ -128,7 +131,7 @@ redis__loaded(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	memcpy(dst, r->str, 41);
-	if (send_sha[0] && hist_sha[0] && rate_sha[0] && act_sha[0])
+	if (send_sha[0] && hist_sha[0] && rate_sha[0] && act_sha[0] && presence_sha[0])
 		scripts_loaded = 1;
 }
 
@@ -138,7 +141,7 @@ static void
 redis__load_scripts(struct rlink *l)
 {
 	scripts_loaded = 0;
-	send_sha[0] = hist_sha[0] = rate_sha[0] = act_sha[0] = '\0';
+	send_sha[0] = hist_sha[0] = rate_sha[0] = act_sha[0] = presence_sha[0] = '\0';
 	scripts_loading = 0;
 	if (rlink_cmd(l, redis__loaded, send_sha, "SCRIPT LOAD %s", redis_lua_send) == 0)
 		scripts_loading++;
@@ -147,6 +150,8 @@ redis__load_scripts(struct rlink *l)
 	if (rlink_cmd(l, redis__loaded, rate_sha, "SCRIPT LOAD %s", redis_lua_rate) == 0)
 		scripts_loading++;
 	if (rlink_cmd(l, redis__loaded, act_sha, "SCRIPT LOAD %s", redis_lua_act) == 0)
+		scripts_loading++;
+	if (rlink_cmd(l, redis__loaded, presence_sha, "SCRIPT LOAD %s", redis_lua_presence) == 0)
 		scripts_loading++;
 }
 
@@ -348,6 +353,24 @@ const char *
 redis_act_sha(void)
 {
 	return act_sha;
+}
+
+const char *
+redis_presence_sha(void)
+{
+	return presence_sha;
+}
+
+void
+redis_presence_key(char *buf, size_t len, const char *tenant, const char *user)
+{
+	snprintf(buf, len, REDIS_PREFIX "pu:{%s/%s}", tenant, user);
+}
+
+void
+redis_worker_key(char *buf, size_t len, const char *what, const char *wid)
+{
+	snprintf(buf, len, REDIS_PREFIX "%s:%s", what, wid);
 }
 
 void

@@ -29,6 +29,8 @@ const char *redis_hist_sha(void);
 const char *redis_rate_sha(void);
 /* act.lua: store/room_log.c says what it takes. */
 const char *redis_act_sha(void);
+/* presence.lua: chat/presence.c says what it takes. */
+const char *redis_presence_sha(void);
 
 /*
  * Every Redis name chatd uses is made here (the scripts get theirs in
@@ -43,6 +45,11 @@ const char *redis_act_sha(void);
  *   chatd:{T/R}:deleted                   redis_key(.., "deleted"): deleted seqs
  *   chatd:sync, group chatd               REDIS_SYNC_STREAM, REDIS_SYNC_GROUP
  *   chatd:user                            REDIS_PERSONAL_CHANNEL: Pub/Sub
+ *   chatd:pu:{T/U}                        redis_presence_key: a user's presence
+ *   chatd:hb:W, chatd:pw:W                redis_worker_key(.., "hb" / "pw", W):
+ *                                         a worker's heartbeat, its users
+ *   chatd:workers                         REDIS_WORKERS: the workers with users
+ *   (presence.lua's reap makes hb, pw and pu names itself from REDIS_PREFIX)
  */
 void redis_key(char *buf, size_t len, const char *tenant, const char *room_id, const char *what);
 void redis_idem_key(char *buf, size_t len, const char *tenant, const char *room_id,
@@ -51,6 +58,10 @@ void redis_rate_key(char *buf, size_t len, const char *tenant, const char *user,
 void redis_channel(char *buf, size_t len, const char *tenant, const char *room_id);
 void redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_id,
     const char *msg_id);
+void redis_presence_key(char *buf, size_t len, const char *tenant, const char *user);
+void redis_worker_key(char *buf, size_t len, const char *what, const char *wid);
+#define REDIS_PREFIX "chatd:"
+#define REDIS_WORKERS "chatd:workers"
 /* Events for users rather than rooms (chat/personal.c): "tenant\nu1,u2\n<frame>". */
 #define REDIS_PERSONAL_CHANNEL "chatd:user"
 /* An ephemeral event (no seq, not in the log: typing:update,

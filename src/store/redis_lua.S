@@ -36,5 +36,9 @@ SCRIPT(redis_lua_act)
 	.incbin "act.lua"
 END(redis_lua_act)
 
+SCRIPT(redis_lua_presence)
+	.incbin "presence.lua"
+END(redis_lua_presence)
+
 /* Without this note the linker would give the program an executable stack. */
 	.section .note.GNU-stack, "", %progbits

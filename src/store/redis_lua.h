@@ -9,10 +9,12 @@
  *   history  history.lua
  *   rate     bucket.lua + rate.lua
  *   act      act.lua
+ *   presence presence.lua
  */
 extern const char redis_lua_send[];
 extern const char redis_lua_history[];
 extern const char redis_lua_rate[];
 extern const char redis_lua_act[];
+extern const char redis_lua_presence[];
 
 #endif

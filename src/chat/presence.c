@@ -1,0 +1,775 @@
+#include "chat/presence.h"
+#include "chat/limit.h"
+#include "chat/personal.h"
+#include "lib/hmap.h"
+#include "net/conn.h"
+#include "proc/log.h"
+#include "proc/srv.h"
+#include "proc/turn.h"
+#include "proto/reply.h"
+#include "store/pg_queue.h"
+#include "store/redis.h"
+#include "store/redis_link.h"
+#include "lib/util.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * presence.lua, by its first ARGV (the second is now, in ms):
+ *   beat    KEYS hb, workers, pw; ARGV 3 wid, 4 hb ttl ms -> whether pw
+ *           exists (0 with users here: Redis lost them, count them again)
+ *   conn    KEYS pw, then a user's pu per pair of ARGV 4..: "T/U", delta;
+ *           ARGV 3 wid -> per user {1, shown} came online, {-1} no
+ *           connection left, {0}
+ *   sync    as conn, but the counts are this worker's whole truth (after
+ *           Redis lost them): pw is rebuilt
+ *   settle  KEYS pu... -> per user {1 when it was shown, "offline", seen}
+ *   set     KEYS pu; ARGV 3 status -> {changed, shown, seen}
+ *   get     KEYS pu... -> per user {shown, seen}
+ *   reap    KEYS workers; ARGV 3 REDIS_PREFIX -> {"T/U"...} gone offline
+ */
+
+#define PRESENCE_TU (2 * UTIL_ID_MAX + 2)
+#define PRESENCE_KEY 300
+#define PRESENCE_SETTLE_MS 250
+
+static const char *const statuses[] = { "online", "away", "busy", "invisible" };
+
+static char wid[200];			/* instance/worker/pid */
+static char khb[PRESENCE_KEY], kpw[PRESENCE_KEY];
+static uv_timer_t beat_timer, settle_timer;
+static int started;
+static int beaten;	/* a heartbeat went in: this worker is in the workers set */
+
+/* This turn's connections opened (+1) and closed (-1), by "T/U". */
+static struct hmap *deltas;
+static int registered;
+
+/* Users whose last connection closed: offline once due, unless one opens. */
+struct settle {
+	char tu[PRESENCE_TU];
+	uint64_t due_ms;
+};
+static struct settle *settles;
+static int nsettles, capsettles;
+
+/* For each announced user (tenants $1, users $2, as arrays), the users
+ * that share a room of at most presence_room_max ($3) members with it. */
+static const char comembers_sql[] =
+"SELECT q.i, string_agg(DISTINCT m2.user_id, ',')"
+" FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(tenant, user_id, i)"
+" JOIN room_members m1 ON m1.tenant = q.tenant AND m1.user_id = q.user_id AND NOT m1.banned"
+" JOIN room_members m2 ON m2.tenant = m1.tenant AND m2.room_id = m1.room_id"
+"  AND NOT m2.banned AND m2.user_id <> q.user_id"
+" WHERE (SELECT count(*) FROM room_members c"
+"  WHERE c.tenant = m1.tenant AND c.room_id = m1.room_id) <= $3::int"
+" GROUP BY q.i";
+
+/* Announcements wait for the end of the turn and go to PostgreSQL
+ * together, one statement in flight: a thousand users coming online at
+ * once cost a few statements, not a thousand. */
+#define PRESENCE_BATCH_MAX 500
+
+struct announce {
+	char tenant[UTIL_ID_MAX + 1];
+	char user[UTIL_ID_MAX + 1];
+	char *frame;		/* owned */
+};
+static struct announce *pending;	/* owned, with their frames */
+static int npending, cappending;
+static int announcing;			/* a statement is in flight */
+
+struct announce_batch {
+	int n;
+	struct announce *a;	/* owned */
+};
+
+static void presence__send_announcements(void);
+
+static void
+presence__announced(const PGresult *res, void *arg)
+{
+	struct announce_batch *b = arg;
+
+	announcing = 0;
+	if (pgq_ok(res)) {
+		for (int row = 0; row < PQntuples(res); row++) {
+			long i = strtol(PQgetvalue(res, row, 0), NULL, 10);
+
+			if (i >= 1 && i <= b->n && !PQgetisnull(res, row, 1))
+				personal_publish(b->a[i - 1].tenant, PQgetvalue(res, row, 1),
+				    b->a[i - 1].frame);
+		}
+	}
+	for (int i = 0; i < b->n; i++)
+		free(b->a[i].frame);
+	free(b->a);
+	free(b);
+	presence__send_announcements();
+}
+
+/* A text[] literal of the announcements' tenants (f 0) or users (f 1). */
+static char *
+presence__array(const struct announce *a, int n, int f)
+{
+	char *out = xmalloc((size_t)n * (UTIL_ID_MAX + 3) + 3), *p = out;
+
+	*p++ = '{';
+	for (int i = 0; i < n; i++) {
+		const char *v = f == 0 ? a[i].tenant : a[i].user;
+		size_t len = strlen(v);
+
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		memcpy(p, v, len);
+		p += len;
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
+static void
+presence__send_announcements(void)
+{
+	struct announce_batch *b;
+	char *params[3], max[16];
+	int n = npending < PRESENCE_BATCH_MAX ? npending : PRESENCE_BATCH_MAX;
+
+	if (announcing || n == 0)
+		return;
+	b = xcalloc(1, sizeof(*b));
+	b->n = n;
+	b->a = xmalloc((size_t)n * sizeof(*b->a));
+	memcpy(b->a, pending, (size_t)n * sizeof(*b->a));
+	npending -= n;
+	memmove(pending, pending + n, (size_t)npending * sizeof(*pending));
+	snprintf(max, sizeof(max), "%d", srv.cfg->presence_room_max);
+	params[0] = presence__array(b->a, n, 0);
+	params[1] = presence__array(b->a, n, 1);
+	params[2] = max;
+	if (pgq_exec(srv.pg, comembers_sql, 3, (const char *const *)params, presence__announced,
+	    b) == 0) {
+		announcing = 1;
+	} else {
+		for (int i = 0; i < n; i++)
+			free(b->a[i].frame);
+		free(b->a);
+		free(b);
+	}
+	free(params[0]);
+	free(params[1]);
+}
+
+static int presence__flush(void);
+
+/* presence:update of tu to those who share a small room with it. */
+static void
+presence__announce(const char *tu, const char *status, const char *seen)
+{
+	const char *slash = strchr(tu, '/');
+	struct announce *a;
+
+	if (slash == NULL || (size_t)(slash - tu) > UTIL_ID_MAX || strlen(slash + 1) > UTIL_ID_MAX)
+		return;
+	if (npending == cappending) {
+		cappending = cappending ? cappending * 2 : 64;
+		pending = xrealloc(pending, (size_t)cappending * sizeof(*pending));
+	}
+	a = &pending[npending++];
+	snprintf(a->tenant, sizeof(a->tenant), "%.*s", (int)(slash - tu), tu);
+	snprintf(a->user, sizeof(a->user), "%s", slash + 1);
+	if (asprintf(&a->frame, "{\"type\":\"presence:update\",\"user\":\"%s\",\"status\":\"%s\","
+	    "\"last_seen\":%s}", a->user, status, seen && seen[0] ? seen : "null") < 0)
+		log_fatal("presence: out of memory");
+	if (!registered) {
+		turn_register(TURN_PRESENCE, presence__flush);
+		registered = 1;
+	}
+	turn_kick();
+}
+
+static const char *
+presence__str(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_STRING ? r->str : "";
+}
+
+/* ---------------------------------------------------------- settling */
+
+static void
+presence__settle_add(const char *tu)
+{
+	for (int i = 0; i < nsettles; i++)
+		if (strcmp(settles[i].tu, tu) == 0)
+			return;
+	if (nsettles == capsettles) {
+		capsettles = capsettles ? capsettles * 2 : 16;
+		settles = xrealloc(settles, (size_t)capsettles * sizeof(*settles));
+	}
+	snprintf(settles[nsettles].tu, PRESENCE_TU, "%s", tu);
+	settles[nsettles].due_ms = uv_now(srv.loop) + (uint64_t)srv.cfg->presence_grace_ms;
+	nsettles++;
+}
+
+struct keyed_call {
+	int n;
+	char (*tu)[PRESENCE_TU];
+};
+
+static void
+presence__settled(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct keyed_call *k = priv;
+
+	(void)ac;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)k->n) {
+		for (int i = 0; i < k->n; i++) {
+			redisReply *e = r->element[i];
+
+			if (e->type == REDIS_REPLY_ARRAY && e->elements == 3 &&
+			    e->element[0]->type == REDIS_REPLY_INTEGER && e->element[0]->integer == 1)
+				presence__announce(k->tu[i], "offline", presence__str(e->element[2]));
+		}
+	}
+	free(k->tu);
+	free(k);
+}
+
+/* argv: EVALSHA sha nkeys, then keys made from k's users, then op, now. */
+static int
+presence__call_users(const char *op, struct keyed_call *k, redisCallbackFn *fn, void *priv)
+{
+	char (*keys)[PRESENCE_KEY] = xmalloc((size_t)k->n * sizeof(*keys));
+	const char **argv = xcalloc((size_t)k->n + 6, sizeof(char *));
+	char nkeys[16], now[24];
+	int argc = 0, rc;
+
+	snprintf(nkeys, sizeof(nkeys), "%d", k->n);
+	snprintf(now, sizeof(now), "%lld", (long long)util_now_ms());
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = redis_presence_sha();
+	argv[argc++] = nkeys;
+	for (int i = 0; i < k->n; i++) {
+		snprintf(keys[i], PRESENCE_KEY, REDIS_PREFIX "pu:{%s}", k->tu[i]);
+		argv[argc++] = keys[i];
+	}
+	argv[argc++] = op;
+	argv[argc++] = now;
+	rc = redis_ready() ? rlink_cmdargv(srv.rcmd, fn, priv, argc, argv, NULL) : -1;
+	free(argv);
+	free(keys);
+	return rc;
+}
+
+static void
+presence__settle_tick(uv_timer_t *t)
+{
+	uint64_t now = uv_now(srv.loop);
+	struct keyed_call *k;
+
+	(void)t;
+	if (nsettles == 0 || !redis_ready())
+		return;
+	k = xcalloc(1, sizeof(*k));
+	k->tu = xmalloc((size_t)nsettles * sizeof(*k->tu));
+	for (int i = 0; i < nsettles;) {
+		if (settles[i].due_ms > now) {
+			i++;
+			continue;
+		}
+		memcpy(k->tu[k->n++], settles[i].tu, PRESENCE_TU);
+		settles[i] = settles[--nsettles];
+	}
+	if (k->n == 0 || presence__call_users("settle", k, presence__settled, k) != 0) {
+		free(k->tu);
+		free(k);
+	}
+}
+
+/* ------------------------------------------------- connections counted */
+
+struct conn_call {
+	int n;
+	char (*tu)[PRESENCE_TU];
+};
+
+static void
+presence__counted(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct conn_call *k = priv;
+
+	(void)ac;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)k->n) {
+		for (int i = 0; i < k->n; i++) {
+			redisReply *e = r->element[i];
+			long long code;
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+			    e->element[0]->type != REDIS_REPLY_INTEGER)
+				continue;
+			code = e->element[0]->integer;
+			if (code == 1 && strcmp(presence__str(e->element[1]), "offline") != 0)
+				presence__announce(k->tu[i], presence__str(e->element[1]), NULL);
+			else if (code == -1)
+				presence__settle_add(k->tu[i]);
+		}
+	} else if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+		log_warn("presence script failed: %s", r->str);
+	}
+	free(k->tu);
+	free(k);
+}
+
+struct collect {
+	struct conn_call *k;
+	const char **argv;
+	char (*keys)[PRESENCE_KEY];
+	char (*nums)[16];
+	int argc;
+};
+
+static void
+presence__collect(const char *key, void *value, void *arg)
+{
+	struct collect *col = arg;
+	int d = (int)(intptr_t)value, i = col->k->n++;
+
+	memcpy(col->k->tu[i], key, strlen(key) + 1);
+	snprintf(col->keys[i], PRESENCE_KEY, REDIS_PREFIX "pu:{%s}", key);
+	snprintf(col->nums[i], sizeof(col->nums[i]), "%d", d);
+}
+
+/* One script call for the users of map (T/U -> count, as an intptr_t):
+ * op "conn" (deltas) or "sync" (this worker's absolute counts). */
+static int
+presence__send_counts(const char *op, struct hmap *map)
+{
+	size_t n = hmap_count(map);
+	struct collect col;
+	char nkeys[16], now[24];
+	int rc;
+
+	col.k = xcalloc(1, sizeof(*col.k));
+	col.k->tu = xmalloc((n ? n : 1) * sizeof(*col.k->tu));
+	col.keys = xmalloc((n ? n : 1) * sizeof(*col.keys));
+	col.nums = xmalloc((n ? n : 1) * sizeof(*col.nums));
+	hmap_each(map, presence__collect, &col);
+	col.argv = xcalloc(2 * n + 10, sizeof(char *));
+	col.argc = 0;
+	snprintf(nkeys, sizeof(nkeys), "%zu", n + 1);
+	snprintf(now, sizeof(now), "%lld", (long long)util_now_ms());
+	col.argv[col.argc++] = "EVALSHA";
+	col.argv[col.argc++] = redis_presence_sha();
+	col.argv[col.argc++] = nkeys;
+	col.argv[col.argc++] = kpw;
+	for (int i = 0; i < col.k->n; i++)
+		col.argv[col.argc++] = col.keys[i];
+	col.argv[col.argc++] = op;
+	col.argv[col.argc++] = now;
+	col.argv[col.argc++] = wid;
+	for (int i = 0; i < col.k->n; i++) {
+		col.argv[col.argc++] = col.k->tu[i];
+		col.argv[col.argc++] = col.nums[i];
+	}
+	rc = rlink_cmdargv(srv.rcmd, presence__counted, col.k, col.argc, col.argv, NULL);
+	if (rc != 0) {
+		free(col.k->tu);
+		free(col.k);
+	}
+	free(col.argv);
+	free(col.keys);
+	free(col.nums);
+	return rc;
+}
+
+/* The end-of-turn step: this turn's opens and closes, one call. Kept for
+ * the next turn while Redis is not ready. */
+static int
+presence__flush(void)
+{
+	presence__send_announcements();
+	if (deltas == NULL || hmap_count(deltas) == 0 || !redis_ready() || !beaten)
+		return 0;
+	if (presence__send_counts("conn", deltas) == 0) {
+		hmap_free(deltas);
+		deltas = hmap_new();
+	}
+	return 0;
+}
+
+static void
+presence__delta(struct conn *c, int d)
+{
+	char tu[PRESENCE_TU];
+	intptr_t v;
+
+	if (c->kind != CONN_WS || c->id.user == NULL || !started)
+		return;
+	snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
+	if (deltas == NULL)
+		deltas = hmap_new();
+	v = (intptr_t)hmap_get(deltas, tu) + d;
+	if (v == 0)
+		hmap_del(deltas, tu);
+	else
+		hmap_put(deltas, tu, (void *)v);
+	if (!registered) {
+		turn_register(TURN_PRESENCE, presence__flush);
+		registered = 1;
+	}
+	turn_kick();
+}
+
+static void
+presence__opened(struct conn *c)
+{
+	presence__delta(c, +1);
+}
+
+static void
+presence__closed(struct conn *c)
+{
+	presence__delta(c, -1);
+}
+
+/* ------------------------------------------------- heartbeat and reaping */
+
+static void
+presence__reaped(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+
+	(void)ac;
+	(void)priv;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY)
+		return;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING)
+			presence__announce(r->element[i]->str, "offline", NULL);
+}
+
+/* Redis lost this worker's users (flushed, restarted empty): count its
+ * connections again, minus what still waits to be sent this turn. */
+static void
+presence__resync(void)
+{
+	struct hmap *abs = hmap_new();
+
+	for (struct conn *c = conn_first(); c != NULL; c = c->next) {
+		char tu[PRESENCE_TU];
+
+		if (c->kind != CONN_WS || c->id.user == NULL || c->killing)
+			continue;
+		snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
+		hmap_put(abs, tu, (void *)((intptr_t)hmap_get(abs, tu) + 1));
+	}
+	if (deltas != NULL && hmap_count(deltas) > 0) {
+		/* Those go after this call, as deltas: not counted twice. */
+		hmap_free(abs);
+		return;
+	}
+	if (hmap_count(abs) > 0 && presence__send_counts("sync", abs) != 0)
+		log_debug("presence: resync not sent");
+	hmap_free(abs);
+}
+
+static void
+presence__beaten(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+
+	(void)ac;
+	(void)priv;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_INTEGER)
+		return;
+	if (!beaten) {
+		beaten = 1;
+		turn_kick();	/* what waited for it */
+		return;
+	}
+	/* 0: this worker's user list is gone from Redis. */
+	if (r->integer == 0 && conn_count() > 0)
+		presence__resync();
+}
+
+static void
+presence__beat(uv_timer_t *t)
+{
+	char now[24], ttl[24];
+
+	(void)t;
+	if (!redis_ready())
+		return;
+	snprintf(now, sizeof(now), "%lld", (long long)util_now_ms());
+	snprintf(ttl, sizeof(ttl), "%d", srv.cfg->presence_timeout_s * 1000);
+	if (rlink_cmd(srv.rcmd, presence__beaten, NULL, "EVALSHA %s 3 %s %s %s beat %s %s %s",
+	    redis_presence_sha(), khb, REDIS_WORKERS, kpw, now, wid, ttl) != 0)
+		return;
+	rlink_cmd(srv.rcmd, presence__reaped, NULL, "EVALSHA %s 1 %s reap %s %s",
+	    redis_presence_sha(), REDIS_WORKERS, now, REDIS_PREFIX);
+}
+
+void
+presence_start(void)
+{
+	snprintf(wid, sizeof(wid), "%s/%d/%ld", srv.cfg->instance, srv.index, (long)getpid());
+	redis_worker_key(khb, sizeof(khb), "hb", wid);
+	redis_worker_key(kpw, sizeof(kpw), "pw", wid);
+	conn_on_open(presence__opened);
+	conn_on_close(presence__closed);
+	uv_timer_init(srv.loop, &beat_timer);
+	uv_timer_start(&beat_timer, presence__beat, 200, 1000);
+	uv_timer_init(srv.loop, &settle_timer);
+	uv_timer_start(&settle_timer, presence__settle_tick, PRESENCE_SETTLE_MS,
+	    PRESENCE_SETTLE_MS);
+	started = 1;
+}
+
+void
+presence_stop(void)
+{
+	if (!started)
+		return;
+	started = 0;
+	uv_timer_stop(&beat_timer);
+	uv_close((uv_handle_t *)&beat_timer, NULL);
+	uv_timer_stop(&settle_timer);
+	uv_close((uv_handle_t *)&settle_timer, NULL);
+	/* Its users are reaped by the others within a second. */
+	if (rlink_up(srv.rcmd))
+		rlink_cmd(srv.rcmd, NULL, NULL, "DEL %s", khb);
+	hmap_free(deltas);
+	deltas = NULL;
+	for (int i = 0; i < npending; i++)
+		free(pending[i].frame);
+	free(pending);
+	pending = NULL;
+	npending = cappending = 0;
+	free(settles);
+	settles = NULL;
+	nsettles = capsettles = 0;
+}
+
+/* ------------------------------------------------------------ commands */
+
+struct cmd_req {
+	struct reply_req req;
+	char status[16];
+	struct keyed_call *k;		/* get: the users asked, in order */
+};
+
+static void
+presence__cmd_free(struct cmd_req *q)
+{
+	reply_req_done(&q->req);
+	if (q->k != NULL) {
+		free(q->k->tu);
+		free(q->k);
+	}
+	free(q);
+}
+
+static void
+presence__set_done(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct cmd_req *q = priv;
+	char tu[PRESENCE_TU];
+
+	(void)ac;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+		reply_error(q->req.c, q->req.idjson, "unavailable", "message bus unavailable; retry");
+		presence__cmd_free(q);
+		return;
+	}
+	if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1) {
+		snprintf(tu, sizeof(tu), "%s/%s", q->req.c->id.tenant, q->req.c->id.user);
+		presence__announce(tu, presence__str(r->element[1]),
+		    strcmp(presence__str(r->element[1]), "offline") == 0 ?
+		    presence__str(r->element[2]) : NULL);
+	}
+	reply_ack(q->req.c, q->req.idjson, json_pack("{s:s}", "status", q->status));
+	presence__cmd_free(q);
+}
+
+static void
+presence__set_limited(void *arg, long long retry_ms)
+{
+	struct cmd_req *q = arg;
+	struct conn *c = q->req.c;
+	char key[PRESENCE_KEY], now[24];
+
+	if (retry_ms != 0) {
+		if (retry_ms > 0)
+			reply_error_retry(c, q->req.idjson, retry_ms,
+			    "too many presence changes; retry in %lld ms", retry_ms);
+		else
+			reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
+		presence__cmd_free(q);
+		return;
+	}
+	redis_presence_key(key, sizeof(key), c->id.tenant, c->id.user);
+	snprintf(now, sizeof(now), "%lld", (long long)util_now_ms());
+	if (!redis_ready() || rlink_cmd(srv.rcmd, presence__set_done, q,
+	    "EVALSHA %s 1 %s set %s %s", redis_presence_sha(), key, now, q->status) != 0) {
+		reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
+		presence__cmd_free(q);
+	}
+}
+
+void
+presence_set(struct conn *c, const char *idjson, json_t *msg)
+{
+	const char *status = json_string_value(json_object_get(msg, "status"));
+	struct cmd_req *q;
+	int known = 0;
+
+	for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+		known |= strcmp(status, statuses[i]) == 0;
+	if (!known) {
+		reply_error(c, idjson, "bad_request",
+		    "status must be online, away, busy or invisible");
+		return;
+	}
+	q = xcalloc(1, sizeof(*q));
+	snprintf(q->status, sizeof(q->status), "%s", status);
+	reply_req_init(&q->req, c, idjson);
+	limit_take(c->id.tenant, c->id.user, LIMIT_PRESENCE, presence__set_limited, q);
+}
+
+static void
+presence__got(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct cmd_req *q = priv;
+	json_t *list;
+
+	(void)ac;
+	if (rlink_failed(r) || r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)q->k->n) {
+		reply_error(q->req.c, q->req.idjson, "unavailable", "message bus unavailable; retry");
+		presence__cmd_free(q);
+		return;
+	}
+	list = json_array();
+	for (int i = 0; i < q->k->n; i++) {
+		redisReply *e = r->element[i];
+		const char *status = "offline", *seen = "";
+		json_t *seen_json;
+
+		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2) {
+			status = presence__str(e->element[0]);
+			seen = presence__str(e->element[1]);
+		}
+		seen_json = seen[0] ? json_integer(strtoll(seen, NULL, 10)) : json_null();
+		json_array_append_new(list, json_pack("{s:s, s:s, s:o}", "user",
+		    strchr(q->k->tu[i], '/') + 1, "status", status, "last_seen", seen_json));
+	}
+	reply_ack(q->req.c, q->req.idjson, json_pack("{s:o}", "presence", list));
+	presence__cmd_free(q);
+}
+
+void
+presence_get(struct conn *c, const char *idjson, json_t *msg)
+{
+	json_t *users = json_object_get(msg, "users"), *v;
+	struct cmd_req *q;
+	size_t i;
+
+	if (json_array_size(users) == 0) {
+		reply_ack(c, idjson, json_pack("{s:[]}", "presence"));
+		return;
+	}
+	q = xcalloc(1, sizeof(*q));
+	reply_req_init(&q->req, c, idjson);
+	q->k = xcalloc(1, sizeof(*q->k));
+	q->k->tu = xmalloc(json_array_size(users) * sizeof(*q->k->tu));
+	json_array_foreach(users, i, v)
+		snprintf(q->k->tu[q->k->n++], PRESENCE_TU, "%s/%s", c->id.tenant,
+		    json_string_value(v));
+	if (presence__call_users("get", q->k, presence__got, q) != 0) {
+		reply_error(c, idjson, "unavailable", "message bus unavailable; retry");
+		presence__cmd_free(q);
+	}
+}
+
+/* ---------------------------------------------- room:members with presence */
+
+struct members_req {
+	struct reply_req req;
+	json_t *obj;			/* owned: the ack's fields */
+	struct keyed_call k;		/* the members, in order */
+};
+
+static void
+presence__members_free(struct members_req *q)
+{
+	reply_req_done(&q->req);
+	json_decref(q->obj);
+	free(q->k.tu);
+	free(q);
+}
+
+static void
+presence__members_got(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct members_req *q = priv;
+	json_t *members = json_object_get(q->obj, "members");
+
+	(void)ac;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)q->k.n) {
+		for (int i = 0; i < q->k.n; i++) {
+			redisReply *e = r->element[i];
+			json_t *m = json_array_get(members, (size_t)i);
+			const char *seen;
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+				continue;
+			seen = presence__str(e->element[1]);
+			json_object_set_new(m, "status", json_string(presence__str(e->element[0])));
+			json_object_set_new(m, "last_seen",
+			    seen[0] ? json_integer(strtoll(seen, NULL, 10)) : json_null());
+		}
+	}
+	/* Without Redis the members go without their presence. */
+	reply_ack(q->req.c, q->req.idjson, json_incref(q->obj));
+	presence__members_free(q);
+}
+
+void
+presence_members_ack(struct conn *c, const char *idjson, const char *obj)
+{
+	struct members_req *q = xcalloc(1, sizeof(*q));
+	json_t *members, *m;
+	size_t i;
+
+	reply_req_init(&q->req, c, idjson);
+	q->obj = json_loads(obj, 0, NULL);
+	members = json_object_get(q->obj, "members");
+	if (!json_is_object(q->obj) || json_array_size(members) == 0) {
+		if (q->obj != NULL)
+			reply_ack(c, idjson, json_incref(q->obj));
+		else
+			reply_error(c, idjson, "internal", "a read built no answer");
+		presence__members_free(q);
+		return;
+	}
+	q->k.tu = xmalloc(json_array_size(members) * sizeof(*q->k.tu));
+	json_array_foreach(members, i, m)
+		snprintf(q->k.tu[q->k.n++], PRESENCE_TU, "%s/%s", c->id.tenant,
+		    json_string_value(json_object_get(m, "user")) ?
+		    json_string_value(json_object_get(m, "user")) : "");
+	if (presence__call_users("get", &q->k, presence__members_got, q) != 0) {
+		reply_ack(c, idjson, json_incref(q->obj));
+		presence__members_free(q);
+	}
+}

@@ -8,6 +8,7 @@
 #include "chat/personal.h"
 #include "chat/readview.h"
 #include "chat/standing.h"
+#include "chat/typing.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -324,6 +325,8 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 		msgextra_free(&extra);
 		return;
 	}
+	/* The message is on its way: its author no longer types. */
+	typing_sent(sub);
 	sr = xcalloc(1, sizeof(*sr));
 	snprintf(sr->room, sizeof(sr->room), "%s", room_id);
 	snprintf(sr->cmid, sizeof(sr->cmid), "%s", cmid);

@@ -119,7 +119,12 @@ void conn_on_open(conn_hook *fn);
  * chat/room's, which registers these): a subscription's room id, for
  * conn_find_sub; and marking one whose queued events were replaced by a
  * room:gap, which gets nothing more until the client joins again. */
-void conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s));
+void conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s),
+    int64_t (*seq)(const struct sub *s));
+/* An event stream's cursor: "room=seq,..." of its subscriptions, the last
+ * seq each was given (what Last-Event-ID brings back), room's being seq.
+ * Its length. */
+size_t conn_cursor(const struct conn *c, const char *room, int64_t seq, char *buf, size_t len);
 void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
 
@@ -132,7 +137,7 @@ struct conn_list {
 };
 /* Appends c (and sets *flag) unless *flag is set. 1: appended. */
 int conn_list_add(struct conn_list *l, struct conn *c, uint8_t *flag);
-/* An open WebSocket that is not closing. */
+/* An open WebSocket (or a room event stream: a user's) that is not closing. */
 int conn_open(const struct conn *c);
 
 /* Queue an outbuf (takes a new ref) to be written at the end of the loop

@@ -5,6 +5,9 @@
 #include "net/http_req.h"
 #include "net/sse.h"
 #include "net/ws.h"
+#include "net/admit.h"
+#include "chat/join.h"
+#include "proto/cursor.h"
 #include "lib/cidr.h"
 #include "lib/util.h"
 #include "proc/log.h"
@@ -31,7 +34,7 @@
 typedef void http_handler(struct conn *c, struct http_req *r);
 
 static http_handler http__ws, http__health, http__ready, http__monitoring_json,
-    http__monitoring_stream, http__metrics, http__login, http__asset;
+    http__monitoring_stream, http__metrics, http__login, http__asset, http__events;
 
 /* The routes: an exact path, the methods it answers, the largest body it
  * takes, and whether it is for admins (http__admitted, checked in
@@ -46,6 +49,7 @@ static const struct http_route {
 	http_handler *fn;
 } http_routes[] = {
 	{ "/ws", HTTP_M(HTTP_GET), 0, "GET", 0, http__ws },
+	{ "/api/events", HTTP_M(HTTP_GET), 0, "GET", 0, http__events },
 	{ "/health", HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__health },
 	{ "/ready", HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__ready },
 	{ "/api/monitoring/websocket", HTTP_GET_HEAD, 0, "GET, HEAD", 1, http__monitoring_json },
@@ -172,6 +176,55 @@ http__ws(struct conn *c, struct http_req *r)
 
 	if (ws_upgrade(c, r, &no) != 0)
 		http_respond_error(c, r, no.status, no.why, no.header);
+}
+
+/* GET /api/events?rooms=a,b: a user's room event stream (docs/protocol.md
+ * section 9). The arguments are read before the door, the door is the
+ * WebSocket's; then the head, and each room is joined (chat/join.c). */
+static void
+http__events(struct conn *c, struct http_req *r)
+{
+	int max = srv.cfg->max_rooms_per_conn;
+	struct cursor_entry *rooms = xcalloc((size_t)max, sizeof(*rooms));
+	size_t arglen = (size_t)max * (UTIL_ID_MAX + 24) + 1, n;
+	char *arg = xmalloc(arglen);
+	const char *last, *ua;
+	struct auth_identity id;
+	struct ws_refusal no;
+	int nrooms = -1;
+
+	if (http_req_arg(r, "rooms", arg, arglen) == 0)
+		nrooms = cursor_rooms(arg, strlen(arg), rooms, max);
+	if (nrooms < 0) {
+		http_respond_error(c, r, 400, "rooms: room ids separated by commas, each once, "
+		    "at most max_rooms_per_conn", NULL);
+		goto done;
+	}
+	last = http_req_header(r, "Last-Event-ID", &n);
+	if (last == NULL && http_req_arg(r, "last_event_id", arg, arglen) == 0) {
+		last = arg;
+		n = strlen(arg);
+	}
+	if (last != NULL && (n >= arglen || cursor_parse(last, n, rooms, nrooms) != 0)) {
+		http_respond_error(c, r, 400, "Last-Event-ID: room=seq pairs separated by commas",
+		    NULL);
+		goto done;
+	}
+	if (ws_admit(c, r, &id, &no) != 0) {
+		metrics_refused(c->ip, no.status, no.why);
+		http_respond_error(c, r, no.status, no.why, no.header);
+		goto done;
+	}
+	conn_set_identity(c, &id);
+	admit_conn_opened(c->ip, id.tenant, id.user);
+	ua = http_req_header(r, "User-Agent", &n);
+	metrics_conn_opened(c->ip, id.tenant, id.user, ua, ua ? n : 0);
+	sse_open(c, SSE_ROOMS);		/* r is gone */
+	for (int i = 0; i < nrooms; i++)
+		join_stream(c, rooms[i].room, rooms[i].seq);
+done:
+	free(arg);
+	free(rooms);
 }
 
 static void

@@ -48,6 +48,9 @@ outbuf__alloc(size_t cap)
 	b->cap = (uint32_t)cap;
 	b->nframes = 0;
 	b->seq = b->last_seq = b->ts_ms = 0;
+	b->sse = NULL;
+	b->parts = NULL;
+	b->raw = 0;
 	b->room[0] = '\0';
 	return b;
 }
@@ -74,6 +77,7 @@ outbuf_raw(const char *bytes, size_t len)
 
 	memcpy(b->data, bytes, len);
 	b->len = (uint32_t)len;
+	b->raw = 1;
 	return b;
 }
 
@@ -154,8 +158,78 @@ outbuf_ref(struct outbuf *b)
 void
 outbuf_unref(struct outbuf *b)
 {
-	if (b != NULL && --b->refs == 0)
+	if (b != NULL && --b->refs == 0) {
+		outbuf_unref(b->sse);
+		for (uint32_t i = 0; b->parts != NULL && i < b->nframes; i++)
+			outbuf_unref(b->parts[i]);
+		free(b->parts);
 		free(b);
+	}
+}
+
+/* The type of an event JSON text that starts {"type":"..." (chatd's all
+ * do), else "message"; *n its length. */
+static const char *
+outbuf__type(const unsigned char *p, size_t len, size_t *n)
+{
+	static const char key[] = "{\"type\":\"";
+	const char *t = (const char *)p + sizeof(key) - 1, *q;
+
+	if (len > sizeof(key) && memcmp(p, key, sizeof(key) - 1) == 0 &&
+	    (q = memchr(t, '"', len - (sizeof(key) - 1))) != NULL && q > t) {
+		*n = (size_t)(q - t);
+		return t;
+	}
+	*n = 7;
+	return "message";
+}
+
+struct outbuf *
+outbuf_as_sse(struct outbuf *b)
+{
+	static const char ev[] = "event: ", da[] = "\ndata: ", end[] = "\n\n";
+	const unsigned char *p, *stop = b->data + b->len;
+	struct outbuf *s;
+	size_t need = 0, tn;
+
+	if (b->raw)
+		return b;
+	if (b->sse != NULL)
+		return b->sse;
+	for (p = b->data; p < stop;) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+
+		outbuf__type(payload, (size_t)len, &tn);
+		need += sizeof(ev) + tn + sizeof(da) + (size_t)len + sizeof(end);
+		p = payload + len;
+	}
+	s = outbuf__alloc(need);
+	for (p = b->data; p < stop;) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+		const char *t = outbuf__type(payload, (size_t)len, &tn);
+
+		memcpy(s->data + s->len, ev, sizeof(ev) - 1);
+		s->len += sizeof(ev) - 1;
+		memcpy(s->data + s->len, t, tn);
+		s->len += (uint32_t)tn;
+		memcpy(s->data + s->len, da, sizeof(da) - 1);
+		s->len += sizeof(da) - 1;
+		memcpy(s->data + s->len, payload, (size_t)len);
+		s->len += (uint32_t)len;
+		memcpy(s->data + s->len, end, sizeof(end) - 1);
+		s->len += sizeof(end) - 1;
+		p = payload + len;
+	}
+	s->raw = 1;
+	s->nframes = b->nframes;
+	s->seq = b->seq;
+	s->last_seq = b->last_seq;
+	s->ts_ms = b->ts_ms;
+	memcpy(s->room, b->room, sizeof(s->room));
+	b->sse = s;
+	return s;
 }
 
 /* The first unsigned number after key. A body is a JSON string, whose
@@ -188,4 +262,41 @@ outbuf_scan_ts(const char *json, size_t len)
 	static const char key[] = "\"ts\":";
 
 	return outbuf__scan(json, len, key, sizeof(key) - 1);
+}
+
+struct outbuf **
+outbuf_sse_events(struct outbuf *b, uint32_t *n)
+{
+	static const char ev[] = "event: ", da[] = "\ndata: ";
+	const unsigned char *p = b->data, *stop = b->data + b->len;
+	uint32_t i = 0;
+
+	*n = b->nframes;
+	if (b->parts != NULL)
+		return b->parts;
+	b->parts = xcalloc(b->nframes ? b->nframes : 1, sizeof(*b->parts));
+	for (; p < stop && i < b->nframes; i++) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+		size_t tn;
+		const char *t = outbuf__type(payload, (size_t)len, &tn);
+		struct outbuf *e = outbuf__alloc(sizeof(ev) + tn + sizeof(da) + (size_t)len + 1);
+
+		memcpy(e->data, ev, sizeof(ev) - 1);
+		e->len = sizeof(ev) - 1;
+		memcpy(e->data + e->len, t, tn);
+		e->len += (uint32_t)tn;
+		memcpy(e->data + e->len, da, sizeof(da) - 1);
+		e->len += sizeof(da) - 1;
+		memcpy(e->data + e->len, payload, (size_t)len);
+		e->len += (uint32_t)len;
+		e->data[e->len++] = '\n';
+		e->raw = 1;
+		e->nframes = 1;
+		e->seq = e->last_seq = outbuf_scan_seq((const char *)payload, (size_t)len);
+		memcpy(e->room, b->room, sizeof(e->room));
+		b->parts[i] = e;
+		p = payload + len;
+	}
+	return b->parts;
 }

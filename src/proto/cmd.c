@@ -14,6 +14,7 @@
 #include "chat/search.h"
 #include "chat/roomcmd.h"
 #include "chat/session.h"
+#include "chat/typing.h"
 
 /* The dispatcher's copy of the table: the handlers, at the decoder's
  * indexes. */

@@ -76,6 +76,8 @@ static const struct proto_command proto_commands[] = {
 		{ "status", PK_STRING, 1, 16 }, PROTO__END } },
 	{ "presence:get", PROTO_HANDLER(presence_get), {
 		{ "users", PK_IDS, 1, 100 }, PROTO__END } },
+	{ "typing:start", PROTO_HANDLER(typing_cmd_start), { { "room", PK_ID, 1, 0 }, PROTO__END } },
+	{ "typing:stop", PROTO_HANDLER(typing_cmd_stop), { { "room", PK_ID, 1, 0 }, PROTO__END } },
 	{ "auth:refresh", PROTO_HANDLER(session_refresh), {
 		{ "token", PK_STRING, 1, 8192 }, PROTO__END } },
 	{ "room:list", PROTO_HANDLER(roomread_list), { PROTO__END } },

@@ -136,6 +136,45 @@ def test_positions_only_move_forward_and_read_implies_delivered(server, tenant):
     run(main())
 
 
+def test_two_workers_racing_keep_the_largest(server, tenant):
+    """bob's two connections, on both workers, mark four rooms at once, in
+    opposite orders: every ack is at least what it asked, the positions end
+    at the largest, and no batch had to be retried alone (rows are locked in
+    one order, so the two workers' statements never deadlock)."""
+    async def main():
+        alice = await Session.open(server, "alice", tenant)
+        bobs = [await open_where(server, lambda w, n=n: w == n, "bob", tenant)
+                for n in range(2)]
+        rooms = []
+        for _ in range(4):
+            room = unique_id("room")
+            await alice.ok("room:create", room=room, name="race", members=["bob"])
+            await alice.ok("room:join", room=room)
+            for i in range(20):
+                await alice.ok("message:send", room=room, body=f"m{i}",
+                               client_msg_id=unique_id("c"))
+            rooms.append(room)
+        asked = []
+        for seq in range(1, 21):
+            for k, bob in enumerate(bobs):
+                order = rooms if k == 0 else rooms[::-1]
+                for room in order:
+                    read = (seq + k) % 2 == 0
+                    waiter = await bob.start("receipt:read" if read else "receipt:delivered",
+                                             room=room, seq=seq)
+                    asked.append((waiter, room, seq, read))
+        replies = await asyncio.wait_for(asyncio.gather(*(a[0] for a in asked)), 20)
+        for reply, (_, room, seq, read) in zip(replies, asked):
+            assert reply.get("type") == "ack" and reply["room"] == room, reply
+            assert reply["delivered_seq"] >= seq and (not read or reply["read_seq"] >= seq), \
+                (seq, read, reply)
+            assert reply["delivered_seq"] >= reply["read_seq"], reply
+        for room in rooms:
+            assert db_positions(tenant, room, "bob") == (20, 20), room
+        assert "receipts: a batch" not in server.log(), "a batch was retried alone"
+    run(main(), timeout=45)
+
+
 def test_who_may_send_receipts(server, tenant):
     async def main():
         alice = await Client.connect(server, "alice", tenant)

@@ -23,7 +23,8 @@
  * $6, $7 its seq and author when it was found in the room stream instead
  * (not yet synced), else NULL. The readers: members not banned, not the
  * author, read_seq at or past the message's seq, in the order of the index
- * room_members_read (furthest read first, then by user id).
+ * room_members_read (furthest read first, then by user id; a reader has
+ * delivered_seq > 0, said so that the partial index serves).
  */
 static const char seen_sql[] =
 "WITH " READVIEW_STANDING("$1", "$2", "$3", "$4::boolean") ","
@@ -34,7 +35,8 @@ static const char seen_sql[] =
 "  WHERE st.reader AND $6::bigint IS NOT NULL),"
 " u AS (SELECT x.user_id, row_number() OVER (ORDER BY x.read_seq DESC, x.user_id) AS n"
 "  FROM room_members x, m WHERE NOT m.deleted AND x.tenant = $1 AND x.room_id = $2"
-"   AND x.read_seq >= m.seq AND NOT x.banned AND x.user_id <> m.user_id"
+"   AND x.delivered_seq > 0 AND x.read_seq >= m.seq AND NOT x.banned"
+"   AND x.user_id <> m.user_id"
 "  ORDER BY x.read_seq DESC, x.user_id LIMIT " RECEIPT_SEEN_MAX " + 1)"
 " SELECT st.reader, (SELECT NOT m.deleted FROM m),"
 "  (SELECT jsonb_build_object('room', $2::text, 'msg_id', $5::text, 'seq', m.seq,"

@@ -11,11 +11,11 @@
 
 /*
  * One statement for a batch ($1, $2, $3, $4: tenants, rooms, users, tenant
- * admin flags, as arrays in the same order): the room, the membership, and a new membership when
- * the room is public and there is none. One statement is one transaction,
- * so a batch costs one commit (one WAL flush) however many checks it
- * holds; a check's answer is the row whose first column is its place in
- * the arrays (none: no such room).
+ * admin flags, as arrays in the same order): the room, the membership, and
+ * a new membership when the room is public and there is none. One
+ * statement is one transaction, so a batch costs one commit (one WAL
+ * flush) however many checks it holds; a check's answer is the row whose
+ * first column is its place in the arrays (none: no such room); $5 below.
  *
  * A tenant admin (token role admin; $4) joins a support room it is not a
  * member of as a moderator: the only private room a join makes a member

@@ -107,7 +107,15 @@ def stream(srv, user, tenant, rooms, last_id=None, bearer=True):
         path += f"&token={token}"
     if last_id is not None:
         headers["Last-Event-ID"] = last_id
-    return Stream(srv.port, path, headers)
+    # As EventSource does: a connection refused or reset (a worker just
+    # killed) is tried again.
+    for attempt in range(20):
+        try:
+            return Stream(srv.port, path, headers)
+        except (ConnectionResetError, ConnectionRefusedError, AssertionError):
+            if attempt == 19:
+                raise
+            time.sleep(0.1)
 
 
 def news(events):
@@ -191,7 +199,7 @@ def resume_case(srv, tenant, disrupt, total=2000):
         await asyncio.to_thread(s.take, 1, lambda e: e["type"] == "room:joined")
         sender = asyncio.create_task(send_pipelined(
             alice, room, [(unique_id("m"), f"m{i}") for i in range(total)], timeout=30))
-        first = await asyncio.to_thread(s.take, total // 3, lambda e: e["type"] == "message:new",
+        first = await asyncio.to_thread(s.take, total * 3 // 5, lambda e: e["type"] == "message:new",
                                         30)
         last_id = s.last_id
         s.close()

@@ -167,18 +167,24 @@ outbuf_unref(struct outbuf *b)
 	}
 }
 
-/* The type of an event JSON text that starts {"type":"..." (chatd's all
- * do), else "message"; *n its length. */
+/* The "type" of an event JSON text, else "message"; *n its length. */
 static const char *
 outbuf__type(const unsigned char *p, size_t len, size_t *n)
 {
-	static const char key[] = "{\"type\":\"";
-	const char *t = (const char *)p + sizeof(key) - 1, *q;
+	static const char key[] = "\"type\":";
+	const char *end = (const char *)p + len, *t, *q;
 
-	if (len > sizeof(key) && memcmp(p, key, sizeof(key) - 1) == 0 &&
-	    (q = memchr(t, '"', len - (sizeof(key) - 1))) != NULL && q > t) {
-		*n = (size_t)(q - t);
-		return t;
+	/* In a JSON string every quote is escaped, so the key is never found
+	 * inside one; PostgreSQL's jsonb text puts it last, after a space. */
+	t = memmem(p, len, key, sizeof(key) - 1);
+	if (t != NULL) {
+		for (t += sizeof(key) - 1; t < end && *t == ' '; t++)
+			;
+		if (t < end && *t == '"' && (q = memchr(t + 1, '"', (size_t)(end - t - 1))) != NULL &&
+		    q > t + 1) {
+			*n = (size_t)(q - t - 1);
+			return t + 1;
+		}
 	}
 	*n = 7;
 	return "message";
@@ -243,7 +249,10 @@ outbuf__scan(const char *json, size_t len, const char *key, size_t klen)
 
 	if (p == NULL)
 		return 0;
-	for (p += klen; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
+	/* PostgreSQL's jsonb text has a space after the colon. */
+	for (p += klen; p < end && *p == ' '; p++)
+		;
+	for (; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
 		v = v * 10 + (*p - '0');
 	return v;
 }

@@ -73,6 +73,11 @@ def proto_seeds():
     w("room_members", frame({"type": "room:members", "id": "m", "room": "general",
                              "after": "alice", "limit": 200}))
     w("room_read", frame({"type": "room:read", "id": "r", "room": "general", "seq": 41}))
+    w("receipt_delivered", frame({"type": "receipt:delivered", "id": "r", "room": "general",
+                                  "seq": 41}))
+    w("receipt_read", frame({"type": "receipt:read", "id": "r", "room": "general", "seq": 41}))
+    w("message_seen", frame({"type": "message:seen", "id": "r", "room": "general",
+                             "msg_id": "m1"}))
     w("message_thread", frame({"type": "message:thread", "id": "t", "room": "general",
                                "msg_id": "m1", "before": 100, "limit": 100}))
     w("message_edits", frame({"type": "message:edits", "id": "e", "room": "general",

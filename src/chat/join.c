@@ -30,6 +30,7 @@ struct join_op {
 	char role[16];
 	json_t *result;			/* owned */
 	json_t *typing;			/* owned: the typists read, for the ack */
+	json_t *receipts;		/* owned: the members' positions (member.c) */
 	int reads;			/* history and typists not yet answered */
 	int64_t last_seq;
 	const char *err_code;
@@ -103,6 +104,7 @@ join__free(struct join_op *op)
 {
 	json_decref(op->result);
 	json_decref(op->typing);
+	json_decref(op->receipts);
 	free(op->idjson);
 	conn_unref(op->c);
 	free(op);
@@ -139,9 +141,10 @@ join__history_done(const struct history_result *h, void *arg)
 	} else {
 		events = history_events_json(h);
 		op->last_seq = h->last_seq;
-		op->result = json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:[]}",
+		op->result = json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:O}",
 		    "room", op->room, "role", op->role, "last_seq", (json_int_t)h->last_seq,
-		    "recovered", h->recovered, "events", events, "presence", "typing", "receipts");
+		    "recovered", h->recovered, "events", events, "presence", "typing",
+		    "receipts", op->receipts);
 	}
 	join__read_done(op);
 }
@@ -214,6 +217,12 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 		return;
 	}
 	snprintf(op->role, sizeof(op->role), "%s", info->role);
+	json_decref(op->receipts);
+	op->receipts = info->receipts ? json_loads(info->receipts, 0, NULL) : NULL;
+	if (!json_is_array(op->receipts)) {
+		json_decref(op->receipts);
+		op->receipts = json_array();
+	}
 	/* Joining again (say with a new since) replaces the subscription. */
 	old = conn_find_sub(c, op->room);
 	if (old != NULL)

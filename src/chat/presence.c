@@ -414,7 +414,7 @@ presence__delta(struct conn *c, int d)
 	intptr_t v;
 
 	/* A user's WebSocket or room event stream (an identity). */
-	if (c->idnames == NULL || !started)
+	if (c->idnames == NULL || c->kind == CONN_HTTP || !started)
 		return;
 	snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
 	if (deltas == NULL)
@@ -469,7 +469,7 @@ presence__resync(void)
 	for (struct conn *c = conn_first(); c != NULL; c = c->next) {
 		char tu[PRESENCE_TU];
 
-		if (c->idnames == NULL || c->killing)
+		if (c->idnames == NULL || c->kind == CONN_HTTP || c->killing)
 			continue;
 		snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
 		hmap_put(abs, tu, (void *)((intptr_t)hmap_get(abs, tu) + 1));

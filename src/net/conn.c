@@ -38,6 +38,7 @@ static const char *(*sub_room)(const struct sub *s);
 static int64_t (*sub_seq)(const struct sub *s);
 static void (*sub_gapped)(struct sub *s);
 static int nhooks;
+static conn_http_answer *http_answer;
 static conn_hook *open_hooks[CONN_HOOKS_MAX];
 static int nopen_hooks;
 
@@ -76,6 +77,33 @@ conn_cursor(const struct conn *c, const char *room, int64_t seq, char *buf, size
 		n += (size_t)w;
 	}
 	return n;
+}
+
+void
+conn_set_http_answer(conn_http_answer *fn)
+{
+	http_answer = fn;
+}
+
+void
+conn_http_answer_json(struct conn *c, int status, const char *json, size_t len,
+    const char *headers)
+{
+	if (http_answer != NULL)
+		http_answer(c, status, json, len, headers);
+}
+
+void
+conn_set_request_identity(struct conn *c, const struct auth_identity *id)
+{
+	size_t luser = strlen(id->user) + 1, ltenant = strlen(id->tenant) + 1;
+
+	free(c->idnames);
+	c->idnames = xmalloc(luser + ltenant);
+	c->id.user = memcpy(c->idnames, id->user, luser);
+	c->id.tenant = memcpy(c->idnames + luser, id->tenant, ltenant);
+	c->id.exp = id->exp;
+	c->id.admin = id->admin;
 }
 
 void

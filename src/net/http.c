@@ -5,6 +5,7 @@
 #include "net/http_req.h"
 #include "net/sse.h"
 #include "net/ws.h"
+#include "net/rest.h"
 #include "net/admit.h"
 #include "chat/join.h"
 #include "proto/cursor.h"
@@ -76,6 +77,11 @@ http__route(const struct http_req *r)
 static uint64_t
 http__body_limit(const struct http_req *r)
 {
+	size_t n;
+	const char *path = http_req_path(r, &n);
+
+	if (http__route(r) == &http_asset_route && rest_path(path, n))
+		return REST_MAX_BODY;
 	return http__route(r)->max_body;
 }
 
@@ -84,6 +90,7 @@ http__reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
+	case 201: return "Created";
 	case 303: return "See Other";
 	case 304: return "Not Modified";
 	case 400: return "Bad Request";
@@ -92,6 +99,7 @@ http__reason(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 409: return "Conflict";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 426: return "Upgrade Required";
@@ -438,6 +446,10 @@ http__handle(struct conn *c, struct http_req *r)
 		http_respond_error(c, r, 405, "method not allowed", allow);
 		return;
 	}
+	if (route == &http_asset_route && rest_path(path, n)) {
+		rest_handle(c, r);
+		return;
+	}
 	if (route->admin || (route->fn == http__asset && http__admin_asset(path, n))) {
 		if (!http__admitted(c, r)) {
 			http__unauthorized(c, r, route->fn == http__asset && http__page(path, n),
@@ -488,6 +500,11 @@ http__read(struct conn *c, char *data, size_t n)
 		http__handle(c, r);
 		if (c->kind != CONN_HTTP || c->end_after_write || c->killing)
 			return;		/* upgraded, streaming, or ending */
+		if (c->rest == CONN_REST_DEFERRED) {
+			/* A command waits for its answer (http__answer). */
+			conn_pause_reading(c, 1);
+			return;
+		}
 		http_req_next(r);
 		c->start_ms = uv_now(srv.loop);
 		if (c->qbytes > HTTP_QUEUE_MAX) {
@@ -498,10 +515,34 @@ http__read(struct conn *c, char *data, size_t n)
 	}
 }
 
+/* A command's answer on an HTTP connection (proto/reply.c, through
+ * net/conn): the response, then, if the command had to wait, the next
+ * request (reading resumes once the response is written). */
+static void
+http__answer(struct conn *c, int status, const char *json, size_t len, const char *headers)
+{
+	char all[256];
+
+	if (c->rest == CONN_REST_NONE || c->req == NULL || c->phase != CONN_OPEN || c->killing)
+		return;
+	snprintf(all, sizeof(all), "Cache-Control: no-store\r\n%s", headers ? headers : "");
+	http_respond(c, c->req, status, "application/json", json, len, all);
+	if (c->rest == CONN_REST_WAITING) {
+		c->rest = CONN_REST_ANSWERED;
+		return;
+	}
+	c->rest = CONN_REST_NONE;
+	if (!c->end_after_write) {
+		http_req_next(c->req);
+		c->start_ms = uv_now(srv.loop);
+	}
+}
+
 void
 http_start(void)
 {
 	conn_set_reader(CONN_HTTP, http__read);
+	conn_set_http_answer(http__answer);
 	assets_scan();
 }
 

@@ -365,6 +365,8 @@ ws__read(struct conn *c, char *data, size_t n)
 static void
 ws__closed(struct conn *c)
 {
+	/* A user's WebSocket or event stream; an HTTP request's user is
+	 * counted nowhere. */
 	if ((c->kind == CONN_WS || c->kind == CONN_SSE) && c->idnames != NULL)
 		admit_conn_closed(c->ip, c->id.tenant, c->id.user);
 }

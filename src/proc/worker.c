@@ -5,6 +5,7 @@
 #include "chat/member.h"
 #include "chat/personal.h"
 #include "chat/presence.h"
+#include "chat/receipt.h"
 #include "chat/typing.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
@@ -166,6 +167,7 @@ worker__finish(void)
 	redis_stop();
 	pgq_close(srv.pg);
 	member_shutdown();
+	receipt_shutdown();
 	pgq_close(srv.pgsync);
 }
 

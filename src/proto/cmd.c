@@ -9,6 +9,7 @@
 #include "chat/msgcmd.h"
 #include "chat/presence.h"
 #include "chat/msgread.h"
+#include "chat/receipt.h"
 #include "chat/roomread.h"
 #include "chat/search.h"
 #include "chat/roomcmd.h"

@@ -775,3 +775,69 @@ presence_members_ack(struct conn *c, const char *idjson, const char *obj)
 		presence__members_free(q);
 	}
 }
+
+/* ---------------------------------------------------- a join ack's presence */
+
+struct read_req {
+	struct keyed_call k;
+	void (*cb)(void *arg, json_t *list);
+	void *arg;
+};
+
+static void
+presence__read_done(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct read_req *q = priv;
+	json_t *list = json_array();
+
+	(void)ac;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)q->k.n) {
+		for (int i = 0; i < q->k.n; i++) {
+			redisReply *e = r->element[i];
+			const char *status, *seen;
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+				continue;
+			status = presence__str(e->element[0]);
+			seen = presence__str(e->element[1]);
+			if (strcmp(status, "offline") == 0)
+				continue;
+			json_array_append_new(list, json_pack("{s:s, s:s, s:o}", "user",
+			    strchr(q->k.tu[i], '/') + 1, "status", status, "last_seen",
+			    seen[0] ? json_integer(strtoll(seen, NULL, 10)) : json_null()));
+		}
+	}
+	q->cb(q->arg, list);
+	free(q->k.tu);
+	free(q);
+}
+
+int
+presence_read(const char *tenant, const char *users, void (*cb)(void *arg, json_t *list),
+    void *arg)
+{
+	struct read_req *q = xcalloc(1, sizeof(*q));
+	size_t n = 1;
+	const char *p;
+
+	for (p = users; *p; p++)
+		n += *p == ',';
+	q->k.tu = xmalloc(n * sizeof(*q->k.tu));
+	for (p = users; *p && q->k.n < (int)n;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len > 0 && len <= UTIL_ID_MAX)
+			snprintf(q->k.tu[q->k.n++], PRESENCE_TU, "%s/%.*s", tenant, (int)len, p);
+		p = comma ? comma + 1 : p + len;
+	}
+	q->cb = cb;
+	q->arg = arg;
+	if (q->k.n == 0 || presence__call_users("get", &q->k, presence__read_done, q) != 0) {
+		free(q->k.tu);
+		free(q);
+		return -1;
+	}
+	return 0;
+}

@@ -227,4 +227,12 @@ def test_join_ack_lists_who_is_online(make_server, tenant):
         assert got == {"alice": "online", "bob": "away"}, ack["presence"]
         ack = await alice.ok("room:join", room="big")
         assert ack["presence"] == [], ack["presence"]
+        # A big room carries a count: who of its members is not offline.
+        info = await alice.ok("room:info", room="big")
+        assert (info["room"]["members"], info["room"]["online"]) == (4, 2), info
+        assert "member_ids" not in info, info
+        await bob.ok("presence:set", status="invisible")
+        await update(alice, "bob", "offline")
+        info = await alice.ok("room:info", room="big")
+        assert info["room"]["online"] == 1, info
     run(main(), timeout=30)

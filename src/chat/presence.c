@@ -30,6 +30,7 @@
  *   settle  KEYS pu... -> per user {1 when it was shown, "offline", seen}
  *   set     KEYS pu; ARGV 3 status -> {changed, shown, seen}
  *   get     KEYS pu... -> per user {shown, seen}
+ *   count   KEYS pu... -> how many are shown not offline
  *   reap    KEYS workers; ARGV 3 REDIS_PREFIX -> {"T/U"...} gone offline
  */
 
@@ -840,4 +841,70 @@ presence_read(const char *tenant, const char *users, void (*cb)(void *arg, json_
 		return -1;
 	}
 	return 0;
+}
+
+/* ------------------------------------------------- room:info's online count */
+
+struct info_req {
+	struct reply_req req;
+	json_t *obj;			/* owned: the ack's fields */
+	struct keyed_call k;
+};
+
+static void
+presence__info_free(struct info_req *q)
+{
+	reply_req_done(&q->req);
+	json_decref(q->obj);
+	free(q->k.tu);
+	free(q);
+}
+
+static void
+presence__counted_online(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct info_req *q = priv;
+
+	(void)ac;
+	/* Without Redis the room goes without its count. */
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_INTEGER)
+		json_object_set_new(json_object_get(q->obj, "room"), "online",
+		    json_integer(r->integer));
+	reply_ack(q->req.c, q->req.idjson, json_incref(q->obj));
+	presence__info_free(q);
+}
+
+void
+presence_info_ack(struct conn *c, const char *idjson, const char *obj)
+{
+	struct info_req *q = xcalloc(1, sizeof(*q));
+	const char *ids, *p;
+	size_t n = 1;
+
+	reply_req_init(&q->req, c, idjson);
+	q->obj = json_loads(obj, 0, NULL);
+	if (!json_is_object(q->obj)) {
+		reply_error(c, idjson, "internal", "a read built no answer");
+		presence__info_free(q);
+		return;
+	}
+	ids = json_string_value(json_object_get(q->obj, "member_ids"));
+	for (p = ids; p != NULL && *p; p++)
+		n += *p == ',';
+	q->k.tu = xmalloc(n * sizeof(*q->k.tu));
+	for (p = ids; p != NULL && *p && q->k.n < (int)n;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len > 0 && len <= UTIL_ID_MAX)
+			snprintf(q->k.tu[q->k.n++], PRESENCE_TU, "%s/%.*s", c->id.tenant, (int)len, p);
+		p = comma ? comma + 1 : p + len;
+	}
+	json_object_del(q->obj, "member_ids");
+	if (q->k.n == 0 || presence__call_users("count", &q->k, presence__counted_online, q) != 0) {
+		json_object_set_new(json_object_get(q->obj, "room"), "online", json_integer(0));
+		reply_ack(c, idjson, json_incref(q->obj));
+		presence__info_free(q);
+	}
 }

@@ -31,6 +31,10 @@ void presence_members_ack(struct conn *c, const char *idjson, const char *obj);
 int presence_read(const char *tenant, const char *users, void (*cb)(void *arg, json_t *list),
     void *arg);
 
+/* room:info's answer (readview's answer hook): its room with online, how
+ * many of its members are not offline (the first 10,000 counted). */
+void presence_info_ack(struct conn *c, const char *idjson, const char *obj);
+
 /* presence:set {status}, presence:get {users}. */
 void presence_set(struct conn *c, const char *idjson, json_t *msg);
 void presence_get(struct conn *c, const char *idjson, json_t *msg);

@@ -72,6 +72,14 @@ if op == 'set' then
   local after, seen = shown(KEYS[1])
   return {before ~= after and 1 or 0, after, seen}
 end
+if op == 'count' then
+  -- KEYS: users' presence. How many are shown not offline.
+  local n = 0
+  for i = 1, #KEYS do
+    if shown(KEYS[i]) ~= 'offline' then n = n + 1 end
+  end
+  return n
+end
 if op == 'get' then
   -- KEYS: users' presence. Per user {shown, last seen}.
   local out = {}

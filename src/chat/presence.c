@@ -611,12 +611,7 @@ presence__set_limited(void *arg, long long retry_ms)
 	struct conn *c = q->req.c;
 	char key[PRESENCE_KEY], now[24];
 
-	if (retry_ms != 0) {
-		if (retry_ms > 0)
-			reply_error_retry(c, q->req.idjson, retry_ms,
-			    "too many presence changes; retry in %lld ms", retry_ms);
-		else
-			reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
+	if (limit_refused(c, q->req.idjson, retry_ms, "presence changes")) {
 		presence__cmd_free(q);
 		return;
 	}

@@ -285,12 +285,7 @@ typing__limited(void *arg, long long retry_ms)
 	struct typing_req *q = arg;
 	struct conn *c = q->req.c;
 
-	if (retry_ms > 0)
-		reply_error_retry(c, q->req.idjson, retry_ms, "typing too often; retry in %lld ms",
-		    retry_ms);
-	else if (retry_ms < 0)
-		reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
-	else if (conn_open(c))
+	if (!limit_refused(c, q->req.idjson, retry_ms, "typing:start") && conn_open(c))
 		typing__apply(c, q->req.idjson, q->room, 1);
 	reply_req_done(&q->req);
 	free(q);

@@ -1,5 +1,8 @@
-/* loadgen: one WebSocket connection's life, from connect() to its last frame.
- * Everything here runs from the epoll loop in loadgen.c and never blocks. */
+/* loadgen: one connection's life, from connect() to its last frame: a
+ * WebSocket, or a reader of the room event stream (--sse, whose request and
+ * parsing are lg_sse.c's; what it reads is handled here, as a WebSocket
+ * reader's frames are). Everything here runs from the epoll loop in
+ * loadgen.c and never blocks. */
 #include "lg_run.h"
 
 #include <arpa/inet.h>
@@ -19,6 +22,7 @@
 #endif
 
 static void conn__set_events(struct conn *c, uint32_t ev, int op);
+static void conn__hello(struct conn *c);
 
 static void *
 xrealloc(void *p, size_t n)
@@ -244,6 +248,13 @@ conn__connected(struct conn *c)
 		conn__fail(c, err == ECONNREFUSED ? "connect_refused" : "connect");
 		return;
 	}
+	if (c->sse) {
+		/* A stream reader's "hello" is its TCP connection: its request
+		 * names its room, so it goes when the room exists (conn_join). */
+		conn__set_events(c, EPOLLIN, EPOLL_CTL_MOD);
+		conn__hello(c);
+		return;
+	}
 	ws_make_key(c->key);
 	n = snprintf(req, sizeof(req), "GET %s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
 	    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
@@ -304,16 +315,25 @@ conn__upgrade_answer(struct conn *c, const char *p, size_t len)
 	return end + 4 - p;
 }
 
-/* Both count as one request in flight until the join's answer. */
+/* Both count as one request in flight until the join's answer. A stream
+ * reader's join is its request: the stream's room:joined answers it. */
 void
 conn_join(struct conn *c)
 {
-	char msg[256];
+	char msg[256], req[2048];
+	int n;
 
 	if (c->state != C_CREATING)
 		g.joins_inflight++;
 	c->state = C_JOINING;
 	c->t_start = mono_ns();
+	if (c->sse) {
+		if ((n = sse_request(c, req, sizeof(req))) < 0)
+			conn__fail(c, "request_too_long");
+		else
+			conn__write(c, req, (size_t)n);
+		return;
+	}
 	conn__send_text(c, msg, snprintf(msg, sizeof(msg),
 	    "{\"type\":\"room:join\",\"id\":\"j\",\"room\":\"%s\"}", g.rooms[c->room].id));
 }
@@ -370,8 +390,8 @@ conn__join_later(struct conn *c, const char *p, size_t len)
 	g.retry_at[slot] = mono_ns() + ms * 1000000ull + (rnd_next() % (ms * 500000ull + 1));
 }
 
-static void
-conn__joined(struct conn *c)
+void
+conn_joined(struct conn *c)
 {
 	uint64_t now = mono_ns();
 
@@ -444,15 +464,57 @@ conn__find_body(const char *p, const char *end)
 	return NULL;
 }
 
+/* The room's seq of a message:new: {"type":"message:new","room":"..","seq":N
+ * as chatd writes it, else wherever it is. 0 when none. */
+static uint64_t
+conn__seq(const char *p, size_t len)
+{
+	static const char head[] = "{\"type\":\"message:new\",\"room\":\"";
+	const char *end = p + len, *q = NULL, *v;
+	size_t vlen;
+	uint64_t seq = 0;
+
+	if (STARTS(p, len, head))
+		q = memchr(p + sizeof(head) - 1, '"', len - (sizeof(head) - 1));
+	if (q != NULL && end - q > 8 && memcmp(q, "\",\"seq\":", 8) == 0) {
+		v = q + 8;
+		vlen = (size_t)(end - v);
+	} else if (json_field(p, len, "seq", &v, &vlen) != 0) {
+		return 0;
+	}
+	for (size_t i = 0; i < vlen && v[i] >= '0' && v[i] <= '9'; i++)
+		seq = seq * 10 + (uint64_t)(v[i] - '0');
+	return seq;
+}
+
+/* Each reader gets its room's messages in seq order, each once and none
+ * skipped (one room per connection, and after set-up only messages take a
+ * seq): anything else is counted here, apart from what is lost. */
 static void
-conn__message_new(const char *p, size_t len)
+conn__seq_check(struct conn *c, uint64_t seq)
+{
+	if (seq == 0) {
+		g.seq_unknown++;
+		return;
+	}
+	if (c->last_seq != 0 && seq <= c->last_seq)
+		g.seq_disorder++;
+	else if (c->last_seq != 0 && seq != c->last_seq + 1)
+		g.seq_holes++;
+	if (seq > c->last_seq)
+		c->last_seq = seq;
+}
+
+uint64_t
+conn_message_new(struct conn *c, const char *p, size_t len)
 {
 	/* The body is near the end (only ts and client_msg_id follow it):
 	 * search the tail first, the whole frame if that fails. */
 	size_t tail = g.o.body_bytes + 192;
 	const char *end = p + len, *b = NULL;
-	uint64_t ts = 0;
+	uint64_t ts = 0, seq = conn__seq(p, len);
 
+	conn__seq_check(c, seq);
 	if (len > tail)
 		b = conn__find_body(end - tail, end);
 	if (b == NULL)
@@ -460,26 +522,28 @@ conn__message_new(const char *p, size_t len)
 
 	if (b == NULL || b + 9 + LG_DUE_DIGITS >= end) {
 		g.received_other++;
-		return;
+		return seq;
 	}
 	b += 8;
 	if (*b != 'm' && *b != 'w') {
 		g.received_other++;
-		return;
+		return seq;
 	}
 	/* Fixed width (conn_send_message): no branch on the digits. */
 	for (int i = 1; i <= LG_DUE_DIGITS; i++)
 		ts = ts * 10 + (uint64_t)(unsigned char)(b[i] - '0');
 	if (*b == 'w') {
 		g.received_warm++;
-		return;
+		return seq;
 	}
 	g.received++;
+	g.sse_received += c->sse;
 	g.t_last_rx = g.rx_ns;
 	if (g.o.chatty)
 		chatty_delivered();
 	hist_add(&g.lat, g.rx_ns > ts ? g.rx_ns - ts : 0);
 	hist_add(&g.lat_app, g.now_read > ts ? g.now_read - ts : 0);
+	return seq;
 }
 
 static void
@@ -498,7 +562,7 @@ conn__ack(struct conn *c, const char *p, size_t len)
 	}
 	if (idlen == 1 && id[0] == 'j') {
 		if (c->state == C_JOINING)
-			conn__joined(c);
+			conn_joined(c);
 		return;
 	}
 	if (g.o.chatty && chatty_ack(id, idlen))
@@ -556,14 +620,14 @@ conn__error(struct conn *c, const char *p, size_t len)
 	err_count(&g.err, code, clen);
 }
 
-static void
-conn__text(struct conn *c, const char *p, size_t len)
+void
+conn_text(struct conn *c, const char *p, size_t len)
 {
 	const char *type;
 	size_t tlen;
 
 	if (STARTS(p, len, "{\"type\":\"message:new\"")) {
-		conn__message_new(p, len);
+		(void)conn_message_new(c, p, len);
 		if (g.o.chatty)
 			chatty_message_new(c, p, len);
 		return;
@@ -577,7 +641,7 @@ conn__text(struct conn *c, const char *p, size_t len)
 		return;
 	}
 	if (tlen == 11 && memcmp(type, "message:new", 11) == 0) {
-		conn__message_new(p, len);
+		(void)conn_message_new(c, p, len);
 		if (g.o.chatty)
 			chatty_message_new(c, p, len);
 	} else if (g.o.chatty && tlen == 13 && memcmp(type, "typing:update", 13) == 0)
@@ -612,7 +676,7 @@ conn__message(struct conn *c, int opcode, const uint8_t *p, size_t len)
 {
 	g.frames_in++;
 	if (opcode == WS_TEXT)
-		conn__text(c, (const char *)p, len);
+		conn_text(c, (const char *)p, len);
 	else
 		g.received_other++;
 }
@@ -700,7 +764,7 @@ conn__read(struct conn *c)
 	msg.msg_controllen = sizeof(ctl.buf);
 	n = recvmsg(c->fd, &msg, 0);
 	if (n == 0) {
-		conn__lost(c, "eof");
+		conn__lost(c, c->sse ? "stream_ended" : "eof");
 		return;
 	}
 	if (n < 0) {
@@ -723,6 +787,12 @@ conn__read(struct conn *c)
 		}
 	}
 	total = have + (size_t)n;
+	if (c->sse) {
+		off = sse_input(c, (char *)g.buf, total);
+		if (c->fd < 0)
+			return;
+		goto keep;
+	}
 	if (c->state == C_HANDSHAKE) {
 		long k = conn__upgrade_answer(c, (const char *)g.buf, total);
 

@@ -38,6 +38,8 @@ struct conn {
 	uint8_t state;
 	uint8_t pollout;	/* EPOLLOUT armed */
 	uint8_t frag_op;	/* opcode of the message being reassembled */
+	uint8_t sse;		/* reads the room's event stream, not a WebSocket (--sse) */
+	uint8_t sse_open;	/* the stream's 200 head has been read */
 	char key[WS_KEY_LEN + 1];	/* Sec-WebSocket-Key while upgrading */
 	uint64_t t_start;	/* connect() time, then the join's, ns */
 	uint8_t *rbuf;		/* owned: bytes of an incomplete frame */
@@ -49,6 +51,7 @@ struct conn {
 	uint64_t next_id;	/* message:send request ids */
 	uint64_t *ring;		/* owned, senders only: send time by id % LG_ACK_RING */
 	uint16_t retries;	/* join attempts refused so far */
+	uint64_t last_seq;	/* highest seq of a message:new received (order check) */
 };
 
 struct room {
@@ -85,6 +88,8 @@ struct opts {
 	uint32_t body_bytes;
 	uint32_t chatty;	/* people after the senders who type and read (lg_chatty.c) */
 	uint32_t coalesce_ms;	/* the server's typing/receipt coalescing window */
+	int sse;		/* the connections after the senders read the event stream */
+	const char *events_path;	/* the event stream's path (/api/events) */
 	long token_ttl;
 	int nsrc;
 	struct sockaddr_in src[LG_MAX_SRC];
@@ -124,6 +129,13 @@ struct lg {
 	uint64_t sent, sent_warm, acked, acked_warm, expected, send_skipped;
 	uint64_t received, received_warm, received_other;
 	uint64_t frames_in, bytes_in, gaps, pings, lost_conns;
+	/* per reader, a message:new's seq after the previous one's: not above
+	 * it (repeated or reordered), more than one above (a hole), none found */
+	uint64_t seq_disorder, seq_holes, seq_unknown;
+	/* --sse: the readers, their events and comments, their measured
+	 * deliveries, message:new whose "id:" cursor had not the message's seq */
+	uint32_t sse_readers;
+	uint64_t sse_events, sse_comments, sse_received, sse_id_mismatch;
 	struct errtab err;	/* error frames by code, connection losses */
 	struct hist lat;	/* end to end, to the kernel's receive time */
 	struct hist lat_app;	/* end to end, to when loadgen read it */
@@ -152,6 +164,19 @@ void conn_send_text(struct conn *c, const char *text, int len);
 void conn_abandon(struct conn *c, const char *why);
 /* Closes every socket with a reset (no TIME_WAIT left on the ports). */
 void conn_close_all(void);
+/* What arrived, shared by both kinds of reader: a text frame's JSON (or an
+ * event's data); a message:new (latency, deliveries, seq order; returns
+ * its seq, 0 if none found); the join answered. */
+void conn_text(struct conn *c, const char *p, size_t len);
+uint64_t conn_message_new(struct conn *c, const char *p, size_t len);
+void conn_joined(struct conn *c);
+
+/* lg_sse.c: the event stream readers (--sse). The request, or -1 when it
+ * does not fit cap; then every read's bytes: the 200 head first (anything
+ * else fails the connection, and says so on stderr), then the complete
+ * events. Returns the bytes used; the rest is an incomplete event. */
+int sse_request(const struct conn *c, char *buf, size_t cap);
+size_t sse_input(struct conn *c, char *p, size_t len);
 
 /* lg_chatty.c: the chatty room's people (--chatty); the loop calls the
  * first four, lg_conn.c the rest on what arrives. */

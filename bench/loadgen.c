@@ -1,4 +1,5 @@
-/* loadgen: a WebSocket load generator for chatd (bench/README.md).
+/* loadgen: a WebSocket load generator for chatd (bench/README.md); its
+ * readers may read the room event stream instead (--sse, lg_sse.c).
  *
  * One thread, one epoll loop. N connections are opened (paced, spread over
  * source addresses and rooms), each reaches hello and joins its room; then
@@ -108,6 +109,12 @@ usage(FILE *f)
 "                       (typing:start/stop, receipt:read); every connection\n"
 "                       counts typing:update and receipt:update (0)\n"
 "  --coalesce-ms W      the server's coalescing window for the bounds (1000)\n"
+"  --sse                the connections after the senders read their room's\n"
+"                       event stream (GET --events-path?rooms=ROOM&token=JWT,\n"
+"                       Server-Sent Events) instead of a WebSocket; the\n"
+"                       senders stay WebSockets and create the rooms (needs\n"
+"                       --create-rooms and rooms <= senders)\n"
+"  --events-path PATH   the event stream's path (/api/events)\n"
 "  --id-prefix P        prefix of users, rooms and client_msg_ids; unique per\n"
 "                       process ([A-Za-z0-9._:-], at most 32; lg<pid>-)\n"
 "  --setup-timeout S    give up on connections not joined after S seconds (60)\n"
@@ -188,7 +195,7 @@ parse_options(int argc, char **argv)
 		O_HOST = 256, O_PORT, O_PATH, O_CONNS, O_ROOMS, O_SENDERS, O_RATE, O_WARMUP,
 		O_DURATION, O_DRAIN, O_IDLE, O_SECRET, O_TOKEN_CMD, O_TENANT, O_USERS, O_TTL,
 		O_SRC, O_CRATE, O_PENDING, O_JOINS, O_CREATE, O_BODY, O_PREFIX, O_SETUP, O_START, O_SIGSTART,
-		O_HELLOPAUSE, O_CHATTY, O_COALESCE, O_JSON, O_HELP
+		O_HELLOPAUSE, O_CHATTY, O_COALESCE, O_SSE, O_EVPATH, O_JSON, O_HELP
 	};
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, O_HOST },
@@ -220,6 +227,8 @@ parse_options(int argc, char **argv)
 		{ "pause-at-hellos", no_argument, NULL, O_HELLOPAUSE },
 		{ "chatty", required_argument, NULL, O_CHATTY },
 		{ "coalesce-ms", required_argument, NULL, O_COALESCE },
+		{ "sse", no_argument, NULL, O_SSE },
+		{ "events-path", required_argument, NULL, O_EVPATH },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 }
@@ -231,6 +240,7 @@ parse_options(int argc, char **argv)
 	g.o.host = "127.0.0.1";
 	g.o.port = 8080;
 	g.o.path = "/ws";
+	g.o.events_path = "/api/events";
 	g.o.conns = 100;
 	g.o.rooms = 1;
 	g.o.senders = 1;
@@ -252,6 +262,8 @@ parse_options(int argc, char **argv)
 		switch (opt) {
 		case O_HOST: g.o.host = optarg; break;
 		case O_PATH: g.o.path = optarg; break;
+		case O_EVPATH: g.o.events_path = optarg; break;
+		case O_SSE: g.o.sse = 1; break;
 		case O_SECRET: g.o.secret = optarg; break;
 		case O_TOKEN_CMD: g.o.token_cmd = optarg; break;
 		case O_TENANT: g.o.tenant = optarg; break;
@@ -312,6 +324,12 @@ parse_options(int argc, char **argv)
 	if (g.o.chatty && (g.o.idle || (g.o.users != 0 && g.o.users != g.o.conns))) {
 		fprintf(stderr, "loadgen: --chatty needs senders (no --idle) and one user per "
 		    "connection (no --users)\n");
+		return -1;
+	}
+	if (g.o.sse && (g.o.idle || g.o.chatty || !g.o.create_rooms || g.o.rooms > g.o.senders)) {
+		/* A room's first connection creates it, and only a WebSocket can. */
+		fprintf(stderr, "loadgen: --sse needs senders (no --idle, no --chatty), "
+		    "--create-rooms and no more rooms than senders\n");
 		return -1;
 	}
 	if (g.o.users == 0 || g.o.users > g.o.conns)
@@ -376,6 +394,8 @@ init_run(void)
 		g.conns[i].fd = -1;
 		g.conns[i].idx = i;
 		g.conns[i].room = i % g.o.rooms;
+		g.conns[i].sse = g.o.sse && i >= g.o.senders;
+		g.sse_readers += g.conns[i].sse;
 		g.rooms[i % g.o.rooms].size++;
 	}
 	hist_init(&g.hs);
@@ -737,6 +757,14 @@ report_json(FILE *f)
 	    (unsigned long long)g.pings, (unsigned long long)g.frames_in,
 	    (unsigned long long)g.bytes_in, g.sent / g.o.duration, deliveries_per_s());
 	errtab_json(f, &g.err);
+	fprintf(f, ",\"seq_disorder\":%llu,\"seq_holes\":%llu,\"seq_unknown\":%llu",
+	    (unsigned long long)g.seq_disorder, (unsigned long long)g.seq_holes,
+	    (unsigned long long)g.seq_unknown);
+	if (g.o.sse)
+		fprintf(f, ",\"sse\":{\"readers\":%u,\"events\":%llu,\"comments\":%llu,"
+		    "\"received\":%llu,\"id_mismatch\":%llu}", g.sse_readers,
+		    (unsigned long long)g.sse_events, (unsigned long long)g.sse_comments,
+		    (unsigned long long)g.sse_received, (unsigned long long)g.sse_id_mismatch);
 	fputs(",\"latency_us\":", f);
 	hist_json(f, &g.lat);
 	fputs(",\"latency_app_us\":", f);
@@ -786,6 +814,14 @@ report_text(FILE *f)
 	    g.lat_app.max / 1e3);
 	for (int i = 0; i < g.err.n; i++)
 		fprintf(f, "error %s: %llu\n", g.err.e[i].code, (unsigned long long)g.err.e[i].count);
+	fprintf(f, "seq order per reader: %llu repeated or reordered, %llu holes, %llu without seq\n",
+	    (unsigned long long)g.seq_disorder, (unsigned long long)g.seq_holes,
+	    (unsigned long long)g.seq_unknown);
+	if (g.o.sse)
+		fprintf(f, "event stream: %u readers, %llu events, %llu comments, %llu measured "
+		    "deliveries, %llu message:new without their seq in id:\n", g.sse_readers,
+		    (unsigned long long)g.sse_events, (unsigned long long)g.sse_comments,
+		    (unsigned long long)g.sse_received, (unsigned long long)g.sse_id_mismatch);
 	if (g.o.chatty)
 		chatty_report_text(f);
 }

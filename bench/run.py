@@ -7,6 +7,9 @@ build/chatd for every run, configured by bench/bench.conf, pinned to core 0,
 with build/bench/loadgen pinned to core 1:
 
   S1     1 room x 1,000 connections, 1 sender, a sweep of rates
+  S1sse  S1 with its 999 readers on the room event stream (GET /api/events,
+         Server-Sent Events) and its sender on a WebSocket, beside S1 at
+         the same rate
   light  S1 at 100 msgs/s
   S2     10,000 connections in 1,000 rooms of 10, 1,000 senders, 10,000 msgs/s
   S3     19,000 idle connections, each joined to a room (rooms of 10)
@@ -59,6 +62,9 @@ CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANC
 # bench.conf's (--redis-port, --pg-port: another checkout's bench set holds
 # 6392 and 5442); empty otherwise.
 SERVICES_ENV = {}
+# chatd's log level when not bench.conf's warn (--chatd-log-level info: a
+# line per slow consumer and stream ended, for a diagnosis; its cost counts).
+CHATD_LOG_LEVEL = None
 
 # The targets of issue 5.
 # Before each run: CPU seconds per second other processes may use (both
@@ -304,6 +310,8 @@ class Chatd:
         env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
         env["CHATD_PORT"] = str(self.port)
         env.update(SERVICES_ENV)
+        if CHATD_LOG_LEVEL:
+            env["CHATD_LOG_LEVEL"] = CHATD_LOG_LEVEL
         if self.workers:
             env["CHATD_WORKERS"] = str(self.workers)
         with open(self.log_path, "wb") as logf:
@@ -513,6 +521,8 @@ class Loadgens:
                     args += ["--" + key.replace("_", "-"), str(spec[key])]
             if spec.get("idle"):
                 args.append("--idle")
+            if spec.get("sse"):
+                args.append("--sse")
             if spec.get("pause_at_hellos"):
                 args.append("--pause-at-hellos")
             if nproc > 1:
@@ -586,7 +596,7 @@ def merge_outputs(outs):
     for key in ("conns", "rooms", "senders", "senders_active", "sent", "sent_warmup",
                 "send_skipped", "acked", "expected", "received", "lost", "received_warmup",
                 "received_other", "gaps", "lost_conns", "pings", "frames_in", "bytes_in",
-                "msgs_per_s", "deliveries_per_s"):
+                "msgs_per_s", "deliveries_per_s", "seq_disorder", "seq_holes", "seq_unknown"):
         r[key] = sum(o.get(key, 0) for o in outs)
     for key in ("rate", "warmup_s", "duration_s", "drain_s", "body_bytes", "idle"):
         r[key] = outs[0][key]
@@ -750,6 +760,10 @@ class Bench:
             "loadavg_before": self.loadavg0,
             # The bench services' URLs when not bench.conf's (--redis-port, --pg-port).
             **({"services": dict(SERVICES_ENV)} if SERVICES_ENV else {}),
+            **({"chatd_log_level": CHATD_LOG_LEVEL} if CHATD_LOG_LEVEL else {}),
+            # chatd's log, when it said something (empty ones are removed).
+            **({"chatd_log": str(chatd.log_path.relative_to(REPO))}
+               if chatd.log_path.exists() else {}),
             # CPU seconds per second used by other processes just before.
             "busy_before": busy_before,
         }
@@ -799,13 +813,17 @@ class Bench:
 
     @staticmethod
     def ok(rec):
-        """S1's criterion: p99 under 50 ms, nothing lost, nothing failed; the
-        chatty room's typing and receipt events within their bounds too."""
+        """S1's criterion: p99 under 50 ms, nothing lost, nothing failed, every
+        reader's messages in seq order; the chatty room's typing and receipt
+        events within their bounds too; a stream reader's message:new with
+        its seq in the stream's cursor (id:)."""
         if rec.get("idle"):
             return rec["setup"]["failed"] == 0
         return (rec["setup"]["failed"] == 0 and rec["lost"] == 0 and rec["lost_conns"] == 0 and
                 rec["gaps"] == 0 and not rec["errors"] and rec["sent"] > 0 and
                 rec["latency_us"]["p99"] < TARGET_S1_P99_MS * 1000 and
+                not rec.get("seq_disorder") and not rec.get("seq_holes") and
+                not rec.get("sse", {}).get("id_mismatch") and
                 ("chatty" not in rec or chatty_bounded(rec["chatty"])))
 
     def main(self):
@@ -819,7 +837,7 @@ class Bench:
         s1 = {"conns": 1000, "rooms": 1, "senders": 1, "warmup": w, "duration": d,
               "drain": drain}
         only = (set(a.only.split(",")) if a.only else
-                {"S1", "light", "S2", "chatty", "S3"} | (set() if quick else {"S3x2"}))
+                {"S1", "S1sse", "light", "S2", "chatty", "S3"} | (set() if quick else {"S3x2"}))
         if "S1" in only:
             overloaded = False
             for rate in a.s1_rates:
@@ -827,6 +845,21 @@ class Bench:
                 # over a second), one run per rate says enough.
                 runs = [self.run("S1", f"S1 {rate} msgs/s", {**s1, "rate": rate})
                         for _ in range(1 if overloaded else a.repeat)]
+                overloaded = all(r["lost"] > 0 or r["latency_us"]["p99"] > 1e6 for r in runs)
+        if "S1sse" in only:
+            # S1's shape with its readers on the event stream, at S1's rates
+            # (or --sse-rates), one run per rate past an overloaded one as
+            # S1's; S1 at the same rate alternated with it unless this
+            # session's sweep has it, so that both are of the same hour.
+            overloaded = False
+            for rate in a.sse_rates:
+                ref = not any(r["scenario"] == "S1" and r["rate"] == rate for r in self.records)
+                runs = []
+                for _ in range(1 if overloaded else a.repeat):
+                    if ref:
+                        self.run("S1", f"S1 {rate} msgs/s", {**s1, "rate": rate})
+                    runs.append(self.run("S1sse", f"S1sse {rate} msgs/s",
+                                         {**s1, "rate": rate, "sse": True}))
                 overloaded = all(r["lost"] > 0 or r["latency_us"]["p99"] > 1e6 for r in runs)
         if "light" in only:
             for _ in range(a.repeat):
@@ -900,6 +933,11 @@ def summary_line(r):
             f"(bound {c['receipt_bound_per_s']:.0f}), closest of one person "
             f"{c['typing_true_min_gap_ms']} / {c['receipt_min_gap_ms']} ms, too close "
             f"{c['typing_true_too_close'] + c['receipt_too_close']}")
+    if r.get("sse"):
+        e = r["sse"]
+        log(f"  event stream: {e['readers']} readers, {e['events']} events, {e['received']} "
+            f"measured deliveries, {e['id_mismatch']} message:new without its seq in id:; "
+            f"seq order: {r['seq_disorder']} reordered, {r['seq_holes']} holes")
     return (f"{r['msgs_per_s']:.0f} msgs/s, {r['deliveries_per_s']:.0f} deliveries/s, "
             f"p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms, "
             f"lost {r['lost']}, conns lost {r['lost_conns']}, gaps {r['gaps']}, "
@@ -922,10 +960,58 @@ def median_run(rs):
 
 
 def groups(records):
-    """{label: [runs]} in the order the labels first ran."""
+    """{label: [runs]} in the order the labels first ran, but an S1sse
+    point right after S1's at its rate."""
     out = {}
     for r in records:
         out.setdefault(r["label"], []).append(r)
+    order = [k for k in out if not k.startswith("S1sse ")]
+    for k in (k for k in out if k.startswith("S1sse ")):
+        ws = "S1 " + k[len("S1sse "):]
+        order.insert(order.index(ws) + 1 if ws in order else len(order), k)
+    return {k: out[k] for k in order}
+
+
+def core_busy(r, core):
+    """Share of the run (after set-up) a core was not idle."""
+    c = r["cpu"]["run"]
+    idle = c["cores"].get(f"cpu{core}", {}).get("idle")
+    return "-" if idle is None else f"{1 - idle / max(c['wall_s'], 0.01):.0%}"
+
+
+def sse_table(records):
+    """S1sse next to S1 at the same rate: the readers on the event stream
+    against the readers on WebSockets."""
+    sse = groups([r for r in records if r["scenario"] == "S1sse"])
+    if not sse:
+        return []
+    out = ["", "Event stream readers (S1sse: 999 readers on GET /api/events, the sender on a "
+           "WebSocket) next to WebSocket readers (S1) at the same rate, the same session; the "
+           "run with the median p99 of each. seq: messages a reader got out of order or with "
+           "a hole before them; id: message:new whose event's id: cursor had not its seq. "
+           "Cores: busy share after set-up (chatd on core " + SERVER_CPU + ", loadgen on core " +
+           LOADGEN_CPU + ").", "",
+           "| msgs/s | readers | deliveries/s | chatd's deliveries/s | p50 ms | p99 ms | p99.9 ms | "
+           "lost | gaps | conns lost | seq / id | errors | server CPU | core 0 / core 1 busy | ok |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, rs in sse.items():
+        rate = label[len("S1sse "):]
+        ws = [r for r in records if r["label"] == f"S1 {rate}"]
+        for kind, runs in (("WebSocket", ws), ("event stream", rs)):
+            if not runs:
+                out.append(f"| {rate} | {kind} | (no run this session) |" + " |" * 12)
+                continue
+            r = median_run(runs)
+            lat = r["latency_us"]
+            errs = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["setup"]["errors"]}.items())
+            ids = r.get("sse", {}).get("id_mismatch", "-")
+            out.append(f"| {rate} | {kind} | {r['deliveries_per_s']:,.0f} | "
+                       f"{r['server'].get('deliveries_per_s', 0):,.0f} | {ms(lat['p50'])} | "
+                       f"{ms(lat['p99'])} | {ms(lat['p999'])} | {r['lost']:,} | {r['gaps']} | "
+                       f"{r['lost_conns']} | {r.get('seq_disorder', '-')}+"
+                       f"{r.get('seq_holes', '-')} / {ids} | {errs or '-'} | "
+                       f"{r['server']['cpu_util']:.0%} | {core_busy(r, SERVER_CPU)} / "
+                       f"{core_busy(r, LOADGEN_CPU)} | {sum(x['ok'] for x in runs)}/{len(runs)} |")
     return out
 
 
@@ -1090,6 +1176,7 @@ def markdown(records):
                        f"{sv.get('setup_cpu_us_per_conn', '-')} | "
                        f"{s['joins_per_s']:,.0f} | {sv['rss_kib_before']:,} | "
                        f"{(sv['rss_kib_idle'] or 0):,} | {sv.get('kib_per_conn')} | {errs or '-'} |")
+    out += sse_table(records)
     out += chatty_table(records)
     busy = [f"{r['label']} ({r['busy_before']:.2f})" for r in records
             if r.get("busy_before", 0) > QUIET_MAX]
@@ -1204,9 +1291,11 @@ def prepare(args):
 def parse_args():
     p = argparse.ArgumentParser(description="chatd benchmark (bench/README.md)")
     p.add_argument("--quick", action="store_true", help="a 1-2 minute version")
-    p.add_argument("--only", help="comma list of S1,light,S2,chatty,S3,S3x2 (S3x2: not in "
-                                  "--quick)")
+    p.add_argument("--only", help="comma list of S1,S1sse,light,S2,chatty,S3,S3x2 (S3x2: "
+                                  "not in --quick)")
     p.add_argument("--s1-rates", help="comma list of S1 rates, msgs/s")
+    p.add_argument("--sse-rates", help="comma list of S1sse rates, msgs/s (S1's); S1 runs "
+                                       "beside at each unless the S1 sweep had it")
     p.add_argument("--chatty-rate", type=int, default=1000,
                    help="msgs/s of the chatty room's senders (1000); S1 runs at it beside")
     p.add_argument("--chatty-people", type=int, default=100,
@@ -1237,6 +1326,9 @@ def parse_args():
                    help="run this chatd binary instead of build/chatd (A/B runs; recorded "
                         "with its sha1 in results.jsonl)")
     p.add_argument("--note", help="a note stored with each run of the session (e.g. ab-old)")
+    p.add_argument("--chatd-log-level", choices=("debug", "info", "warn", "error"),
+                   help="chatd's log level instead of bench.conf's warn (info: a line per slow "
+                        "consumer and per event stream ended; build/bench/chatd-*.log)")
     p.add_argument("--viewers", type=int, default=0, metavar="N",
                    help="keep N dashboard viewers (SSE clients of /api/monitoring/stream) "
                         "open during every run; recorded as `viewers` in results.jsonl")
@@ -1248,6 +1340,7 @@ def parse_args():
         a.s1_rates = [int(x) for x in a.s1_rates.split(",")]
     else:
         a.s1_rates = [1000, 5000] if a.quick else [250, 500, 1000, 2000, 5000]
+    a.sse_rates = [int(x) for x in a.sse_rates.split(",")] if a.sse_rates else a.s1_rates
     if a.repeat is None:
         a.repeat = 1 if a.quick else 3
     if a.s3_conns is None:
@@ -1270,8 +1363,9 @@ def report(session):
 
 
 def main():
-    global CHATD
+    global CHATD, CHATD_LOG_LEVEL
     args = parse_args()
+    CHATD_LOG_LEVEL = args.chatd_log_level
     if args.chatd:
         CHATD = Path(args.chatd).resolve()
     if args.report:

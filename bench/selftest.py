@@ -17,6 +17,16 @@ end), counts what it sends, and loadgen must count the same and find the
 rates within its bounds. Then once more with a fake that coalesces nothing:
 loadgen must report events too close together.
 
+The event stream cases (--sse): the readers send GET /api/events?rooms=..
+&token=.. and the fake answers as chatd does (docs/protocol.md section 9),
+awkwardly: events split over several writes, "\r\n" line ends, comments,
+a field loadgen ignores (retry:), data over two "data:" lines, every
+message:new with its "id:" cursor. loadgen must count every delivery, in
+seq order, each id: with the message's seq. Then a fake that ends one
+reader's stream with room:gap (loadgen: one gap, one connection lost,
+stream_ended, deliveries lost), and one that refuses the streams with 401
+(loadgen: every reader failed as http_401, said on stderr).
+
     /usr/bin/python3 bench/selftest.py      (make -f bench/Makefile selftest)
 """
 
@@ -70,7 +80,12 @@ class Fake:
         self.problems = []
         self.pongs = 0
         self.pings = 0
-        self.seq = 0
+        self.seq = 0            # messages of all rooms (which get a ping, fragments)
+        self.room_seq = {}      # room -> its last seq
+        self.sse = {}           # stream writer -> its queue of [chunks]
+        self.sse_mode = "ok"    # or "gap": end one stream; "refuse": 401
+        self.gap_after = 5      # "gap": messages before the last stream ends
+        self.streams = 0
         self.coalesce = coalesce
         self.typing = {}        # (room, user) -> when typing:true last went out, or None
         self.receipts = {}      # (room, user) -> [last sent, pending seq or None]
@@ -78,13 +93,84 @@ class Fake:
         self.sent_receipt = 0   # receipt:update frames written
 
     def fan(self, room, ev, skip_user=None):
-        out = frame(1, json.dumps(ev, separators=(",", ":")).encode())
+        data = json.dumps(ev, separators=(",", ":")).encode()
+        out = frame(1, data)
         n = 0
         for w in list(self.rooms.get(room, ())):
             if self.users.get(w) != skip_user:
-                w.write(out)
+                if w in self.sse:
+                    self.sse[w].put_nowait([b"event: %s\ndata: %s\n\n" % (ev["type"].encode(),
+                                                                        data)])
+                else:
+                    w.write(out)
                 n += 1
         return n
+
+    def sse_message(self, w, room, seq, ev):
+        """One message:new as chatd writes it to a stream, made awkward by
+        its seq: in three writes, with \r\n, data over two lines, after a
+        comment and with a retry: field."""
+        data = ev
+        if seq % 7 == 0:
+            data = ev.replace(b',"msg":', b',\ndata: "msg":', 1)
+        text = b"event: message:new\ndata: " + data + b"\nid: %s=%d\n\n" % (room.encode(), seq)
+        if seq % 5 == 0:
+            text = b": keepalive\n\nretry: 500\n" + text
+        if seq % 4 == 1:
+            text = text.replace(b"\n", b"\r\n")
+        if seq % 3 == 0:
+            k = len(text) // 3
+            return [text[:7], text[7:k], text[k:]]
+        return [text]
+
+    async def sse_writer(self, w, q):
+        """Writes a stream's events in order; the parts of a split one
+        a moment apart, so that they arrive in separate reads."""
+        while True:
+            parts = await q.get()
+            if parts is None:
+                break
+            for i, part in enumerate(parts):
+                if i:
+                    await asyncio.sleep(0.003)
+                w.write(part)
+                await w.drain()
+        w.close()
+
+    async def handle_sse(self, head, reader, writer):
+        query = head.split(b" ", 2)[1].decode().split("?", 1)[1]
+        args = dict(kv.split("=", 1) for kv in query.split("&"))
+        room, user = args["rooms"], token_user(head)
+        if self.sse_mode == "refuse":
+            body = b'{"error":"token expired","code":"unauthorized","status":401}'
+            writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            writer.close()
+            return
+        self.streams += 1
+        q = asyncio.Queue()
+        self.sse[writer] = q
+        self.users[writer] = user
+        task = asyncio.create_task(self.sse_writer(writer, q))
+        joined = json.dumps({"type": "room:joined", "room": room, "last_seq": 0},
+                            separators=(",", ":")).encode()
+        q.put_nowait([b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Cache-Control: no-cache\r\n\r\n: welcome\n\n",
+                      b"event: room:joined\ndata: " + joined.replace(b',"room"', b'\ndata: "room"') +
+                      b"\n\n"])
+        self.rooms.setdefault(room, set()).add(writer)
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self.rooms.get(room, set()).discard(writer)
+            self.users.pop(writer, None)
+            self.sse.pop(writer, None)
+            task.cancel()
+            writer.close()
 
     def typing_event(self, room, user, typing):
         self.sent_typing += self.fan(room, {"type": "typing:update", "room": room,
@@ -124,6 +210,19 @@ class Fake:
         self.receipt_event(key[0], key[1], st[1])
         st[1] = None
 
+    def stream_message(self, w, room, seq, ev):
+        """"gap": the stream opened last gets room:gap instead of its
+        gap_after-th message and ends there, as chatd's slow stream does."""
+        q = self.sse[w]
+        if (self.sse_mode == "gap" and self.streams and w is list(self.sse)[-1] and
+                seq == self.gap_after):
+            gap = b'{"type":"room:gap","room":"%s","after_seq":%d}' % (room.encode(), seq - 1)
+            q.put_nowait([b"event: room:gap\ndata: " + gap + b"\n\n"])
+            q.put_nowait(None)
+            self.rooms[room].discard(w)
+            return
+        q.put_nowait(self.sse_message(w, room, seq, ev))
+
     async def read_frame(self, reader):
         b0, b1 = await reader.readexactly(2)
         n = b1 & 0x7F
@@ -143,6 +242,9 @@ class Fake:
 
     async def handle(self, reader, writer):
         head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"GET /api/events?"):
+            await self.handle_sse(head, reader, writer)
+            return
         key = [ln.split(b":", 1)[1].strip() for ln in head.split(b"\r\n")
                if ln.lower().startswith(b"sec-websocket-key:")][0]
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
@@ -175,10 +277,11 @@ class Fake:
                     writer.write(frame(1, json.dumps({"type": "ack", "id": msg["id"]}).encode()))
                 elif t == "message:send":
                     self.seq += 1
+                    seq = self.room_seq[msg["room"]] = self.room_seq.get(msg["room"], 0) + 1
                     writer.write(frame(1, json.dumps({"type": "ack", "id": msg["id"],
-                                                      "seq": self.seq}).encode()))
-                    ev = json.dumps({"type": "message:new", "room": msg["room"], "seq": self.seq,
-                                     "msg": {"id": "x", "user": "u", "kind": "text",
+                                                      "seq": seq}).encode()))
+                    ev = json.dumps({"type": "message:new", "room": msg["room"], "seq": seq,
+                                     "msg": {"id": "x", "seq": seq, "user": "u", "kind": "text",
                                              "body": msg["body"], "ts": 1}},
                                     separators=(",", ":")).encode()
                     out = (fragments(1, ev, 3) if self.seq % 3 == 0 else frame(1, ev))
@@ -186,6 +289,9 @@ class Fake:
                     if ping:
                         out = frame(9, b"p%d" % self.seq) + out
                     for w in list(self.rooms.get(msg["room"], ())):
+                        if w in self.sse:
+                            self.stream_message(w, msg["room"], seq, ev)
+                            continue
                         w.write(out)
                         self.pings += ping
                 elif t in ("typing:start", "typing:stop"):
@@ -236,6 +342,9 @@ async def run_case(body_bytes, conns=12, rooms=3, senders=3, rate=60):
         bad.append(f"acked {r['acked']} of {r['sent']}")
     if r["errors"] or r["lost_conns"]:
         bad.append(f"errors {r['errors']} lost conns {r['lost_conns']}")
+    if r["seq_disorder"] or r["seq_holes"] or r["seq_unknown"]:
+        bad.append(f"seq order: {r['seq_disorder']} reordered, {r['seq_holes']} holes, "
+                   f"{r['seq_unknown']} without seq")
     if fake.pongs != fake.pings:
         bad.append(f"pongs {fake.pongs} for {fake.pings} pings")
     print(f"selftest body {body_bytes} B: sent {r['sent']}, received {r['received']}/"
@@ -292,6 +401,59 @@ async def run_chatty(coalesce, conns=40, senders=3, people=12, rate=40):
     return not bad
 
 
+async def run_sse(mode, conns=14, rooms=2, senders=2, rate=60):
+    """Readers on the event stream: "ok", "gap" (the last stream ends with
+    room:gap) or "refuse" (every stream answered 401)."""
+    asyncio.get_running_loop().set_exception_handler(quiet_resets)
+    fake = Fake()
+    fake.sse_mode = mode
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        str(LOADGEN), "--port", str(port), "--secret", "selftest-secret", "--json", "--sse",
+        "--conns", str(conns), "--rooms", str(rooms), "--senders", str(senders),
+        "--rate", str(rate), "--warmup", "0.3", "--duration", "1.5", "--drain", "2",
+        "--create-rooms", "--id-prefix", f"sts{mode}-",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    server.close()
+    r = json.loads(out.decode().strip().splitlines()[-1])
+    sse = r.get("sse") or {}
+    readers = conns - senders
+    bad = list(fake.problems)
+    clean = (not r["seq_disorder"] and not r["seq_holes"] and not r["seq_unknown"] and
+             not sse.get("id_mismatch"))
+    if sse.get("readers") != readers:
+        bad.append(f"readers {sse.get('readers')} of {readers}")
+    if r["sent"] == 0 or r["acked"] != r["sent"]:
+        bad.append(f"sent {r['sent']} acked {r['acked']}")
+    if mode == "ok":
+        if (r["setup"]["joined"] != conns or r["lost"] != 0 or r["received"] != r["expected"]
+                or r["errors"] or r["lost_conns"] or r["gaps"] or not clean):
+            bad.append(f"joined {r['setup']['joined']} {r['setup']['errors']}, expected "
+                       f"{r['expected']} received {r['received']}, errors {r['errors']}, gaps "
+                       f"{r['gaps']}, seq {r['seq_disorder']}/{r['seq_holes']}/"
+                       f"{r['seq_unknown']}, id mismatch {sse.get('id_mismatch')}")
+        if not sse.get("received") or sse.get("comments", 0) < readers:
+            bad.append(f"stream deliveries {sse.get('received')}, comments {sse.get('comments')}")
+    elif mode == "gap":
+        if (r["setup"]["joined"] != conns or r["gaps"] != 1 or r["lost_conns"] != 1 or
+                r["errors"] != {"stream_ended": 1} or r["lost"] <= 0 or not clean):
+            bad.append(f"gap not reported: gaps {r['gaps']}, lost conns {r['lost_conns']}, "
+                       f"errors {r['errors']}, lost {r['lost']}, seq {r['seq_disorder']}/"
+                       f"{r['seq_holes']}, id mismatch {sse.get('id_mismatch')}")
+    else:
+        if (r["setup"]["joined"] != senders or r["setup"]["errors"] != {"http_401": readers} or
+                b"refused" not in err or b"unauthorized" not in err):
+            bad.append(f"refusal not reported: joined {r['setup']['joined']}, setup errors "
+                       f"{r['setup']['errors']}, stderr {err[-300:]!r}")
+    print(f"selftest event stream, {mode}: readers {sse.get('readers')}, sent {r['sent']}, "
+          f"received {r['received']}/{r['expected']} ({sse.get('received')} by streams), "
+          f"gaps {r['gaps']}, conns lost {r['lost_conns']}, setup errors "
+          f"{r['setup']['errors'] or '-'}: {'FAIL ' + '; '.join(bad) if bad else 'ok'}")
+    return not bad
+
+
 def main():
     if not os.access(LOADGEN, os.X_OK):
         sys.exit("no build/bench/loadgen: make -f bench/Makefile loadgen")
@@ -300,6 +462,8 @@ def main():
         ok &= asyncio.run(run_case(body))
     for coalesce in (True, False):
         ok &= asyncio.run(run_chatty(coalesce))
+    for mode in ("ok", "gap", "refuse"):
+        ok &= asyncio.run(run_sse(mode))
     sys.exit(0 if ok else 1)
 
 

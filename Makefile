@@ -68,7 +68,7 @@ FUZZ_CFLAGS  := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
                 -fsanitize=fuzzer-no-link $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
 FUZZ_LDFLAGS := -fsanitize=fuzzer $(FUZZ_SAN)
 FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null)
-FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config fuzz_ws_frame fuzz_http
+FUZZ_TARGETS := fuzz_proto fuzz_token fuzz_config fuzz_ws_frame fuzz_http fuzz_cursor
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
@@ -187,6 +187,7 @@ build/fuzz/fuzz_config: $(call fuzz_objs,proc/config lib/cidr lib/utf8 lib/util 
 build/fuzz/fuzz_ws_frame: $(call fuzz_objs,net/ws_frame lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_http: $(call fuzz_objs,net/http_req lib/utf8 lib/util proc/log)
 build/fuzz/fuzz_http: FUZZ_LIBS += -lhttp_parser
+build/fuzz/fuzz_cursor: $(call fuzz_objs,proto/cursor lib/utf8 lib/util proc/log)
 
 $(FUZZ_BINS): build/fuzz/%: build/fuzz/harness/%.o
 	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(FUZZ_LIBS)

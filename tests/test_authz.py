@@ -69,10 +69,10 @@ from chatd_harness import REPO, Session, eventually_async, pg_rows, run, unique_
 COMMANDS_H = REPO / "src" / "proto" / "commands.h"
 
 # Commands that name a room and are tested elsewhere: joining, leaving,
-# resuming and history (test_chat, test_delivery, test_recovery), and the
-# ephemeral state of issue 18.
+# resuming and history (test_chat, test_delivery, test_recovery), and
+# presence and typing (issue 18; the read receipts have rows).
 NO_ROW = ("room:create", "room:join", "room:leave", "session:resume", "message:history",
-          "ping", "auth:refresh", "presence:*", "typing:*", "receipt:*")
+          "ping", "auth:refresh", "presence:*", "typing:*")
 
 STANDINGS = ("none", "member", "muted", "banned", "moderator", "admin", "other")
 USER = {"none": "u-none", "member": "u-member", "muted": "u-muted", "banned": "u-banned",
@@ -106,6 +106,9 @@ message:search room         F    A      A     F        A       A     N
 room:info                   F    A      A     F        A       A     N
 room:members                F    A      A     F        A       A     N
 room:read                   F    A      A     F        A       A     N
+receipt:delivered           F    A      A     F        A       A     N
+receipt:read                F    A      A     F        A       A     N
+message:seen                F    A      A     F        A       A     N
 room:update                 F    F      F     F        F       A     N
 member:add                  F    F      F     F        A       A     N
 member:remove               F    F      F     F        A       A     N
@@ -315,6 +318,21 @@ def check_read(w, s, ack):
     assert (ack.get("room"), ack.get("read_seq")) == (w.room, w.target_seq[s]), ack
 
 
+def check_receipt(read):
+    def check(w, s, ack):
+        seq = w.target_seq[s]
+        assert (ack.get("room"), ack.get("delivered_seq"), ack.get("read_seq")) == \
+            (w.room, seq, seq if read else 0), ack
+    return check
+
+
+def check_seen(w, s, ack):
+    """Nobody has read anything in the world: no reader to list."""
+    assert (ack.get("room"), ack.get("msg_id"), ack.get("seq")) == \
+        (w.room, w.target[s], w.target_seq[s]), ack
+    assert (ack.get("users"), ack.get("has_more")) == ([], False), ack
+
+
 def check_update(w, s, ack):
     assert ack.get("room") == w.room and isinstance(ack.get("seq"), int), ack
 
@@ -384,6 +402,11 @@ ROWS = {
     "room:info": Row(lambda w, s: dict(room=w.room), check_info, synced=True),
     "room:members": Row(lambda w, s: dict(room=w.room, limit=100), check_members, synced=True),
     "room:read": Row(lambda w, s: dict(room=w.room, seq=w.target_seq[s]), check_read),
+    "receipt:delivered": Row(lambda w, s: dict(room=w.room, seq=w.target_seq[s]),
+                             check_receipt(read=False)),
+    "receipt:read": Row(lambda w, s: dict(room=w.room, seq=w.target_seq[s]),
+                        check_receipt(read=True)),
+    "message:seen": Row(lambda w, s: dict(room=w.room, msg_id=w.target[s]), check_seen),
     "room:update": Row(lambda w, s: dict(room=w.room, name=f"renamed by {s}",
                                          description="updated"), check_update),
     "member:add": Row(lambda w, s: dict(room=w.room, user=newcomer(s)), check_member(newcomer),

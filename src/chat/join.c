@@ -9,6 +9,7 @@
 #include "proc/metrics.h"
 #include "net/outbuf.h"
 #include "chat/room.h"
+#include "chat/typing.h"
 #include "proc/srv.h"
 #include "lib/util.h"
 
@@ -28,6 +29,9 @@ struct join_op {
 	uint32_t gen;			/* of sub */
 	char role[16];
 	json_t *result;			/* owned */
+	json_t *typing;			/* owned: the typists read, for the ack */
+	json_t *receipts;		/* owned: the members' positions (member.c) */
+	int reads;			/* history and typists not yet answered */
 	int64_t last_seq;
 	const char *err_code;
 	char err_msg[160];
@@ -60,15 +64,32 @@ join__current(const struct join_op *op)
 	return s == op->sub && s->gen == op->gen;
 }
 
+/* The first error is the answer. */
 static void
-join__fail(struct join_op *op, const char *code, const char *msg)
+join__error(struct join_op *op, const char *code, const char *msg)
+{
+	if (op->err_code != NULL)
+		return;
+	op->err_code = code;
+	snprintf(op->err_msg, sizeof(op->err_msg), "%s", msg);
+}
+
+static void
+join__failed(struct join_op *op)
 {
 	if (join__current(op))
 		room_detach(op->sub);
 	op->sub = NULL;
-	op->err_code = code;
-	snprintf(op->err_msg, sizeof(op->err_msg), "%s", msg);
+	json_decref(op->result);
+	op->result = NULL;
 	op->done(op);
+}
+
+static void
+join__fail(struct join_op *op, const char *code, const char *msg)
+{
+	join__error(op, code, msg);
+	join__failed(op);
 }
 
 static void
@@ -82,9 +103,29 @@ static void
 join__free(struct join_op *op)
 {
 	json_decref(op->result);
+	json_decref(op->typing);
+	json_decref(op->receipts);
 	free(op->idjson);
 	conn_unref(op->c);
 	free(op);
+}
+
+/* The history and the typists are read at once (one round trip): the
+ * ack goes when both are in. */
+static void
+join__read_done(struct join_op *op)
+{
+	if (--op->reads > 0)
+		return;
+	if (op->err_code == NULL && !join__current(op))
+		join__error(op, "conflict", "room:join overtaken by a later join or leave of the room");
+	if (op->err_code != NULL) {
+		join__failed(op);
+		return;
+	}
+	if (op->typing != NULL)
+		json_object_set(op->result, "typing", op->typing);
+	op->done(op);
 }
 
 static void
@@ -94,19 +135,27 @@ join__history_done(const struct history_result *h, void *arg)
 	json_t *events;
 
 	if (!join__current(op)) {
-		join__fail(op, "conflict", "room:join overtaken by a later join or leave of the room");
-		return;
+		join__error(op, "conflict", "room:join overtaken by a later join or leave of the room");
+	} else if (h == NULL) {
+		join__error(op, "unavailable", "history unavailable; retry");
+	} else {
+		events = history_events_json(h);
+		op->last_seq = h->last_seq;
+		op->result = json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:O}",
+		    "room", op->room, "role", op->role, "last_seq", (json_int_t)h->last_seq,
+		    "recovered", h->recovered, "events", events, "presence", "typing",
+		    "receipts", op->receipts);
 	}
-	if (h == NULL) {
-		join__fail(op, "unavailable", "history unavailable; retry");
-		return;
-	}
-	events = history_events_json(h);
-	op->last_seq = h->last_seq;
-	op->result = json_pack("{s:s, s:s, s:I, s:b, s:o, s:[], s:[], s:[]}",
-	    "room", op->room, "role", op->role, "last_seq", (json_int_t)h->last_seq,
-	    "recovered", h->recovered, "events", events, "presence", "typing", "receipts");
-	op->done(op);
+	join__read_done(op);
+}
+
+static void
+join__typing_read(void *arg, json_t *users)
+{
+	struct join_op *op = arg;
+
+	op->typing = users;
+	join__read_done(op);
 }
 
 static void
@@ -128,8 +177,15 @@ join__subscribed(void *arg, int ok)
 		q.count = srv.cfg->max_resume_gap;
 		q.max_gap = srv.cfg->max_resume_gap;
 	}
-	if (history_read(op->c->id.tenant, op->room, &q, join__history_done, op) != 0)
+	op->reads = 1;
+	if (history_read(op->c->id.tenant, op->room, &q, join__history_done, op) != 0) {
 		join__fail(op, "unavailable", "history unavailable; retry");
+		return;
+	}
+	/* Behind the history script on the command link: the same round trip.
+	 * Without it the ack says nobody types. */
+	if (typing_read(op->c->id.tenant, op->room, op->c->id.user, join__typing_read, op) == 0)
+		op->reads++;
 }
 
 /* The member check's answer (member.c). */
@@ -161,6 +217,12 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 		return;
 	}
 	snprintf(op->role, sizeof(op->role), "%s", info->role);
+	json_decref(op->receipts);
+	op->receipts = info->receipts ? json_loads(info->receipts, 0, NULL) : NULL;
+	if (!json_is_array(op->receipts)) {
+		json_decref(op->receipts);
+		op->receipts = json_array();
+	}
 	/* Joining again (say with a new since) replaces the subscription. */
 	old = conn_find_sub(c, op->room);
 	if (old != NULL)
@@ -246,6 +308,67 @@ join_room_join(struct conn *c, const char *idjson, json_t *msg)
 
 	op->idjson = idjson ? xstrdup(idjson) : NULL;
 	join__start_limited(op);
+}
+
+/* An event stream's room answered: room:joined (the ack but its events),
+ * then the events as one batch, or an error event. */
+static void
+join__stream_done(struct join_op *op)
+{
+	struct conn *c = op->c;
+	json_t *events, *ev, *head;
+	struct outbuf *batch = NULL;
+	size_t i;
+	char *text;
+
+	if (!conn_open(c)) {
+		join__free(op);
+		return;
+	}
+	if (op->result == NULL) {
+		head = json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "room", op->room,
+		    "code", op->err_code, "message", op->err_msg);
+		text = head ? json_dumps(head, JSON_COMPACT) : NULL;
+		json_decref(head);
+		if (text != NULL)
+			conn_send_text(c, text, strlen(text));
+		free(text);
+		join__free(op);
+		return;
+	}
+	/* "type" first: the stream's "event:" line is read from it. */
+	head = json_pack("{s:s}", "type", "room:joined");
+	json_object_update(head, op->result);
+	json_object_del(head, "events");
+	text = json_dumps(head, JSON_COMPACT);
+	json_decref(head);
+	if (text != NULL)
+		conn_send_text(c, text, strlen(text));
+	free(text);
+	events = json_object_get(op->result, "events");
+	json_array_foreach(events, i, ev) {
+		char *e = json_dumps(ev, JSON_COMPACT);
+
+		if (e != NULL)
+			outbuf_append(&batch, e, strlen(e), outbuf_scan_seq(e, strlen(e)));
+		free(e);
+	}
+	/* The cursor after the batch says it all was given. */
+	if (join__current(op) && op->last_seq > op->sub->delivered_seq)
+		op->sub->delivered_seq = op->last_seq;
+	if (batch != NULL) {
+		snprintf(batch->room, sizeof(batch->room), "%s", op->room);
+		conn_send(c, batch);
+		outbuf_unref(batch);
+	}
+	join__release(op);
+	join__free(op);
+}
+
+void
+join_stream(struct conn *c, const char *room, long long since)
+{
+	join__start(join__new(c, room, since, join__stream_done));
 }
 
 /* All rooms answered: one ack with a result or an error per room, and

@@ -15,4 +15,11 @@ struct conn;
 void join_room_join(struct conn *c, const char *idjson, json_t *msg);
 void join_session_resume(struct conn *c, const char *idjson, json_t *msg);
 
+/* A room of an event stream (GET /api/events): joined as room:join {since}
+ * would (no join rate limit: a stream's rooms are bounded by
+ * max_rooms_per_conn), its answer written as events: room:joined (the
+ * ack's fields but events), then the events as one batch (the stream's
+ * cursor after them), or {type:"error", room, code, message}. */
+void join_stream(struct conn *c, const char *room, long long since);
+
 #endif

@@ -11,16 +11,22 @@
 
 /*
  * One statement for a batch ($1, $2, $3, $4: tenants, rooms, users, tenant
- * admin flags, as arrays
- * in the same order): the room, the membership, and a new membership when
- * the room is public and there is none. One statement is one transaction,
- * so a batch costs one commit (one WAL flush) however many checks it
- * holds; a check's answer is the row whose first column is its place in
- * the arrays (none: no such room).
+ * admin flags, as arrays in the same order): the room, the membership, and
+ * a new membership when the room is public and there is none. One
+ * statement is one transaction, so a batch costs one commit (one WAL
+ * flush) however many checks it holds; a check's answer is the row whose
+ * first column is its place in the arrays (none: no such room); $5 below.
  *
  * A tenant admin (token role admin; $4) joins a support room it is not a
  * member of as a moderator: the only private room a join makes a member
  * of (room:create makes every support room private).
+ *
+ * Column 5 is the room:join ack's receipts ($5: join_receipts_max): the
+ * positions of the room's members (not banned) who have one (delivered_seq
+ * > 0: a member with none is at 0, 0), furthest read first, as JSON text,
+ * for a check that lets the user in (NULL otherwise). A column of the same
+ * statement, so a batch of joins stays one statement; it reads the index
+ * room_members_read (sql/006) in its order and stops at the limit.
  *
  * The insert is "DO UPDATE", not "DO NOTHING": when another transaction
  * (another worker joining the same user to the room at the same moment)
@@ -50,7 +56,16 @@ static const char member_sql[] =
 "SELECT q.i, r.kind, coalesce(m.role, ins.role), coalesce(m.banned, ins.banned, false),"
 " CASE WHEN coalesce(m.muted_until, ins.muted_until) IS NULL THEN 0"
 "  WHEN coalesce(m.muted_until, ins.muted_until) = 'infinity' THEN 9223372036854775807"
-"  ELSE (extract(epoch FROM coalesce(m.muted_until, ins.muted_until)) * 1000)::bigint END"
+"  ELSE (extract(epoch FROM coalesce(m.muted_until, ins.muted_until)) * 1000)::bigint END,"
+" CASE WHEN $5::int > 0 AND coalesce(m.role, ins.role) IS NOT NULL"
+"  AND NOT coalesce(m.banned, ins.banned, false) THEN"
+"  (SELECT coalesce(jsonb_agg(jsonb_build_object('user', p.user_id,"
+"    'delivered_seq', p.delivered_seq, 'read_seq', p.read_seq)"
+"    ORDER BY p.read_seq DESC, p.user_id), '[]'::jsonb)::text"
+"   FROM (SELECT x.user_id, x.delivered_seq, x.read_seq FROM room_members x"
+"    WHERE x.tenant = q.tenant AND x.room_id = q.room_id AND NOT x.banned"
+"     AND x.delivered_seq > 0"
+"    ORDER BY x.read_seq DESC, x.user_id LIMIT $5::int) AS p) END"
 " FROM q JOIN r ON r.i = q.i LEFT JOIN m ON m.i = q.i"
 " LEFT JOIN ins ON ins.tenant = q.tenant AND ins.room_id = q.room_id"
 "  AND ins.user_id = q.user_id";
@@ -113,6 +128,7 @@ member__answer(struct member_req *r, const PGresult *res, int row)
 		info.role = PQgetisnull(res, row, 2) ? NULL : PQgetvalue(res, row, 2);
 		info.banned = PQgetvalue(res, row, 3)[0] == 't';
 		info.muted_until_ms = strtoll(PQgetvalue(res, row, 4), NULL, 10);
+		info.receipts = PQgetisnull(res, row, 5) ? NULL : PQgetvalue(res, row, 5);
 		r->cb(r->arg, MEMBER_OK, &info, NULL);
 	}
 	free(r);
@@ -204,7 +220,8 @@ member__send(void)
 {
 	while (!batch_busy && nwaiting > 0) {
 		struct member_batch *b = xcalloc(1, sizeof(*b));
-		char *params[4];
+		char limit[16];
+		char *params[5];
 		int n = 0, rc;
 
 		while (n < nwaiting && n < MEMBER_BATCH_MAX && !(n > 0 && waiting[n]->alone)) {
@@ -213,12 +230,14 @@ member__send(void)
 				break;
 		}
 		b->n = n;
+		snprintf(limit, sizeof(limit), "%d", srv.cfg->join_receipts_max);
 		nwaiting -= n;
 		memmove(waiting, waiting + n, (size_t)nwaiting * sizeof(*waiting));
 		for (int f = 0; f < 3; f++)
 			params[f] = member__array(b->reqs, n, f);
 		params[3] = member__flags(b->reqs, n);
-		rc = pgq_exec(srv.pg, member_sql, 4, (const char *const *)params, member__done, b);
+		params[4] = limit;
+		rc = pgq_exec(srv.pg, member_sql, 5, (const char *const *)params, member__done, b);
 		for (int f = 0; f < 4; f++)
 			free(params[f]);
 		if (rc == 0) {

@@ -7,9 +7,10 @@
  * The member check of room:join and session:resume: does the room exist,
  * is the user a member (added as `member` when the room is public and it
  * is not one yet; as `moderator` to a support room when a tenant admin),
- * banned, muted. The checks of a loop turn go to
- * PostgreSQL together as one statement, one transaction, so a batch of
- * joins costs one commit; at most one batch is in flight per worker.
+ * banned, muted; and the members' read positions for the ack. The checks
+ * of a loop turn go to PostgreSQL together as one statement, one
+ * transaction, so a batch of joins costs one commit; at most one batch is
+ * in flight per worker.
  */
 
 enum member_status {
@@ -23,6 +24,10 @@ struct member_info {
 	const char *role;	/* NULL: not a member (a private room) */
 	int banned;
 	int64_t muted_until_ms;
+	/* The room:join ack's receipts: [{user, delivered_seq, read_seq}] of
+	 * at most join_receipts_max members, furthest read first, as JSON
+	 * text; NULL when the user may not join. */
+	const char *receipts;
 };
 
 /* info and why are valid during the call only. */

@@ -8,6 +8,7 @@
 #include "chat/personal.h"
 #include "chat/readview.h"
 #include "chat/standing.h"
+#include "chat/typing.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -273,6 +274,41 @@ msgcmd__not_joined(struct conn *c, const char *idjson, const char *room)
 	standing_get(c->id.tenant, room, c->id.user, msgcmd__unjoined_answer, q);
 }
 
+/* The checks passed: what needs the room is checked, then the send queued. */
+static void
+msgcmd__go(struct send_req *sr)
+{
+	if (msgextra_needs_check(&sr->extra))
+		msgextra_check(&sr->extra, sr->req.c->id.tenant, sr->room, msgcmd__checked, sr);
+	else
+		msgcmd__build_queue(sr);
+}
+
+/* A send over HTTP: the checks a subscription would have made. */
+static void
+msgcmd__http_standing(void *arg, const struct standing *st)
+{
+	struct send_req *sr = arg;
+	struct conn *c = sr->req.c;
+	const char *id = sr->req.idjson;
+
+	if (st == NULL)
+		reply_error(c, id, "unavailable", "database unavailable; retry");
+	else if (!st->exists)
+		reply_error(c, id, "not_found", "no room \"%s\"", sr->room);
+	else if (!standing_member(st))
+		reply_error(c, id, "forbidden", "not a member of room \"%s\"", sr->room);
+	else if (strcmp(st->kind, "broadcast") == 0 && st->rank < RANK_MODERATOR)
+		reply_error(c, id, "forbidden", "only admins and moderators post in a broadcast room");
+	else if (standing_muted(st))
+		reply_error(c, id, "forbidden", "you are muted in room \"%s\"", sr->room);
+	else {
+		msgcmd__go(sr);
+		return;
+	}
+	msgcmd__free(sr);
+}
+
 void
 msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 {
@@ -309,17 +345,17 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 		return;
 	}
 	sub = conn_find_sub(c, room_id);
-	if (sub == NULL) {
+	if (sub == NULL && c->kind != CONN_HTTP) {
 		msgextra_free(&extra);
 		msgcmd__not_joined(c, idjson, room_id);
 		return;
 	}
-	if (sub->broadcast && sub->role == SUB_MEMBER) {
+	if (sub != NULL && sub->broadcast && sub->role == SUB_MEMBER) {
 		reply_error(c, idjson, "forbidden", "only admins and moderators post in a broadcast room");
 		msgextra_free(&extra);
 		return;
 	}
-	if (sub->muted_until_ms > util_now_ms()) {
+	if (sub != NULL && sub->muted_until_ms > util_now_ms()) {
 		reply_error(c, idjson, "forbidden", "you are muted in room \"%s\"", room_id);
 		msgextra_free(&extra);
 		return;
@@ -338,10 +374,14 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	if (sr->body_json == NULL)
 		log_fatal("msgcmd: cannot encode a body jansson accepted");
 	sr->extra = extra;
-	if (msgextra_needs_check(&sr->extra))
-		msgextra_check(&sr->extra, c->id.tenant, room_id, msgcmd__checked, sr);
-	else
-		msgcmd__build_queue(sr);
+	if (sub == NULL) {
+		/* Over HTTP there is no subscription: the standing is read. */
+		standing_get(c->id.tenant, room_id, c->id.user, msgcmd__http_standing, sr);
+		return;
+	}
+	/* The message is on its way: its author no longer types. */
+	typing_sent(sub);
+	msgcmd__go(sr);
 }
 
 #define HISTORY_PAGE_MAX 100

@@ -32,7 +32,7 @@ personal__opened(struct conn *c)
 	char key[2 * UTIL_ID_MAX + 2];
 	struct personal_conns *pc;
 
-	if (c->kind != CONN_WS || c->id.user == NULL)
+	if (c->idnames == NULL || c->kind == CONN_HTTP)
 		return;
 	personal__key(key, sizeof(key), c->id.tenant, strlen(c->id.tenant), c->id.user,
 	    strlen(c->id.user));
@@ -54,7 +54,7 @@ personal__closed(struct conn *c)
 	char key[2 * UTIL_ID_MAX + 2];
 	struct personal_conns *pc;
 
-	if (c->kind != CONN_WS || c->id.user == NULL)
+	if (c->idnames == NULL || c->kind == CONN_HTTP)
 		return;
 	personal__key(key, sizeof(key), c->id.tenant, strlen(c->id.tenant), c->id.user,
 	    strlen(c->id.user));

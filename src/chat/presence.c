@@ -363,7 +363,8 @@ presence__send_counts(const char *op, struct hmap *map)
 	col.keys = xmalloc((n ? n : 1) * sizeof(*col.keys));
 	col.nums = xmalloc((n ? n : 1) * sizeof(*col.nums));
 	hmap_each(map, presence__collect, &col);
-	col.argv = xcalloc(2 * n + 10, sizeof(char *));
+	/* EVALSHA, sha, nkeys, kpw, n keys, op, now, wid, 2n args. */
+	col.argv = xcalloc(3 * n + 7, sizeof(char *));
 	col.argc = 0;
 	snprintf(nkeys, sizeof(nkeys), "%zu", n + 1);
 	snprintf(now, sizeof(now), "%lld", (long long)util_now_ms());
@@ -412,7 +413,8 @@ presence__delta(struct conn *c, int d)
 	char tu[PRESENCE_TU];
 	intptr_t v;
 
-	if (c->kind != CONN_WS || c->id.user == NULL || !started)
+	/* A user's WebSocket or room event stream (an identity). */
+	if (c->idnames == NULL || c->kind == CONN_HTTP || !started)
 		return;
 	snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
 	if (deltas == NULL)
@@ -467,7 +469,7 @@ presence__resync(void)
 	for (struct conn *c = conn_first(); c != NULL; c = c->next) {
 		char tu[PRESENCE_TU];
 
-		if (c->kind != CONN_WS || c->id.user == NULL || c->killing)
+		if (c->idnames == NULL || c->kind == CONN_HTTP || c->killing)
 			continue;
 		snprintf(tu, sizeof(tu), "%s/%s", c->id.tenant, c->id.user);
 		hmap_put(abs, tu, (void *)((intptr_t)hmap_get(abs, tu) + 1));

@@ -16,6 +16,13 @@ struct conn;
 /* A timestamptz as milliseconds since the epoch (what events carry). */
 #define READVIEW_MS(x) "(extract(epoch FROM " x ") * 1000)::bigint"
 
+/* The room's newest seq known to PostgreSQL (the sync consumer's): the
+ * floor under Redis' counter (roomread_counter, roomread.h), which is
+ * ahead by what the sync has not written yet and gone after a flush. */
+#define READVIEW_PG_LAST(tenant, room) \
+"(SELECT coalesce(max(e.seq), 0) FROM room_events e WHERE e.tenant = " tenant \
+" AND e.room_id = " room ")"
+
 /*
  * A reader (docs/protocol.md section 7): a member who is not banned, or,
  * in a public room, any user of the tenant who is not banned; a tenant

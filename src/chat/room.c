@@ -45,6 +45,7 @@ static int registered;	/* room_seal_batches is a turn step */
 static int hooked;	/* close hook and link callbacks are set */
 static void (*catch_up)(struct sub *s);	/* room_on_catch_up */
 static void (*detaching)(struct sub *s);	/* room_on_detach */
+static void (*typing_seen)(const char *key, const char *payload, size_t len);	/* room_on_typing */
 
 void
 room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
@@ -55,6 +56,7 @@ room_channel(char *buf, size_t len, const char *tenant, const char *room_id)
 static void room__on_pubsub(redisAsyncContext *ac, void *reply, void *priv);
 static void room__conn_closed(struct conn *c);
 static void room__gapped(struct sub *s);
+static int64_t room__sub_seq(const struct sub *s);
 static void room__link_up(void);
 static void room__link_down(void);
 
@@ -167,9 +169,14 @@ done:
 	json_decref(ev);
 }
 
-/* typing:update goes to the room's live subscribers but the typist's own
+static void room__hold(struct sub *s, struct outbuf *b);
+
+/* typing:update goes to the room's subscribers but the typist's own
  * connections, at once (not in the turn's batch of log events: it has no
- * seq, and its order against them does not matter). One outbuf for all. */
+ * seq, and its order against them does not matter). One outbuf for all. A
+ * joining subscription holds it like a log event: its ack's `typing` was
+ * read after the room was subscribed, so what it holds brings that list
+ * up to date. chat/typing sees each one first (its ghost check). */
 static void
 room__typing(struct room *r, const char *payload, size_t len)
 {
@@ -184,19 +191,47 @@ room__typing(struct room *r, const char *payload, size_t len)
 	end = memchr(u, '"', len - (size_t)(u - payload));
 	if (end == NULL)
 		return;
+	if (typing_seen != NULL)
+		typing_seen(r->key, payload, len);
 	ul = (size_t)(end - u);
 	b = outbuf_new(payload, len, 0);
 	for (int i = 0; i < r->nsubs; i++) {
 		struct sub *s = r->subs[i];
 		const char *user = s->c->id.user;
 
-		if (s->state != SUB_LIVE || s->gapped ||
-		    (strlen(user) == ul && memcmp(user, u, ul) == 0))
+		if (s->gapped || (strlen(user) == ul && memcmp(user, u, ul) == 0))
 			continue;
-		n += conn_send(s->c, b);
+		if (s->state == SUB_JOINING)
+			room__hold(s, b);
+		else
+			n += conn_send(s->c, b);
 	}
 	outbuf_unref(b);
 	metrics_add(M_DELIVERIES, n);
+}
+
+void
+room_on_typing(void (*fn)(const char *key, const char *payload, size_t len))
+{
+	typing_seen = fn;
+}
+
+void
+room_typing_local(const char *tenant, const char *room_id, const char *payload, size_t len)
+{
+	char channel[sizeof(((struct room *)0)->channel)];
+	struct room *r;
+
+	room_channel(channel, sizeof(channel), tenant, room_id);
+	r = room_by_channel != NULL ? hmap_get(room_by_channel, channel) : NULL;
+	if (r == NULL || r->nsubs == 0)
+		return;
+	/* A slow consumer closed on the way detaches: the room stays until
+	 * the loop is over. */
+	r->pinned++;
+	room__typing(r, payload, len);
+	r->pinned--;
+	room__maybe_free(r);
 }
 
 /* A live event: framed once into the room's batch of this loop turn. */
@@ -382,7 +417,7 @@ room_attach(struct conn *c, const char *tenant, const char *room_id, const char 
 
 	if (!hooked) {
 		conn_on_close(room__conn_closed);
-		conn_set_sub_ops(room_sub_room_id, room__gapped);
+		conn_set_sub_ops(room_sub_room_id, room__gapped, room__sub_seq);
 		redis_on_link(REDIS_LINK_SUBSCRIBER, room__link_up, room__link_down);
 		hooked = 1;
 	}
@@ -435,6 +470,12 @@ room_detach(struct sub *s)
 	    rlink_cmd(srv.rsub, room__on_pubsub, NULL, "UNSUBSCRIBE %s", r->channel) == 0)
 		r->state = RS_UNSUBSCRIBING;
 	room__maybe_free(r);
+}
+
+static int64_t
+room__sub_seq(const struct sub *s)
+{
+	return s->delivered_seq;
 }
 
 static void

@@ -69,6 +69,15 @@ void room_on_catch_up(void (*fn)(struct sub *s));
  * close, removal): chat/typing ends its typing. */
 void room_on_detach(void (*fn)(struct sub *s));
 
+/* Called with every typing:update a room's channel brings while the room
+ * has local subscribers, before it is delivered; key is "tenant/room"
+ * (chat/typing: the typists other workers may never end). */
+void room_on_typing(void (*fn)(const char *key, const char *payload, size_t len));
+/* Delivers a typing:update made on this worker (payload) to the room's local
+ * subscribers but its user's connections, as if the channel had brought it. */
+void room_typing_local(const char *tenant, const char *room_id, const char *payload,
+    size_t len);
+
 void room_channel(char *buf, size_t len, const char *tenant, const char *room_id);
 
 #endif

@@ -22,11 +22,6 @@
  * an 'infinity' left by hand reads the same. */
 #define ROOMREAD_FOREVER "'9999-12-31 23:59:59.999+00'::timestamptz"
 
-/* The room's newest seq known to PostgreSQL (the sync consumer's). */
-#define ROOMREAD_PG_LAST(tenant, room) \
-"(SELECT coalesce(max(e.seq), 0) FROM room_events e WHERE e.tenant = " tenant \
-" AND e.room_id = " room ")"
-
 /*
  * room:list: every room the user is a member of and not banned from, by
  * id. last_seq here is PostgreSQL's; Redis' counter (ahead by what the
@@ -34,7 +29,7 @@
  */
 static const char list_sql[] =
 "SELECT r.id, r.name, r.kind, r.private, mb.role, mb.read_seq,"
-" " ROOMREAD_PG_LAST("r.tenant", "r.id") ","
+" " READVIEW_PG_LAST("r.tenant", "r.id") ","
 " (SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.tenant = r.tenant"
 "   AND m.room_id = r.id AND m.seq > mb.read_seq AND m.user_id <> mb.user_id"
 "   AND m.deleted_at IS NULL LIMIT " ROOMREAD_UNREAD_MAX ") AS u),"
@@ -55,7 +50,7 @@ static const char info_sql[] =
 "   'created_at', " READVIEW_MS("st.created_at") ","
 "   'members', (SELECT count(*) FROM room_members x WHERE x.tenant = $1 AND x.room_id = $2"
 "    AND NOT x.banned),"
-"   'last_seq', greatest($5::bigint, " ROOMREAD_PG_LAST("$1", "$2") ")),"
+"   'last_seq', greatest($5::bigint, " READVIEW_PG_LAST("$1", "$2") ")),"
 "  'role', st.role)::text END"
 " FROM st";
 
@@ -75,26 +70,6 @@ static const char members_sql[] =
 "   FILTER (WHERE n.rn <= $6::int), '[]'::jsonb),"
 "  'has_more', count(*) > $6::int) FROM n)::text END"
 " FROM st";
-
-/*
- * room:read: $4 the seq read, $5 Redis' counter. A member only (not banned);
- * a seq past the room's last is refused; read_seq only moves forward (the
- * row is written only when it moves, and the answer is the larger of the
- * two whether this statement or a concurrent one moved it).
- */
-static const char read_sql[] =
-"WITH st AS (SELECT r.id, mb.read_seq, (mb.user_id IS NOT NULL AND NOT mb.banned) AS member"
-"  FROM rooms r LEFT JOIN room_members mb ON mb.tenant = r.tenant AND mb.room_id = r.id"
-"   AND mb.user_id = $3"
-"  WHERE r.tenant = $1 AND r.id = $2),"
-" last AS (SELECT greatest($5::bigint, " ROOMREAD_PG_LAST("$1", "$2") ") AS s),"
-" up AS (UPDATE room_members x SET read_seq = $4::bigint FROM st, last"
-"  WHERE st.member AND $4::bigint <= last.s AND x.tenant = $1 AND x.room_id = $2"
-"   AND x.user_id = $3 AND x.read_seq < $4::bigint RETURNING x.read_seq)"
-" SELECT st.member, $4::bigint <= last.s, CASE WHEN st.member AND $4::bigint <= last.s THEN"
-"  jsonb_build_object('room', $2::text, 'read_seq',"
-"   greatest(st.read_seq, (SELECT max(read_seq) FROM up), $4::bigint))::text END"
-" FROM st, last";
 
 /* ---------------------------------------------------------------- room:list */
 
@@ -213,82 +188,74 @@ roomread_list(struct conn *c, const char *idjson, json_t *msg)
 	}
 }
 
-/* ------------------------------------------------------ room:info, room:read */
+/* ---------------------------------------------------- the counter, room:info */
 
-/* A read that needs the room's newest seq: Redis' counter first (one GET),
- * then the statement, which takes the larger of it and PostgreSQL's. */
-struct counted_req {
-	struct reply_req req;
-	char room[UTIL_ID_MAX + 1];
-	char seq[24];		/* room:read's seq; "" for room:info */
+struct counter_req {
+	roomread_counter_cb *cb;
+	void *arg;
 };
-
-static void
-roomread__counted_run(struct counted_req *cr, long long counter)
-{
-	struct conn *c = cr->req.c;
-	char last[24], why[128], member[128];
-	const char *params[5] = { c->id.tenant, cr->room, c->id.user, NULL, last };
-	struct readview_query q = { .nparams = 5, .params = params, .room = cr->room };
-
-	snprintf(last, sizeof(last), "%lld", counter);
-	if (cr->seq[0] == '\0') {
-		params[3] = readview_admin(c);
-		q.sql = info_sql;
-	} else {
-		params[3] = cr->seq;
-		q.sql = read_sql;
-		q.denied_code = "bad_request";
-		snprintf(why, sizeof(why), "seq %s is past the last of room \"%s\"", cr->seq,
-		    cr->room);
-		q.denied_why = why;
-		snprintf(member, sizeof(member), "not a member of room \"%s\"", cr->room);
-		q.forbidden_why = member;
-	}
-	readview_run(c, cr->req.idjson, &q);
-	reply_req_done(&cr->req);
-	free(cr);
-}
 
 static void
 roomread__counter(redisAsyncContext *ac, void *reply, void *priv)
 {
 	redisReply *r = reply;
+	struct counter_req *q = priv;
 	long long seq = 0;
 
 	(void)ac;
 	if (!rlink_failed(r) && r->type == REDIS_REPLY_STRING &&
 	    util_parse_ll(r->str, 0, INT64_MAX, &seq) != 0)
 		seq = 0;
-	roomread__counted_run(priv, seq);
+	q->cb(q->arg, seq);
+	free(q);
 }
 
-static void
-roomread__counted(struct conn *c, const char *idjson, const char *room, long long seq)
+void
+roomread_counter(const char *tenant, const char *room, roomread_counter_cb *cb, void *arg)
 {
-	struct counted_req *cr = xcalloc(1, sizeof(*cr));
+	struct counter_req *q = xcalloc(1, sizeof(*q));
 	char key[200];
 
-	reply_req_init(&cr->req, c, idjson);
-	snprintf(cr->room, sizeof(cr->room), "%s", room);
-	if (seq >= 0)
-		snprintf(cr->seq, sizeof(cr->seq), "%lld", seq);
-	redis_key(key, sizeof(key), c->id.tenant, room, "seq");
-	if (!rlink_up(srv.rcmd) || rlink_cmd(srv.rcmd, roomread__counter, cr, "GET %s", key) != 0)
-		roomread__counted_run(cr, 0);
+	q->cb = cb;
+	q->arg = arg;
+	redis_key(key, sizeof(key), tenant, room, "seq");
+	if (!rlink_up(srv.rcmd) || rlink_cmd(srv.rcmd, roomread__counter, q, "GET %s", key) != 0) {
+		free(q);
+		cb(arg, 0);
+	}
+}
+
+/* room:info needs the room's newest seq: Redis' counter first (one GET),
+ * then the statement, which takes the larger of it and PostgreSQL's. */
+struct info_req {
+	struct reply_req req;
+	char room[UTIL_ID_MAX + 1];
+};
+
+static void
+roomread__info_counted(void *arg, long long counter)
+{
+	struct info_req *ir = arg;
+	struct conn *c = ir->req.c;
+	char last[24];
+	const char *params[5] = { c->id.tenant, ir->room, c->id.user, readview_admin(c), last };
+	struct readview_query q = { .sql = info_sql, .nparams = 5, .params = params,
+	    .room = ir->room };
+
+	snprintf(last, sizeof(last), "%lld", counter);
+	readview_run(c, ir->req.idjson, &q);
+	reply_req_done(&ir->req);
+	free(ir);
 }
 
 void
 roomread_info(struct conn *c, const char *idjson, json_t *msg)
 {
-	roomread__counted(c, idjson, json_string_value(json_object_get(msg, "room")), -1);
-}
+	struct info_req *ir = xcalloc(1, sizeof(*ir));
 
-void
-roomread_read(struct conn *c, const char *idjson, json_t *msg)
-{
-	roomread__counted(c, idjson, json_string_value(json_object_get(msg, "room")),
-	    proto_seq(json_object_get(msg, "seq")));
+	reply_req_init(&ir->req, c, idjson);
+	snprintf(ir->room, sizeof(ir->room), "%s", json_string_value(json_object_get(msg, "room")));
+	roomread_counter(c->id.tenant, ir->room, roomread__info_counted, ir);
 }
 
 /* ------------------------------------------------------------- room:members */

@@ -27,7 +27,7 @@
 /* The loop's one read buffer: every socket reads into it, and a reader
  * keeps only what it cannot use yet (an incomplete frame or request). */
 #define CONN_READ_BUF (64 * 1024)
-#define CONN_HOOKS_MAX 4
+#define CONN_HOOKS_MAX 8
 
 static struct conn *conn_list;
 static int conn_n;
@@ -35,8 +35,10 @@ static char read_buf[CONN_READ_BUF];
 static conn_reader *readers[CONN_SSE + 1];
 static conn_hook *hooks[CONN_HOOKS_MAX];
 static const char *(*sub_room)(const struct sub *s);
+static int64_t (*sub_seq)(const struct sub *s);
 static void (*sub_gapped)(struct sub *s);
 static int nhooks;
+static conn_http_answer *http_answer;
 static conn_hook *open_hooks[CONN_HOOKS_MAX];
 static int nopen_hooks;
 
@@ -49,10 +51,59 @@ conn_set_reader(enum conn_kind kind, conn_reader *fn)
 }
 
 void
-conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s))
+conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s),
+    int64_t (*seq)(const struct sub *s))
 {
 	sub_room = room_id;
 	sub_gapped = gapped;
+	sub_seq = seq;
+}
+
+size_t
+conn_cursor(const struct conn *c, const char *room, int64_t seq, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < c->nsubs && sub_room != NULL && sub_seq != NULL; i++) {
+		const char *r = sub_room(c->subs[i]);
+		int64_t s = strcmp(r, room) == 0 ? seq : sub_seq(c->subs[i]);
+		int w = snprintf(buf + n, len - n, "%s%s=%lld", i ? "," : "", r, (long long)s);
+
+		if (w < 0 || (size_t)w >= len - n) {
+			buf[n] = '\0';
+			break;
+		}
+		n += (size_t)w;
+	}
+	return n;
+}
+
+void
+conn_set_http_answer(conn_http_answer *fn)
+{
+	http_answer = fn;
+}
+
+void
+conn_http_answer_json(struct conn *c, int status, const char *json, size_t len,
+    const char *headers)
+{
+	if (http_answer != NULL)
+		http_answer(c, status, json, len, headers);
+}
+
+void
+conn_set_request_identity(struct conn *c, const struct auth_identity *id)
+{
+	size_t luser = strlen(id->user) + 1, ltenant = strlen(id->tenant) + 1;
+
+	free(c->idnames);
+	c->idnames = xmalloc(luser + ltenant);
+	c->id.user = memcpy(c->idnames, id->user, luser);
+	c->id.tenant = memcpy(c->idnames + luser, id->tenant, ltenant);
+	c->id.exp = id->exp;
+	c->id.admin = id->admin;
 }
 
 void
@@ -336,7 +387,8 @@ conn_unref(struct conn *c)
 int
 conn_open(const struct conn *c)
 {
-	return c->kind == CONN_WS && c->phase == CONN_OPEN && !c->killing && c->close_code == 0;
+	return (c->kind == CONN_WS || (c->kind == CONN_SSE && c->idnames != NULL)) &&
+	    c->phase == CONN_OPEN && !c->killing && c->close_code == 0;
 }
 
 void

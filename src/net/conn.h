@@ -94,7 +94,17 @@ struct conn {
 	uint8_t reading_paused;		/* CONN_HTTP: too much output waiting */
 	uint8_t counted;		/* CONN_WS: in the admission counts */
 	uint8_t peer_done;		/* the peer sent FIN: close once ours is out */
+	uint8_t rest;			/* CONN_HTTP: enum conn_rest, a command's request */
+	uint16_t rest_ok;		/* CONN_HTTP: the status of its success (200, 201) */
 	char cid[];			/* "<worker>-<n>" (logs, hello), then ip; NUL-ended */
+};
+
+/* A command over HTTP (net/rest.c): waiting for its answer, answered. */
+enum conn_rest {
+	CONN_REST_NONE,
+	CONN_REST_WAITING,	/* its handler is running */
+	CONN_REST_ANSWERED,	/* ...and answered before returning */
+	CONN_REST_DEFERRED	/* the answer comes later: no next request until then */
 };
 
 /* A socket accept4()ed by the worker: becomes a connection reading HTTP.
@@ -102,6 +112,16 @@ struct conn {
 struct conn *conn_accept(uv_loop_t *loop, int fd);
 /* The HTTP connection c becomes a WebSocket of id. */
 void conn_set_identity(struct conn *c, const struct auth_identity *id);
+/* An HTTP request's user (a command over HTTP): c stays an HTTP
+ * connection, counted nowhere; the next request's replaces it. */
+void conn_set_request_identity(struct conn *c, const struct auth_identity *id);
+/* How a command's answer reaches an HTTP connection (net/http.c sets it):
+ * proto/reply.c calls it for a connection of kind CONN_HTTP. */
+typedef void conn_http_answer(struct conn *c, int status, const char *json, size_t len,
+    const char *headers);
+void conn_set_http_answer(conn_http_answer *fn);
+void conn_http_answer_json(struct conn *c, int status, const char *json, size_t len,
+    const char *headers);
 
 /* What reads a kind's bytes (net/http.c, net/ws.c register theirs). data
  * is the loop's read buffer: the reader may change it, and keeps nothing
@@ -119,7 +139,12 @@ void conn_on_open(conn_hook *fn);
  * chat/room's, which registers these): a subscription's room id, for
  * conn_find_sub; and marking one whose queued events were replaced by a
  * room:gap, which gets nothing more until the client joins again. */
-void conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s));
+void conn_set_sub_ops(const char *(*room_id)(const struct sub *s), void (*gapped)(struct sub *s),
+    int64_t (*seq)(const struct sub *s));
+/* An event stream's cursor: "room=seq,..." of its subscriptions, the last
+ * seq each was given (what Last-Event-ID brings back), room's being seq.
+ * Its length. */
+size_t conn_cursor(const struct conn *c, const char *room, int64_t seq, char *buf, size_t len);
 void conn_ref(struct conn *c);
 void conn_unref(struct conn *c);
 
@@ -132,7 +157,7 @@ struct conn_list {
 };
 /* Appends c (and sets *flag) unless *flag is set. 1: appended. */
 int conn_list_add(struct conn_list *l, struct conn *c, uint8_t *flag);
-/* An open WebSocket that is not closing. */
+/* An open WebSocket (or a room event stream: a user's) that is not closing. */
 int conn_open(const struct conn *c);
 
 /* Queue an outbuf (takes a new ref) to be written at the end of the loop

@@ -177,12 +177,83 @@ conn__overflow(struct conn *c, struct outbuf *b)
 	return queued;
 }
 
+/* A room event's "id:" line and the blank line that ends the event: the
+ * stream's cursor with the event's own seq for its room. It counts as an
+ * event of the room (seq one past the event's): an overflow never leaves
+ * an event without its end. */
+static void
+conn__push_cursor(struct conn *c, const struct outbuf *ev)
+{
+	size_t cap = (size_t)c->nsubs * 96 + 96, n = 4;
+	char *line = xmalloc(cap);
+	struct outbuf *b;
+
+	memcpy(line, "id: ", 4);
+	n += conn_cursor(c, ev->room, ev->seq, line + n, cap - n - 3);
+	memcpy(line + n, "\n\n", 2);
+	b = outbuf_raw(line, n + 2);
+	b->seq = b->last_seq = ev->seq + 1;
+	memcpy(b->room, ev->room, sizeof(b->room));
+	conn__push(c, b);
+	outbuf_unref(b);
+	free(line);
+}
+
+/*
+ * An event stream's send. A room event goes as its "event:"/"data:" lines
+ * (shared by every stream) and an "id:" line of this stream's cursor, event
+ * by event, so that the client's Last-Event-ID is always its last event's.
+ * The queue thus holds whole events: when it is full it is left as it is,
+ * one room:gap follows for the event that did not fit, and the stream
+ * ends; its client reconnects with the Last-Event-ID of the last event it
+ * got, and misses nothing.
+ */
+static int
+conn__send_stream(struct conn *c, struct outbuf *b)
+{
+	struct outbuf **parts = NULL;
+	uint32_t nparts = 0;
+
+	if (conn__full(c, b)) {
+		if (conn__is_event(b)) {
+			char text[160];
+			int n = snprintf(text, sizeof(text),
+			    "{\"type\":\"room:gap\",\"room\":\"%s\",\"after_seq\":%lld}",
+			    b->room, (long long)(b->seq - 1));
+			struct outbuf *m = outbuf_new(text, (size_t)n, 0);
+
+			conn__push(c, outbuf_as_sse(m));
+			outbuf_unref(m);
+			metrics_add(M_GAPS, 1);
+		}
+		metrics_add(M_SLOW_CLOSES, 1);
+		log_info("stream %s (%s): not reading, ended", c->cid, c->id.user ? c->id.user : c->ip);
+		c->end_after_write = 1;
+		conn__want_write(c);
+		return 0;
+	}
+	if (!conn__is_event(b) || b->raw) {
+		conn__push(c, outbuf_as_sse(b));
+	} else {
+		parts = outbuf_sse_events(b, &nparts);
+		for (uint32_t i = 0; i < nparts; i++) {
+			conn__push(c, parts[i]);
+			conn__push_cursor(c, parts[i]);
+		}
+	}
+	conn__want_write(c);
+	return 1;
+}
+
 int
 conn_send(struct conn *c, struct outbuf *b)
 {
 	/* Replies still go out while a drain waits for in-flight requests. */
-	if (c->phase != CONN_OPEN || c->killing || c->close_code == CONN_CLOSE_SLOW)
+	if (c->phase != CONN_OPEN || c->killing || c->close_code == CONN_CLOSE_SLOW ||
+	    c->end_after_write)
 		return 0;
+	if (c->kind == CONN_SSE)
+		return conn__send_stream(c, b);
 	if (conn__full(c, b))
 		return conn__overflow(c, b);
 	conn__push(c, b);
@@ -271,7 +342,7 @@ conn__after_write(struct conn *c)
 		return;
 	if (c->phase == CONN_ENDING) {
 		conn__shutdown(c);
-	} else if (c->kind == CONN_HTTP && c->end_after_write) {
+	} else if ((c->kind == CONN_HTTP || c->kind == CONN_SSE) && c->end_after_write) {
 		c->phase = CONN_ENDING;
 		conn__shutdown(c);
 	} else if (c->kind == CONN_WS && c->close_code &&

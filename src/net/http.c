@@ -6,6 +6,10 @@
 #include "net/http_req.h"
 #include "net/sse.h"
 #include "net/ws.h"
+#include "net/rest.h"
+#include "net/admit.h"
+#include "chat/join.h"
+#include "proto/cursor.h"
 #include "lib/cidr.h"
 #include "lib/util.h"
 #include "proc/log.h"
@@ -35,7 +39,7 @@
 typedef void http_handler(struct conn *c, struct http_req *r);
 
 static http_handler http__ws, http__health, http__ready, http__monitoring_json,
-    http__monitoring_stream, http__metrics, http__login, http__asset;
+    http__monitoring_stream, http__metrics, http__login, http__asset, http__events;
 
 /* The routes: an exact path, the methods it answers, the largest body it
  * takes, and whether it is for admins (http__admitted, checked in
@@ -51,6 +55,7 @@ static const struct http_route {
 	http_handler *fn;
 } http_routes[] = {
 	{ "/ws", HTTP_M(HTTP_GET), 0, "GET", 0, http__ws },
+	{ "/api/events", HTTP_M(HTTP_GET), 0, "GET", 0, http__events },
 	{ "/health", HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__health },
 	{ "/ready", HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__ready },
 	{ "/api/monitoring/websocket", HTTP_GET_HEAD, 0, "GET, HEAD", 1, http__monitoring_json },
@@ -79,6 +84,11 @@ http__route(const struct http_req *r)
 static uint64_t
 http__body_limit(const struct http_req *r)
 {
+	size_t n;
+	const char *path = http_req_path(r, &n);
+
+	if (http__route(r) == &http_asset_route && rest_path(path, n))
+		return REST_MAX_BODY;
 	return http__route(r)->max_body;
 }
 
@@ -87,6 +97,7 @@ http__reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
+	case 201: return "Created";
 	case 303: return "See Other";
 	case 304: return "Not Modified";
 	case 400: return "Bad Request";
@@ -95,6 +106,7 @@ http__reason(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 409: return "Conflict";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 426: return "Upgrade Required";
@@ -179,6 +191,55 @@ http__ws(struct conn *c, struct http_req *r)
 
 	if (ws_upgrade(c, r, &no) != 0)
 		http_respond_error(c, r, no.status, no.why, no.header);
+}
+
+/* GET /api/events?rooms=a,b: a user's room event stream (docs/protocol.md
+ * section 9). The arguments are read before the door, the door is the
+ * WebSocket's; then the head, and each room is joined (chat/join.c). */
+static void
+http__events(struct conn *c, struct http_req *r)
+{
+	int max = srv.cfg->max_rooms_per_conn;
+	struct cursor_entry *rooms = xcalloc((size_t)max, sizeof(*rooms));
+	size_t arglen = (size_t)max * (UTIL_ID_MAX + 24) + 1, n;
+	char *arg = xmalloc(arglen);
+	const char *last, *ua;
+	struct auth_identity id;
+	struct ws_refusal no;
+	int nrooms = -1;
+
+	if (http_req_arg(r, "rooms", arg, arglen) == 0)
+		nrooms = cursor_rooms(arg, strlen(arg), rooms, max);
+	if (nrooms < 0) {
+		http_respond_error(c, r, 400, "rooms: room ids separated by commas, each once, "
+		    "at most max_rooms_per_conn", NULL);
+		goto done;
+	}
+	last = http_req_header(r, "Last-Event-ID", &n);
+	if (last == NULL && http_req_arg(r, "last_event_id", arg, arglen) == 0) {
+		last = arg;
+		n = strlen(arg);
+	}
+	if (last != NULL && (n >= arglen || cursor_parse(last, n, rooms, nrooms) != 0)) {
+		http_respond_error(c, r, 400, "Last-Event-ID: room=seq pairs separated by commas",
+		    NULL);
+		goto done;
+	}
+	if (ws_admit(c, r, &id, &no) != 0) {
+		metrics_refused(c->ip, no.status, no.why);
+		http_respond_error(c, r, no.status, no.why, no.header);
+		goto done;
+	}
+	conn_set_identity(c, &id);
+	admit_conn_opened(c->ip, id.tenant, id.user);
+	ua = http_req_header(r, "User-Agent", &n);
+	metrics_conn_opened(c->ip, id.tenant, id.user, ua, ua ? n : 0);
+	sse_open(c, SSE_ROOMS);		/* r is gone */
+	for (int i = 0; i < nrooms; i++)
+		join_stream(c, rooms[i].room, rooms[i].seq);
+done:
+	free(arg);
+	free(rooms);
 }
 
 static void
@@ -393,6 +454,10 @@ http__handle(struct conn *c, struct http_req *r)
 		http_respond_error(c, r, 405, "method not allowed", allow);
 		return;
 	}
+	if (route == &http_asset_route && rest_path(path, n)) {
+		rest_handle(c, r);
+		return;
+	}
 	if (route->admin || (route->fn == http__asset && http__admin_asset(path, n))) {
 		if (!http__admitted(c, r)) {
 			http__unauthorized(c, r, route->fn == http__asset && http__page(path, n),
@@ -443,6 +508,11 @@ http__read(struct conn *c, char *data, size_t n)
 		http__handle(c, r);
 		if (c->kind != CONN_HTTP || c->end_after_write || c->killing)
 			return;		/* upgraded, streaming, or ending */
+		if (c->rest == CONN_REST_DEFERRED) {
+			/* A command waits for its answer (http__answer). */
+			conn_pause_reading(c, 1);
+			return;
+		}
 		http_req_next(r);
 		c->start_ms = uv_now(srv.loop);
 		if (c->qbytes > HTTP_QUEUE_MAX) {
@@ -453,10 +523,34 @@ http__read(struct conn *c, char *data, size_t n)
 	}
 }
 
+/* A command's answer on an HTTP connection (proto/reply.c, through
+ * net/conn): the response, then, if the command had to wait, the next
+ * request (reading resumes once the response is written). */
+static void
+http__answer(struct conn *c, int status, const char *json, size_t len, const char *headers)
+{
+	char all[256];
+
+	if (c->rest == CONN_REST_NONE || c->req == NULL || c->phase != CONN_OPEN || c->killing)
+		return;
+	snprintf(all, sizeof(all), "Cache-Control: no-store\r\n%s", headers ? headers : "");
+	http_respond(c, c->req, status, "application/json", json, len, all);
+	if (c->rest == CONN_REST_WAITING) {
+		c->rest = CONN_REST_ANSWERED;
+		return;
+	}
+	c->rest = CONN_REST_NONE;
+	if (!c->end_after_write) {
+		http_req_next(c->req);
+		c->start_ms = uv_now(srv.loop);
+	}
+}
+
 void
 http_start(void)
 {
 	conn_set_reader(CONN_HTTP, http__read);
+	conn_set_http_answer(http__answer);
 	assets_scan();
 }
 

@@ -48,6 +48,9 @@ outbuf__alloc(size_t cap)
 	b->cap = (uint32_t)cap;
 	b->nframes = 0;
 	b->seq = b->last_seq = b->ts_ms = 0;
+	b->sse = NULL;
+	b->parts = NULL;
+	b->raw = 0;
 	b->room[0] = '\0';
 	return b;
 }
@@ -74,6 +77,7 @@ outbuf_raw(const char *bytes, size_t len)
 
 	memcpy(b->data, bytes, len);
 	b->len = (uint32_t)len;
+	b->raw = 1;
 	return b;
 }
 
@@ -154,8 +158,84 @@ outbuf_ref(struct outbuf *b)
 void
 outbuf_unref(struct outbuf *b)
 {
-	if (b != NULL && --b->refs == 0)
+	if (b != NULL && --b->refs == 0) {
+		outbuf_unref(b->sse);
+		for (uint32_t i = 0; b->parts != NULL && i < b->nframes; i++)
+			outbuf_unref(b->parts[i]);
+		free(b->parts);
 		free(b);
+	}
+}
+
+/* The "type" of an event JSON text, else "message"; *n its length. */
+static const char *
+outbuf__type(const unsigned char *p, size_t len, size_t *n)
+{
+	static const char key[] = "\"type\":";
+	const char *end = (const char *)p + len, *t, *q;
+
+	/* In a JSON string every quote is escaped, so the key is never found
+	 * inside one; PostgreSQL's jsonb text puts it last, after a space. */
+	t = memmem(p, len, key, sizeof(key) - 1);
+	if (t != NULL) {
+		for (t += sizeof(key) - 1; t < end && *t == ' '; t++)
+			;
+		if (t < end && *t == '"' && (q = memchr(t + 1, '"', (size_t)(end - t - 1))) != NULL &&
+		    q > t + 1) {
+			*n = (size_t)(q - t - 1);
+			return t + 1;
+		}
+	}
+	*n = 7;
+	return "message";
+}
+
+struct outbuf *
+outbuf_as_sse(struct outbuf *b)
+{
+	static const char ev[] = "event: ", da[] = "\ndata: ", end[] = "\n\n";
+	const unsigned char *p, *stop = b->data + b->len;
+	struct outbuf *s;
+	size_t need = 0, tn;
+
+	if (b->raw)
+		return b;
+	if (b->sse != NULL)
+		return b->sse;
+	for (p = b->data; p < stop;) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+
+		outbuf__type(payload, (size_t)len, &tn);
+		need += sizeof(ev) + tn + sizeof(da) + (size_t)len + sizeof(end);
+		p = payload + len;
+	}
+	s = outbuf__alloc(need);
+	for (p = b->data; p < stop;) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+		const char *t = outbuf__type(payload, (size_t)len, &tn);
+
+		memcpy(s->data + s->len, ev, sizeof(ev) - 1);
+		s->len += sizeof(ev) - 1;
+		memcpy(s->data + s->len, t, tn);
+		s->len += (uint32_t)tn;
+		memcpy(s->data + s->len, da, sizeof(da) - 1);
+		s->len += sizeof(da) - 1;
+		memcpy(s->data + s->len, payload, (size_t)len);
+		s->len += (uint32_t)len;
+		memcpy(s->data + s->len, end, sizeof(end) - 1);
+		s->len += sizeof(end) - 1;
+		p = payload + len;
+	}
+	s->raw = 1;
+	s->nframes = b->nframes;
+	s->seq = b->seq;
+	s->last_seq = b->last_seq;
+	s->ts_ms = b->ts_ms;
+	memcpy(s->room, b->room, sizeof(s->room));
+	b->sse = s;
+	return s;
 }
 
 /* The first unsigned number after key. A body is a JSON string, whose
@@ -169,7 +249,10 @@ outbuf__scan(const char *json, size_t len, const char *key, size_t klen)
 
 	if (p == NULL)
 		return 0;
-	for (p += klen; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
+	/* PostgreSQL's jsonb text has a space after the colon. */
+	for (p += klen; p < end && *p == ' '; p++)
+		;
+	for (; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
 		v = v * 10 + (*p - '0');
 	return v;
 }
@@ -188,4 +271,41 @@ outbuf_scan_ts(const char *json, size_t len)
 	static const char key[] = "\"ts\":";
 
 	return outbuf__scan(json, len, key, sizeof(key) - 1);
+}
+
+struct outbuf **
+outbuf_sse_events(struct outbuf *b, uint32_t *n)
+{
+	static const char ev[] = "event: ", da[] = "\ndata: ";
+	const unsigned char *p = b->data, *stop = b->data + b->len;
+	uint32_t i = 0;
+
+	*n = b->nframes;
+	if (b->parts != NULL)
+		return b->parts;
+	b->parts = xcalloc(b->nframes ? b->nframes : 1, sizeof(*b->parts));
+	for (; p < stop && i < b->nframes; i++) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+		size_t tn;
+		const char *t = outbuf__type(payload, (size_t)len, &tn);
+		struct outbuf *e = outbuf__alloc(sizeof(ev) + tn + sizeof(da) + (size_t)len + 1);
+
+		memcpy(e->data, ev, sizeof(ev) - 1);
+		e->len = sizeof(ev) - 1;
+		memcpy(e->data + e->len, t, tn);
+		e->len += (uint32_t)tn;
+		memcpy(e->data + e->len, da, sizeof(da) - 1);
+		e->len += sizeof(da) - 1;
+		memcpy(e->data + e->len, payload, (size_t)len);
+		e->len += (uint32_t)len;
+		e->data[e->len++] = '\n';
+		e->raw = 1;
+		e->nframes = 1;
+		e->seq = e->last_seq = outbuf_scan_seq((const char *)payload, (size_t)len);
+		memcpy(e->room, b->room, sizeof(e->room));
+		b->parts[i] = e;
+		p = payload + len;
+	}
+	return b->parts;
 }

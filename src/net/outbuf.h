@@ -24,6 +24,9 @@ struct outbuf {
 	int64_t last_seq;	/* room events: the highest seq */
 	int64_t ts_ms;		/* live room events (outbuf_append): the earliest
 				 * "ts", server ms at the send; 0: none */
+	struct outbuf *sse;	/* outbuf_as_sse's translation, made once; owned */
+	struct outbuf **parts;	/* outbuf_sse_events', made once; owned */
+	uint8_t raw;		/* bytes as they are, not WebSocket frames */
 	char room[65];		/* the room of room events */
 	unsigned char data[];
 };
@@ -40,6 +43,15 @@ void outbuf_append(struct outbuf **bp, const char *payload, size_t len, int64_t 
 /* A new obuf with the frames of b whose seq is 0 or above after_seq, or
  * NULL if there are none. */
 struct outbuf *outbuf_after(const struct outbuf *b, int64_t after_seq);
+/* The same frames as Server-Sent Events ("event: <type>", "data: <JSON>",
+ * a blank line each), made once per outbuf and shared (borrowed: valid
+ * while b is); seqs, room and frame count as b's. Raw bytes are b. */
+struct outbuf *outbuf_as_sse(struct outbuf *b);
+/* Room events as Server-Sent Events, one outbuf per event ("event:",
+ * "data:", no blank line: the stream adds its "id:" line and one), made
+ * once per outbuf and shared; each has its event's seq and the room. *n is
+ * b's frame count. Borrowed, valid while b is. */
+struct outbuf **outbuf_sse_events(struct outbuf *b, uint32_t *n);
 void outbuf_ref(struct outbuf *b);
 void outbuf_unref(struct outbuf *b);
 

@@ -158,7 +158,7 @@ sse_tick(void)
 	if (sse_count(SSE_MONITORING) > 0)
 		sse__monitoring(NULL);
 	if (++ticks % SSE_KEEPALIVE_S == 0)
-		for (int t = SSE_MONITORING; t <= SSE_MONITORING; t++)
+		for (int t = SSE_MONITORING; t <= SSE_ROOMS; t++)
 			sse_publish((enum sse_topic)t, NULL, ka, sizeof(ka) - 1);
 }
 

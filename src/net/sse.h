@@ -19,7 +19,8 @@ struct conn;
 #define SSE_KEEPALIVE_S 15
 
 enum sse_topic {
-	SSE_MONITORING		/* the monitoring document, once a second */
+	SSE_MONITORING,		/* the monitoring document, once a second */
+	SSE_ROOMS		/* a user's rooms: their events (chat/join.c joins them) */
 };
 
 /* Answer the request on c with the stream's head and keep c as a stream

@@ -154,8 +154,8 @@ ws__check_request(const struct http_req *r, struct ws_refusal *out)
 }
 
 /* The door: draining, origin, rate and connection limits, the token. */
-static int
-ws__admit(struct conn *c, const struct http_req *r, struct auth_identity *id,
+int
+ws_admit(struct conn *c, const struct http_req *r, struct auth_identity *id,
     struct ws_refusal *out)
 {
 	char token[4200];
@@ -235,7 +235,7 @@ ws_upgrade(struct conn *c, struct http_req *r, struct ws_refusal *out)
 	size_t kn, n, uan;
 	int len;
 
-	if (ws__check_request(r, out) != 0 || ws__admit(c, r, &id, out) != 0) {
+	if (ws__check_request(r, out) != 0 || ws_admit(c, r, &id, out) != 0) {
 		metrics_refused(c->ip, out->status, out->why);
 		return -1;
 	}
@@ -365,7 +365,9 @@ ws__read(struct conn *c, char *data, size_t n)
 static void
 ws__closed(struct conn *c)
 {
-	if (c->kind == CONN_WS && c->idnames != NULL)
+	/* A user's WebSocket or event stream; an HTTP request's user is
+	 * counted nowhere. */
+	if ((c->kind == CONN_WS || c->kind == CONN_SSE) && c->idnames != NULL)
 		admit_conn_closed(c->ip, c->id.tenant, c->id.user);
 }
 

@@ -1,6 +1,7 @@
 #ifndef CHATD_WS_H
 #define CHATD_WS_H
 
+struct auth_identity;
 struct conn;
 struct http_req;
 
@@ -23,6 +24,14 @@ struct ws_refusal {
 /* 0: the 101 and the hello are queued, c is a WebSocket and c->req is
  * gone (r with it). -1: refused, out says how to answer. */
 int ws_upgrade(struct conn *c, struct http_req *r, struct ws_refusal *out);
+
+/* The door of a user's connection (the WebSocket's, and the room event
+ * stream's, net/http.c): draining (503), Origin (403), attempts and failed
+ * tokens per address (429), the token from ?token= or Authorization:
+ * Bearer (401), connections per address and per user (429). 0: *id is the
+ * user (admit_conn_opened is the caller's); -1: out says how to answer. */
+int ws_admit(struct conn *c, const struct http_req *r, struct auth_identity *id,
+    struct ws_refusal *out);
 
 /* Worker start: WebSocket bytes to the frame reader, admission released
  * at close. */

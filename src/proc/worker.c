@@ -5,6 +5,8 @@
 #include "chat/member.h"
 #include "chat/personal.h"
 #include "chat/presence.h"
+#include "chat/receipt.h"
+#include "chat/typing.h"
 #include "proc/log.h"
 #include "proc/metrics.h"
 #include "store/pg_queue.h"
@@ -160,10 +162,12 @@ worker__finish(void)
 	sse_shutdown();
 	conn_shutdown();
 	turn_shutdown();
+	typing_shutdown();
 	assets_free();
 	redis_stop();
 	pgq_close(srv.pg);
 	member_shutdown();
+	receipt_shutdown();
 	pgq_close(srv.pgsync);
 }
 
@@ -252,6 +256,7 @@ worker_run(const struct cfg *cfg, int index)
 	pgq_start(srv.pgsync);
 	personal_start();
 	presence_start();
+	typing_init();
 	redis_start();
 	sync_start();
 

@@ -9,10 +9,12 @@
 #include "chat/msgcmd.h"
 #include "chat/presence.h"
 #include "chat/msgread.h"
+#include "chat/receipt.h"
 #include "chat/roomread.h"
 #include "chat/search.h"
 #include "chat/roomcmd.h"
 #include "chat/session.h"
+#include "chat/typing.h"
 
 /* The dispatcher's copy of the table: the handlers, at the decoder's
  * indexes. */

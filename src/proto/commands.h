@@ -76,6 +76,8 @@ static const struct proto_command proto_commands[] = {
 		{ "status", PK_STRING, 1, 16 }, PROTO__END } },
 	{ "presence:get", PROTO_HANDLER(presence_get), {
 		{ "users", PK_IDS, 1, 100 }, PROTO__END } },
+	{ "typing:start", PROTO_HANDLER(typing_cmd_start), { { "room", PK_ID, 1, 0 }, PROTO__END } },
+	{ "typing:stop", PROTO_HANDLER(typing_cmd_stop), { { "room", PK_ID, 1, 0 }, PROTO__END } },
 	{ "auth:refresh", PROTO_HANDLER(session_refresh), {
 		{ "token", PK_STRING, 1, 8192 }, PROTO__END } },
 	{ "room:list", PROTO_HANDLER(roomread_list), { PROTO__END } },
@@ -83,8 +85,15 @@ static const struct proto_command proto_commands[] = {
 	{ "room:members", PROTO_HANDLER(roomread_members), {
 		{ "room", PK_ID, 1, 0 }, { "after", PK_ID, 0, 0 }, { "limit", PK_LIMIT, 0, 200 },
 		PROTO__END } },
-	{ "room:read", PROTO_HANDLER(roomread_read), {
+	/* room:read: receipt:read's older name, the same handler and ack. */
+	{ "room:read", PROTO_HANDLER(receipt_read), {
 		{ "room", PK_ID, 1, 0 }, { "seq", PK_SEQ, 1, 0 }, PROTO__END } },
+	{ "receipt:delivered", PROTO_HANDLER(receipt_delivered), {
+		{ "room", PK_ID, 1, 0 }, { "seq", PK_SEQ, 1, 0 }, PROTO__END } },
+	{ "receipt:read", PROTO_HANDLER(receipt_read), {
+		{ "room", PK_ID, 1, 0 }, { "seq", PK_SEQ, 1, 0 }, PROTO__END } },
+	{ "message:seen", PROTO_HANDLER(receipt_seen), {
+		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 }, PROTO__END } },
 	{ "message:thread", PROTO_HANDLER(msgread_thread), {
 		{ "room", PK_ID, 1, 0 }, { "msg_id", PK_ID, 1, 0 }, { "before", PK_SEQ, 0, 0 },
 		{ "limit", PK_LIMIT, 0, 100 }, PROTO__END } },

@@ -21,6 +21,35 @@ reply__send_json(struct conn *c, json_t *obj)
 	json_decref(obj);
 }
 
+/* A command over HTTP (net/rest.c) is answered with an HTTP response: the
+ * ack's fields, or the error as {"error","code","status"}. */
+static int
+reply__http(const struct conn *c)
+{
+	return c->kind == CONN_HTTP;
+}
+
+static int
+reply__status(const char *code)
+{
+	static const struct { const char *code; int status; } map[] = {
+		{ "bad_request", 400 }, { "unauthorized", 401 }, { "forbidden", 403 },
+		{ "not_found", 404 }, { "conflict", 409 }, { "too_large", 413 },
+		{ "rate_limited", 429 }, { "unavailable", 503 }, { "internal", 500 },
+	};
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(map[i].code, code) == 0)
+			return map[i].status;
+	return 500;
+}
+
+static void
+reply__http_ack(struct conn *c, const char *json, size_t len)
+{
+	conn_http_answer_json(c, c->rest_ok ? c->rest_ok : 200, json, len, NULL);
+}
+
 static void
 reply__set_id(json_t *obj, const char *idjson)
 {
@@ -56,14 +85,34 @@ reply__verror(struct conn *c, const char *idjson, const char *code, long long re
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (strcmp(code, "unavailable") == 0 || strcmp(code, "internal") == 0)
 		reply__log_backend_error(code, msg);
+	metrics_add(M_ERRORS_SENT, 1);
+	metrics_error(code);
+	if (reply__http(c)) {
+		char headers[64] = "", *text;
+		int status = reply__status(code);
+
+		json_object_set_new(o, "error", json_string(msg));
+		json_object_set_new(o, "code", json_string(code));
+		json_object_set_new(o, "status", json_integer(status));
+		if (retry_ms >= 0) {
+			json_object_set_new(o, "retry_after_ms", json_integer(retry_ms));
+			snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n",
+			    (retry_ms + 999) / 1000);
+		}
+		text = json_dumps(o, JSON_COMPACT);
+		json_decref(o);
+		if (text == NULL)
+			log_fatal("reply: json_dumps failed");
+		conn_http_answer_json(c, status, text, strlen(text), headers[0] ? headers : NULL);
+		free(text);
+		return;
+	}
 	json_object_set_new(o, "type", json_string("error"));
 	reply__set_id(o, idjson);
 	json_object_set_new(o, "code", json_string(code));
 	json_object_set_new(o, "message", json_string(msg));
 	if (retry_ms >= 0)
 		json_object_set_new(o, "retry_after_ms", json_integer(retry_ms));
-	metrics_add(M_ERRORS_SENT, 1);
-	metrics_error(code);
 	reply__send_json(c, o);
 }
 
@@ -91,7 +140,18 @@ void
 reply_ack(struct conn *c, const char *idjson, json_t *obj)
 {
 	json_t *o = json_object();
+	char *text;
 
+	if (reply__http(c)) {
+		text = json_dumps(obj, JSON_COMPACT);
+		json_decref(obj);
+		json_decref(o);
+		if (text == NULL)
+			log_fatal("reply: json_dumps failed");
+		reply__http_ack(c, text, strlen(text));
+		free(text);
+		return;
+	}
 	json_object_set_new(o, "type", json_string("ack"));
 	reply__set_id(o, idjson);
 	json_object_update(o, obj);
@@ -103,7 +163,16 @@ void
 reply_ack_raw(struct conn *c, const char *idjson, const char *inner)
 {
 	char *text;
-	int n = idjson ? asprintf(&text, "{\"type\":\"ack\",\"id\":%s,%s}", idjson, inner)
+	int n;
+
+	if (reply__http(c)) {
+		if ((n = asprintf(&text, "{%s}", inner)) < 0)
+			log_fatal("reply: out of memory");
+		reply__http_ack(c, text, (size_t)n);
+		free(text);
+		return;
+	}
+	n = idjson ? asprintf(&text, "{\"type\":\"ack\",\"id\":%s,%s}", idjson, inner)
 	    : asprintf(&text, "{\"type\":\"ack\",%s}", inner);
 
 	if (n < 0)

@@ -41,9 +41,9 @@ end
 if op == 'peek' then
   if redis.call('HGET', st, 'd') == '1' then return {-7} end
   if ARGV[12] ~= '1' then return {3, 0, 0, 0, 0, ''} end
-  local s, _, ev = find_new()
+  local s, u, ev = find_new()
   if not s then return {-7} end
-  return {3, tonumber(s), 0, 0, 0, string.match(ev, ',"reply_to":"([^"]*)"') or ''}
+  return {3, tonumber(s), 0, 0, 0, string.match(ev, ',"reply_to":"([^"]*)"') or '', u}
 end
 if redis.call('EXISTS', st) == 0 then
   local seed = ARGV[10]

@@ -389,3 +389,9 @@ redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_id, co
 {
 	snprintf(buf, len, "chatd:{%s/%s}:msg:%s", tenant, room_id, msg_id);
 }
+
+void
+redis_typing_key(char *buf, size_t len, const char *tenant, const char *room_id)
+{
+	redis_key(buf, len, tenant, room_id, "typing");
+}

@@ -43,6 +43,7 @@ const char *redis_presence_sha(void);
  *   chatd:ev:{T/R}                        redis_channel: Pub/Sub, not a key
  *   chatd:{T/R}:msg:M                     redis_msg_key: a message's state (act.lua)
  *   chatd:{T/R}:deleted                   redis_key(.., "deleted"): deleted seqs
+ *   chatd:{T/R}:typing                    redis_typing_key: typists, user -> until ms
  *   chatd:sync, group chatd               REDIS_SYNC_STREAM, REDIS_SYNC_GROUP
  *   chatd:user                            REDIS_PERSONAL_CHANNEL: Pub/Sub
  *   chatd:pu:{T/U}                        redis_presence_key: a user's presence
@@ -58,6 +59,9 @@ void redis_rate_key(char *buf, size_t len, const char *tenant, const char *user,
 void redis_channel(char *buf, size_t len, const char *tenant, const char *room_id);
 void redis_msg_key(char *buf, size_t len, const char *tenant, const char *room_id,
     const char *msg_id);
+/* A hash of the room's typists (chat/typing.c): user -> the ms after which
+ * it no longer counts as typing; the key expires when nobody typed a while. */
+void redis_typing_key(char *buf, size_t len, const char *tenant, const char *room_id);
 void redis_presence_key(char *buf, size_t len, const char *tenant, const char *user);
 void redis_worker_key(char *buf, size_t len, const char *what, const char *wid);
 #define REDIS_PREFIX "chatd:"

@@ -25,7 +25,7 @@
  *           16 most distinct emoji
  *   peek    11 msg id, 12 scan (0/1): {-7} when the message is deleted; else
  *           scan 0 -> {3, 0, 0, 0, 0, ""}; scan 1 -> its message:new in the
- *           stream, {3, seq, 0, 0, 0, its reply_to or ""}, or {-7}
+ *           stream, {3, seq, 0, 0, 0, its reply_to or "", its author}, or {-7}
  * Returns {1, seq, ts, count, edits} appended, {2, 0, ts, count, 0}
  * unchanged, {-1} no counter and no floor, {-6} no state and no seed,
  * {-7} no such message (or deleted), {-8} not the author, {-10} too many
@@ -80,7 +80,7 @@ rlog__free(struct rlog_req *q)
 static void
 rlog__finish(struct rlog_req *q, enum rlog_status st, const redisReply *r)
 {
-	struct rlog_result res = { st, 0, 0, 0, 0, "" };
+	struct rlog_result res = { st, 0, 0, 0, 0, "", "" };
 
 	if (r != NULL && r->elements >= 5) {
 		res.seq = r->element[1]->integer;
@@ -90,6 +90,8 @@ rlog__finish(struct rlog_req *q, enum rlog_status st, const redisReply *r)
 	}
 	if (r != NULL && r->elements >= 6 && r->element[5]->type == REDIS_REPLY_STRING)
 		res.reply_to = r->element[5]->str;
+	if (r != NULL && r->elements >= 7 && r->element[6]->type == REDIS_REPLY_STRING)
+		res.user = r->element[6]->str;
 	q->cb(q->arg, &res);
 	rlog__free(q);
 }

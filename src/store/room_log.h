@@ -32,6 +32,7 @@ struct rlog_result {
 	long long count;	/* react: the emoji's count after */
 	long long edits;	/* edit: the message's edits after */
 	const char *reply_to;	/* peek: the message's reply_to, "" for none */
+	const char *user;	/* peek with scan: the message's author, "" otherwise */
 };
 
 /* r is valid during the call only. */
@@ -58,7 +59,7 @@ void rlog_react(const char *tenant, const char *room, const char *msg_id, const 
 
 /* Is the message deleted (RLOG_NOT_FOUND)? Redis knows before PostgreSQL
  * does. With scan, also finds a message sent moments ago, only in the room
- * stream yet: RLOG_OK with its seq and reply_to, or RLOG_NOT_FOUND. */
+ * stream yet: RLOG_OK with its seq, reply_to and author, or RLOG_NOT_FOUND. */
 void rlog_peek(const char *tenant, const char *room, const char *msg_id, int scan,
     rlog_cb *cb, void *arg);
 

@@ -73,6 +73,11 @@ def proto_seeds():
     w("room_members", frame({"type": "room:members", "id": "m", "room": "general",
                              "after": "alice", "limit": 200}))
     w("room_read", frame({"type": "room:read", "id": "r", "room": "general", "seq": 41}))
+    w("receipt_delivered", frame({"type": "receipt:delivered", "id": "r", "room": "general",
+                                  "seq": 41}))
+    w("receipt_read", frame({"type": "receipt:read", "id": "r", "room": "general", "seq": 41}))
+    w("message_seen", frame({"type": "message:seen", "id": "r", "room": "general",
+                             "msg_id": "m1"}))
     w("message_thread", frame({"type": "message:thread", "id": "t", "room": "general",
                                "msg_id": "m1", "before": 100, "limit": 100}))
     w("message_edits", frame({"type": "message:edits", "id": "e", "room": "general",
@@ -255,8 +260,21 @@ def config_seeds():
     w("empty", b"")
 
 
+def cursor_seeds():
+    w = lambda name, data: write("fuzz_cursor", name, data)
+    w("one", b"general")
+    w("two_with_cursor", b"general,random\0general=12,random=0")
+    w("cursor_other_rooms", b"a,b\0c=5,a=7")
+    w("bad_seq", b"a\0a=x")
+    w("dup_room", b"a,a")
+    w("empty_part", b"a,,b\0a=1")
+    w("seq_huge", b"a\0a=4611686018427387905")
+    w("id_65", b"r" * 65)
+
+
 def main():
     proto_seeds()
+    cursor_seeds()
     token_seeds()
     config_seeds()
 

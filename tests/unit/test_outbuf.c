@@ -401,8 +401,10 @@ test_scan_seq(void)
 		{ "", 0 },
 		{ "\"seq\":", 0 },
 		{ "{\"seq\":-5}", 0 },
-		/* chatd writes compact JSON: no space after the colon. */
-		{ "{\"seq\": 5}", 0 },
+		/* PostgreSQL's jsonb text: a space after the colon, keys by
+		 * length (msg's "seq" first, the same number for message:new). */
+		{ "{\"seq\": 5}", 5 },
+		{ "{\"msg\": {\"id\": \"m\", \"seq\": 6}, \"seq\": 6, \"type\": \"x\"}", 6 },
 		/* The first "seq" key wins (chatd puts it before any body). */
 		{ "{\"seq\":3,\"reply\":{\"seq\":9}}", 3 },
 		/* A "seq" inside a string is escaped, so never seen. */

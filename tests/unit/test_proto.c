@@ -169,6 +169,9 @@ test_every_type_passes(void)
 	expect_ok("{\"type\":\"room:info\",\"room\":\"r1\"}");
 	expect_ok("{\"type\":\"room:members\",\"room\":\"r1\",\"after\":\"u1\",\"limit\":200}");
 	expect_ok("{\"type\":\"room:read\",\"room\":\"r1\",\"seq\":0}");
+	expect_ok("{\"type\":\"receipt:delivered\",\"room\":\"r1\",\"seq\":0}");
+	expect_ok("{\"type\":\"receipt:read\",\"room\":\"r1\",\"seq\":9223372036854775807}");
+	expect_ok("{\"type\":\"message:seen\",\"room\":\"r1\",\"msg_id\":\"m1\"}");
 	expect_ok("{\"type\":\"message:thread\",\"room\":\"r1\",\"msg_id\":\"m1\",\"before\":9,"
 	    "\"limit\":100}");
 	expect_ok("{\"type\":\"message:edits\",\"room\":\"r1\",\"msg_id\":\"m1\"}");
@@ -229,6 +232,11 @@ test_missing_fields(void)
 	expect_fail("{\"type\":\"member:ban\",\"user\":\"u\"}", "bad_request", "room");
 	expect_fail("{\"type\":\"member:role\",\"room\":\"r\",\"user\":\"u\"}", "bad_request",
 	    "role");
+	expect_fail("{\"type\":\"receipt:read\",\"room\":\"r\"}", "bad_request", "seq");
+	expect_fail("{\"type\":\"receipt:delivered\",\"seq\":1}", "bad_request", "room");
+	expect_fail("{\"type\":\"receipt:delivered\",\"room\":\"r\",\"seq\":-1}", "bad_request",
+	    "seq");
+	expect_fail("{\"type\":\"message:seen\",\"room\":\"r\"}", "bad_request", "msg_id");
 	expect_fail("{\"room\":\"r\"}", "bad_request", "type");
 	expect_fail("{\"type\":null}", "bad_request", "type");
 	expect_fail("{\"type\":5}", "bad_request", "type");

@@ -7,7 +7,8 @@ test: every other request is blocked and reported.
 
 - test_two_users_chat: alice (dev sign-in, dev_tokens = 1) and bob (a
   pasted token) in two browser contexts: a room with a mention, unread and
-  mention badges, reply, edit, delete (tombstone), reactions, presence,
+  mention badges, reply and its thread, edit, delete (tombstone), reactions,
+  presence (online, then away),
   history paging back to the first of 120 messages, a dropped connection
   resumed, the phone layout; typing and "seen by" once the server has
   typing:* and receipt:* (checked at the start).
@@ -145,7 +146,8 @@ def test_two_users_chat(make_server, tenant):
     assert c["edited_mark"] == "(edited)", c
     assert c["tombstone"] == "message deleted", c
     assert c["reaction_count"] == 2, c
-    assert c["presence_bob"] == "online", c
+    assert c["presence_bob"] == "online" and c["presence_alice"] == "away", c
+    assert c["thread"] == ["Hi @bob, welcome to Plans", "Hello alice, thanks!"], c["thread"]
     assert c["history_first_page"] <= 60 and c["history_all"] == HISTORY, c
     assert c["history_older_hidden"], c
     assert c["reconnects"] >= 1, c
@@ -168,7 +170,8 @@ def events_route_answers(srv, token):
     """GET /api/events answers 200 (the SSE transport exists)."""
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
     try:
-        conn.request("GET", f"/api/events?rooms=&token={token}", headers={"Accept": "text/event-stream"})
+        conn.request("GET", f"/api/events?rooms=probe&token={token}",
+                     headers={"Accept": "text/event-stream"})
         return conn.getresponse().status == 200
     except OSError:
         return False

@@ -55,11 +55,17 @@ window.chatd = {
 
 // ------------------------------------------------------------------ sign-in
 
-function setState(state, text) {
+function setState(state, text, via = "") {
   app.dataset.state = state;
   const pill = $("conn");
   pill.dataset.state = state;
   pill.textContent = text || state;
+  if (via) {
+    const s = document.createElement("span");
+    s.className = "via";
+    s.textContent = ` · ${via}`;
+    pill.append(s);
+  }
 }
 
 function showSignIn(error = "") {
@@ -142,6 +148,9 @@ function scheduleRenew(claims) {
 // ------------------------------------------------------------------ connection
 
 const handlers = {
+  onJoined: (room, ack, fresh) => joined(room, ack, fresh),
+  cursor: () => Object.fromEntries([...store.rooms.values()].filter((r) => r.lastSeq > 0)
+    .map((r) => [r.id, r.lastSeq])),
   onEvent: (frame) => event(frame),
   onDown: (why) => down(why),
   onState: (s) => {
@@ -151,7 +160,7 @@ const handlers = {
 };
 
 function live() {
-  setState("live", transport.kind === "ws" ? "live · WebSocket" : "live · SSE");
+  setState("live", "live", transport.kind === "ws" ? "WebSocket" : "SSE");
   app.dataset.transport = transport.kind;
 }
 
@@ -273,23 +282,25 @@ async function subscribeAll() {
 }
 
 // rooms: {room: since | null}. null: a fresh join (the latest events).
+// Each room's answer goes through joined() as it comes.
 async function subscribe(rooms) {
   if (!transport || !Object.keys(rooms).length) return {};
   const res = await transport.subscribe(rooms);
   for (const [id, ack] of Object.entries(res)) {
-    if (ack.error) {
-      if (ack.error.code === "forbidden" || ack.error.code === "not_found") {
-        store.removeRoom(id);
-        toast(`${id}: ${ack.error.message}`);
-      }
-      continue;
+    if (ack.error && (ack.error.code === "forbidden" || ack.error.code === "not_found")) {
+      store.removeRoom(id);
+      toast(`${id}: ${ack.error.message}`);
     }
-    const fresh = rooms[id] === null || rooms[id] === undefined;
-    const r = store.applyJoin({ ...ack, room: id }, fresh);
-    if (fresh) r.historyLoaded = false;   // ui loads the page with `current`
-    if (ack.recovered === false && store.active === id) ui.reloadActive();
   }
   return res;
+}
+
+// A room's join answer (room:join, session:resume, the event stream's
+// room:joined), before the events that follow it.
+function joined(id, ack, fresh) {
+  const r = store.applyJoin({ ...ack, room: id }, fresh);
+  if (fresh) r.historyLoaded = false;   // ui reads the latest page, with `current`
+  if (ack.recovered === false && store.active === id) ui.reloadActive();
 }
 
 async function refreshRooms() {

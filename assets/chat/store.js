@@ -406,7 +406,8 @@ export class Store {
     this.changed(`room:${r.id}`);
   }
 
-  // For each message, the other users whose newest read message it is.
+  // For each message, the other users whose newest read message (of
+  // someone else's) it is.
   seenBy(r) {
     const msgs = [...r.messages.values()].filter((m) => !m.pending).sort((a, b) => a.seq - b.seq);
     const out = new Map();
@@ -417,6 +418,8 @@ export class Store {
         const mid = (lo + hi) >> 1;
         if (msgs[mid].seq <= rc.read_seq) { at = mid; lo = mid + 1; } else hi = mid - 1;
       }
+      // Shown under the newest message read that someone else wrote.
+      while (at >= 0 && (msgs[at].user === user || msgs[at].deleted)) at--;
       if (at < 0) continue;
       const key = msgs[at].key;
       out.set(key, [...(out.get(key) || []), user].sort());

@@ -8,12 +8,15 @@
 //                                  a RequestError {code, message, retryAfterMs}
 //   t.supports(type)            false for commands the transport cannot carry
 //   t.subscribe({room: since})  -> Promise of {room: join ack | {error}};
-//                                  since null: the latest page
+//                                  since null: a fresh join (the latest events)
 //   t.unsubscribe(room)
 //   t.close()
+//   handlers.onJoined(room, ack, fresh)  a room's join answer, before any of
+//                               its events that follow it
 //   handlers.onEvent(frame)     every event, as the WebSocket frame
 //   handlers.onDown(why)        the transport is gone for good (reconnect)
 //   handlers.onState(state)     "live" | "retrying" (SSE reconnecting by itself)
+//   handlers.cursor()           {room: last seq} the client has (SSE resumes)
 //
 // The protocol: docs/protocol.md (sections 1-8: WebSocket; 9: SSE and REST).
 
@@ -156,11 +159,15 @@ export class WsTransport {
     const fresh = Object.keys(rooms).filter((r) => rooms[r] === null || rooms[r] === undefined);
     for (let i = 0; i < known.length; i += 100) {
       const ack = await this.request("session:resume", { rooms: Object.fromEntries(known.slice(i, i + 100)) });
-      Object.assign(out, ack.rooms || {});
+      for (const [room, a] of Object.entries(ack.rooms || {})) {
+        if (!a.error) this.#handlers.onJoined(room, a, false);
+        out[room] = a;
+      }
     }
     await Promise.all(fresh.map(async (room) => {
       try {
         out[room] = await this.request("room:join", { room });
+        this.#handlers.onJoined(room, out[room], true);
       } catch (e) {
         out[room] = { error: { code: e.code, message: e.message } };
       }
@@ -213,14 +220,14 @@ const REST = {
 
 // The event types an EventSource listens for (SSE names each event).
 const EVENT_TYPES = [
-  "hello", "message:new", "message:edited", "message:deleted", "message:reaction",
+  "hello", "room:joined", "message:new", "message:edited", "message:deleted", "message:reaction",
   "mention:new", "room:updated", "room:removed", "room:gap", "member:joined", "member:left",
   "member:updated", "typing:update", "receipt:update", "presence:update", "error",
 ];
 
 export class HttpTransport {
   // Checks the token and the routes with GET /api/rooms: 401 is a bad token,
-  // anything but 200 means the server has no REST routes (yet).
+  // anything else but 200 means the server has no REST routes.
   static async connect(token, handlers) {
     const t = new HttpTransport(token, handlers);
     const list = await t.request("room:list");
@@ -228,11 +235,6 @@ export class HttpTransport {
     t.hello = { type: "hello", user: claims.sub, tenant: claims.tenant, role: claims.role || "member",
                 limits: {}, transport: "sse" };
     t.firstList = list;
-    if (!await t.#stream([])) {
-      t.close();
-      throw new RequestError("unavailable", "the event stream was refused");
-    }
-    t.#connected = true;
     return t;
   }
 
@@ -241,11 +243,12 @@ export class HttpTransport {
   firstList = null;
   #token;
   #handlers;
-  #rooms = new Set();
+  #rooms = new Set();     // the stream's rooms
+  #fresh = new Set();     // rooms asked without a position (their latest events)
+  #waiting = new Map();   // room -> resolve, until its room:joined or error
   #es = null;
   #old = null;
   #down = false;
-  #connected = false;
 
   constructor(token, handlers) {
     this.#token = token;
@@ -296,40 +299,65 @@ export class HttpTransport {
     return { presence: await Promise.all(users.map(one)) };
   }
 
-  // A new room set is a new EventSource. The old one stays open until the
-  // new one is, so no event falls between them (duplicates are dropped by
-  // seq).
-  // Resolves true once the stream is open, false if it was refused.
-  #stream(rooms) {
-    const list = [...rooms].map(enc).join(",");
-    const url = `/api/events?rooms=${list}&token=${enc(this.#token)}`;
+  // A stream's event: room:joined and a room's error answer a subscribe;
+  // the rest goes to the app.
+  #deliver(m) {
+    let frame;
+    try { frame = JSON.parse(m.data); } catch { return; }
+    const r = frame.room;
+    if (frame.type === "room:joined") {
+      const fresh = this.#fresh.delete(r);
+      this.#handlers.onJoined(r, { ...frame, events: [] }, fresh);
+      this.#settle(r, frame);
+    } else if (frame.type === "error" && r && !frame.id) {
+      this.#rooms.delete(r);
+      this.#settle(r, { error: { code: frame.code, message: frame.message } });
+    } else {
+      this.#handlers.onEvent(frame);
+    }
+  }
+
+  #settle(room, answer) {
+    const resolve = this.#waiting.get(room);
+    this.#waiting.delete(room);
+    if (resolve) resolve(answer);
+  }
+
+  // A new room set is a new EventSource, resumed with the position of each
+  // room the client has (last_event_id); the old stream stays open until
+  // the new one is, so nothing falls between them (duplicates are dropped
+  // by seq). Resolves true once open, false if refused.
+  #stream() {
+    const cursor = Object.entries(this.#handlers.cursor())
+      .filter(([r, seq]) => this.#rooms.has(r) && !this.#fresh.has(r) && Number.isInteger(seq) && seq >= 0)
+      .map(([r, seq]) => `${r}=${seq}`).join(",");
+    const url = `/api/events?rooms=${enc([...this.#rooms].join(","))}&token=${enc(this.#token)}` +
+      (cursor ? `&last_event_id=${enc(cursor)}` : "");
     if (this.#old) this.#old.close();
     this.#old = this.#es;
     const es = new EventSource(url);
     this.#es = es;
-    const deliver = (m) => {
-      let frame;
-      try { frame = JSON.parse(m.data); } catch { return; }
-      this.#handlers.onEvent(frame);
-    };
-    for (const type of EVENT_TYPES) es.addEventListener(type, deliver);
-    es.onmessage = deliver;
+    for (const type of EVENT_TYPES) es.addEventListener(type, (m) => this.#deliver(m));
+    es.onmessage = (m) => this.#deliver(m);
     return new Promise((resolve) => {
+      let opened = false;
       es.onopen = () => {
         if (this.#es === es && this.#old) {
           this.#old.close();
           this.#old = null;
         }
-        if (this.#connected) this.#handlers.onState("live");
+        if (opened) this.#handlers.onState("live");   // reconnected by itself
+        opened = true;
         resolve(true);
       };
       es.onerror = () => {
         if (this.#es !== es) return;   // replaced by a newer stream
         if (es.readyState === EventSource.CLOSED) {
           resolve(false);
-          if (this.#connected) this.#gone({ code: "sse_closed" });
-        } else if (this.#connected) {
-          this.#handlers.onState("retrying");   // EventSource reconnects with Last-Event-ID
+          this.#gone({ code: "sse_closed" });
+        } else {
+          // EventSource reconnects by itself with Last-Event-ID.
+          this.#handlers.onState("retrying");
         }
       };
     });
@@ -339,33 +367,39 @@ export class HttpTransport {
     if (this.#down) return;
     this.#down = true;
     this.close();
+    for (const r of [...this.#waiting.keys()]) this.#settle(r, { error: { code: "disconnected", message: "stream ended" } });
     this.#handlers.onDown(why);
   }
 
-  // Open the stream with the rooms added, then read each new room's events
-  // since its position (or its latest page) over REST.
+  // rooms: {room: since | null}. The stream is opened again with them; each
+  // room answers with room:joined (handlers.onJoined) or an error.
   async subscribe(rooms) {
-    const fresh = Object.keys(rooms).filter((r) => !this.#rooms.has(r));
-    for (const r of Object.keys(rooms)) this.#rooms.add(r);
-    if (fresh.length) await this.#stream(this.#rooms);
     const out = {};
-    await Promise.all(Object.entries(rooms).map(async ([r, since]) => {
-      try {
-        const known = since !== null && since !== undefined;
-        const page = await this.request("message:history",
-          known ? { room: r, after: since, limit: 100 } : { room: r, limit: 50 });
-        out[r] = { room: r, last_seq: page.last_seq, events: page.events || [], current: page.current,
-                   recovered: !(known && page.has_more), has_more: page.has_more,
-                   presence: [], typing: [], receipts: [] };
-      } catch (e) {
-        out[r] = { error: { code: e.code, message: e.message } };
-      }
+    const asked = Object.keys(rooms);
+    if (!asked.length) return out;
+    for (const [r, since] of Object.entries(rooms)) {
+      this.#rooms.add(r);
+      if (since === null || since === undefined) this.#fresh.add(r); else this.#fresh.delete(r);
+    }
+    const answers = asked.map((r) => new Promise((resolve) => {
+      this.#settle(r, { error: { code: "superseded", message: "asked again" } });
+      const waiter = (answer) => {
+        clearTimeout(timer);
+        resolve(answer);
+      };
+      const timer = setTimeout(() => {
+        if (this.#waiting.get(r) === waiter)
+          this.#settle(r, { error: { code: "timeout", message: "no room:joined in time" } });
+      }, REQUEST_TIMEOUT_MS);
+      this.#waiting.set(r, waiter);
     }));
+    await this.#stream();
+    (await Promise.all(answers)).forEach((a, i) => { out[asked[i]] = a; });
     return out;
   }
 
   unsubscribe(r) {
-    if (this.#rooms.delete(r)) this.#stream(this.#rooms);
+    if (this.#rooms.delete(r) && this.#rooms.size) this.#stream();
   }
 
   drop() { this.#gone({ code: "dropped" }); }

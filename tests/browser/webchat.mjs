@@ -208,6 +208,15 @@ async function chat(browser) {
   }
   say({ phase: "reply" });
 
+  // The thread: alice opens it from the root's "1 reply".
+  await msg(A, "welcome to Plans").locator("button.replies").click();
+  await A.waitForFunction(() => !document.getElementById("thread").hidden &&
+    document.querySelectorAll("#thread-messages > li.msg").length === 2, null, { timeout: T });
+  report.checks.thread = await A.evaluate(() =>
+    [...document.querySelectorAll("#thread-messages > li.msg .body")].map((b) => b.textContent));
+  await A.click("#panel-close");
+  say({ phase: "thread" });
+
   // alice edits her message; bob sees the new text.
   await act(A, "welcome to Plans", "edit");
   await A.waitForSelector("#composer[data-mode=edit]", { timeout: T });
@@ -251,6 +260,11 @@ async function chat(browser) {
   await A.click("#toggle-members");
   await A.waitForSelector("#members li[data-user=bob][data-status=online]", { timeout: T });
   report.checks.presence_bob = "online";
+  // alice goes away; bob sees it.
+  await A.selectOption("#me-status", "away");
+  await B.click("#toggle-members");
+  await B.waitForSelector("#members li[data-user=alice][data-status=away]", { timeout: T });
+  report.checks.presence_alice = "away";
   await shot(A, "alice-desktop.png");
   await shot(B, "bob-desktop.png");
   say({ phase: "presence" });

@@ -10,7 +10,8 @@ test: every other request is blocked and reported.
   mention badges, reply and its thread, edit, delete (tombstone), reactions,
   presence (online, then away),
   history paging back to the first of 120 messages, a dropped connection
-  resumed, the phone layout; typing and "seen by" once the server has
+  resumed, the phone layout, a bad token sent back to the sign-in; typing
+  and "seen by" once the server has
   typing:* and receipt:* (checked at the start).
 - test_sse_fallback: bob's browser cannot open a WebSocket; the client goes on
   over SSE and REST. Skipped until GET /api/events answers 200.
@@ -138,7 +139,8 @@ def test_two_users_chat(make_server, tenant):
                                "--bob-token", make_token("bob", tenant),
                                "--history-room", room, "--history-count", HISTORY,
                                "--typing", int(typing), "--receipts", int(receipts)])
-    clean(res)
+    # The refused token's page logs its failed handshake and REST call.
+    clean({**res, "console_errors": [e for e in res["console_errors"] if e["user"] != "bad-token"]})
     c = res["checks"]
     assert c["bob_badges"]["mentions"] == 1 and c["bob_badges"]["unread"] >= 1, c["bob_badges"]
     assert c["mention_highlighted"], c
@@ -153,6 +155,7 @@ def test_two_users_chat(make_server, tenant):
     assert c["reconnects"] >= 1, c
     phone = c["phone"]
     assert phone["scroll_width"] <= phone["client_width"] + 1 and phone["sidebar_hidden"], phone
+    assert c["bad_token"] == "The server refused the token.", c
     if typing:
         assert "bob is typing" in c["typing_seen"], c
     else:

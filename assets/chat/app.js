@@ -121,7 +121,10 @@ function signOut(why = "") {
   clearTimeout(renewTimer);
   if (transport) transport.close();
   transport = null;
+  clearInterval(listTimer);
   store.rooms.clear();
+  store.presence.clear();
+  store.early.clear();
   store.active = null;
   ui.reset();
   showSignIn(why);
@@ -232,7 +235,6 @@ async function connect() {
 
 function down(why) {
   transport = null;
-  ui.transportChanged();
   if (!token) return;
   if (why && why.code === 4001) {
     // The token ended: a dev sign-in gets a new one, anyone else signs in again.
@@ -253,7 +255,6 @@ async function connected() {
   const t = transport;
   if (t.hello.user) store.me = t.hello.user;
   live();
-  ui.transportChanged();
   try {
     const list = t.firstList || await t.request("room:list");
     t.firstList = null;

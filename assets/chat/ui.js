@@ -46,10 +46,6 @@ export class Ui {
     this.#showRoom();
   }
 
-  transportChanged() {
-    $("send").disabled = false;
-  }
-
   // ------------------------------------------------------------ rendering
 
   render(what) {

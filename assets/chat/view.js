@@ -50,6 +50,7 @@ export function renderRooms(store, ul) {
   const rooms = [...store.rooms.values()].sort((a, b) =>
     roomTitle(a, store.me).localeCompare(roomTitle(b, store.me)) || a.id.localeCompare(b.id));
   const keep = new Set();
+  const have = new Map([...ul.children].map((li) => [li.dataset.room, li]));
   let i = 0;
   for (const r of rooms) {
     keep.add(r.id);
@@ -57,7 +58,7 @@ export function renderRooms(store, ul) {
     const other = r.kind === "direct" ? title : null;
     const sig = [title, r.kind, r.unread, r.mentions, r.id === store.active,
                  other ? store.status(other) : ""].join("|");
-    let li = ul.querySelector(`li[data-room="${CSS.escape(r.id)}"]`);
+    let li = have.get(r.id);
     if (!li || li.dataset.sig !== sig) {
       const fresh = h("li", { "data-room": r.id, "data-unread": r.unread, "data-mentions": r.mentions,
                               class: "room-item" + (r.id === store.active ? " active" : "") },
@@ -186,6 +187,7 @@ function actions(m, mine, ctx) {
 // and surroundings did not change.
 export function syncList(store, room, ol, items, ctx) {
   const seen = ctx.inThread ? new Map() : store.seenBy(room);
+  const have = new Map([...ol.children].map((li) => [li.dataset.key, li]));
   const keep = new Set();
   let prev = null;
   items.forEach((m, i) => {
@@ -195,7 +197,7 @@ export function syncList(store, room, ol, items, ctx) {
     const sig = `${m.v}|${cont}|${who.join(",")}|${store.status(m.user)}|${ctx.canModerate}|` +
                 (m.reply_to ? (room.findMessage(m.reply_to) || {}).v : "");
     keep.add(m.key);
-    let el = ol.querySelector(`:scope > li[data-key="${CSS.escape(m.key)}"]`);
+    let el = have.get(m.key);
     if (!el || el.dataset.sig !== sig) {
       const fresh = messageEl(store, room, m, { ...ctx, cont, seen: who });
       fresh.dataset.sig = sig;

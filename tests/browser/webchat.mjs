@@ -326,6 +326,14 @@ async function chat(browser) {
     sidebar_hidden: getComputedStyle(document.getElementById("sidebar")).display === "none",
   }));
   say({ phase: "phone" });
+
+  // A token with a bad signature: back to the sign-in, saying why.
+  const M = (await newUser(browser, "bad-token")).page;
+  await tokenSignIn(M, opt["bob-token"].slice(0, -2) + (opt["bob-token"].endsWith("AA") ? "BB" : "AA"));
+  await M.waitForFunction(() => document.getElementById("app").dataset.state === "signin" &&
+    document.getElementById("signin-error").textContent !== "", null, { timeout: T });
+  report.checks.bad_token = await M.locator("#signin-error").textContent();
+  say({ phase: "bad-token" });
 }
 
 // ------------------------------------------------------------------ sse

@@ -362,8 +362,11 @@ store.onGap = (r) => {
 
 store.onMention = (r, msg, unknownRoom) => {
   if (!r) {
-    toast(`${msg.user || "Someone"} mentioned you in ${unknownRoom}`);
-    refreshRooms();
+    // A room the list does not have yet: read the list, then say where.
+    refreshRooms().then(() => {
+      const known = store.rooms.get(unknownRoom);
+      toast(`${msg.user || "Someone"} mentioned you in ${known ? known.name : unknownRoom}`);
+    });
     return;
   }
   if (store.active !== r.id || document.visibilityState !== "visible")

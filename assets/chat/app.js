@@ -12,6 +12,7 @@
 import { HttpTransport, RequestError, WsTransport, tokenClaims } from "./transport.js";
 import { Store } from "./store.js";
 import { Ui } from "./ui.js";
+import { roomTitle } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "chatd.token";
@@ -263,6 +264,7 @@ async function connected() {
     await subscribeAll();
     await ui.roomReady();
     ui.resendPending();
+    directPresence();
   } catch (e) {
     if (e.code !== "disconnected") toast(`Could not load the rooms: ${e.message}`);
   }
@@ -302,6 +304,20 @@ function joined(id, ack, fresh) {
   const r = store.applyJoin({ ...ack, room: id }, fresh);
   if (fresh) r.historyLoaded = false;   // ui reads the latest page, with `current`
   if (ack.recovered === false && store.active === id) ui.reloadActive();
+}
+
+// The other user of each direct room, for the room list's dots (the joins'
+// presence lists only who is online; this gives last_seen too).
+async function directPresence() {
+  const users = new Set();
+  for (const r of store.rooms.values())
+    if (r.kind === "direct")
+      for (const u of roomTitle(r, store.me).split(", ")) if (/^[A-Za-z0-9._:-]{1,64}$/.test(u)) users.add(u);
+  if (!users.size || !transport || !transport.supports("presence:get")) return;
+  try {
+    const ack = await request("presence:get", { users: [...users].slice(0, 100) });
+    for (const p of ack.presence || []) store.setPresence(p);
+  } catch { /* the dots stay as the events leave them */ }
 }
 
 async function refreshRooms() {

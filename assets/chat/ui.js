@@ -192,6 +192,10 @@ export class Ui {
     if ($("create-id").value.trim()) fields.room = $("create-id").value.trim();
     if (fields.kind === "direct" && !fields.name) fields.name = [this.store.me, ...members].join(", ");
     $("create-error").textContent = "";
+    if (!fields.name) {
+      $("create-error").textContent = "A room needs a name.";
+      return;
+    }
     try {
       const ack = await this.api.request("room:create", fields);
       const r = this.store.setRoomInfo(ack.room);

@@ -221,9 +221,15 @@ export function renderMembers(store, room, ul) {
     h("span", { class: "dot", "data-status": store.status(m.user) }),
     h("span", { class: "name", text: m.user + (m.user === store.me ? " (you)" : "") }),
     m.role && m.role !== "member" ? h("span", { class: "muted", text: ` ${m.role}` }) : null,
-    h("span", { class: "muted status", text: ` ${store.status(m.user)}` }))));
+    h("span", { class: "muted status", text: ` ${statusText(store, m.user)}` }))));
   if (!room.membersComplete)
     ul.append(h("li", { class: "muted", text: "(more members not listed)" }));
+}
+
+function statusText(store, user) {
+  const p = store.presence.get(user);
+  if (!p || p.status !== "offline" || !p.last_seen) return store.status(user);
+  return `offline, seen ${clock(p.last_seen)}`;
 }
 
 export function typingText(users) {

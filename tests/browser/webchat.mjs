@@ -312,6 +312,19 @@ async function chat(browser) {
   // And the reverse: bob's pending send during an outage goes out after it.
   say({ phase: "resume" });
 
+  // A direct room: named after the other user, with a presence dot.
+  await A.click("#new-room");
+  await A.selectOption("#create-kind", "direct");
+  await A.fill("#create-members", "bob");
+  await A.click("#create-form button[type=submit]");
+  await A.waitForFunction(() => document.getElementById("room-name").textContent === "bob", null, { timeout: T });
+  const direct = await A.evaluate(() => document.getElementById("room").dataset.room);
+  await send(A, "just between us");
+  await B.click("#refresh-rooms");
+  await B.waitForSelector(`#rooms li[data-room="${direct}"] .dot[data-status=away]`, { timeout: T });
+  report.checks.direct = await roomItem(B, direct);
+  say({ phase: "direct" });
+
   // The phone layout: bob on a narrow screen, the room list then the room.
   const P = (await newUser(browser, "bob-phone", { viewport: { width: 390, height: 844 }, mobile: true })).page;
   await tokenSignIn(P, opt["bob-token"]);

@@ -14,7 +14,9 @@ test: every other request is blocked and reported.
   and "seen by" once the server has
   typing:* and receipt:* (checked at the start).
 - test_sse_fallback: bob's browser cannot open a WebSocket; the client goes on
-  over SSE and REST. Skipped until GET /api/events answers 200.
+  over SSE and REST (and carol asks for it with /?transport=sse), with alice
+  on a WebSocket: messages both ways, an edit, a reaction, a delete. Skipped
+  while GET /api/events does not answer 200.
 
 Screenshots: build/test-output/webchat/*.png.
 """
@@ -194,4 +196,5 @@ def test_sse_fallback(make_server, tenant):
                           "--bob-token", bob])
     clean(res)
     assert res["checks"]["sse_transport"] == "sse", res["checks"]
+    assert res["checks"]["carol_transport"] == "sse", res["checks"]
     shots(res, OUT)

@@ -24,6 +24,7 @@ export class Ui {
     this.api = api;
     this.compose = null;          // {reply: msg} | {edit: msg}
     this.typing = null;           // {room, at}: typing:start sent
+    this.confirming = null;       // the message whose Delete was clicked once
     this.noTyping = false;        // the server has no typing:* (yet)
     this.noReceipts = false;      // the server has no receipt:* (yet): room:read instead
     this.readSent = new Map();    // room -> the last seq marked read
@@ -82,7 +83,8 @@ export class Ui {
   }
 
   #ctx(r, inThread) {
-    return { me: this.store.me, canModerate: r.role === "admin" || r.role === "moderator", inThread };
+    return { me: this.store.me, canModerate: r.role === "admin" || r.role === "moderator", inThread,
+             confirming: this.confirming };
   }
 
   #unseen(r) {
@@ -413,18 +415,18 @@ export class Ui {
       case "toggle-react":
         return await this.#react(r, m, btn.dataset.emoji, !m.mine.has(btn.dataset.emoji), true);
       case "delete":
-        btn.dataset.act = "delete-confirm";
-        btn.textContent = "Confirm delete";
-        btn.classList.add("danger");
+        // A second click confirms, within 5 s; the state outlives a redraw of the row.
+        this.confirming = m.key;
+        this.store.touch(r, m);
         setTimeout(() => {
-          if (btn.isConnected && btn.dataset.act === "delete-confirm") {
-            btn.dataset.act = "delete";
-            btn.textContent = "Delete";
-            btn.classList.remove("danger");
-          }
+          if (this.confirming !== m.key) return;
+          this.confirming = null;
+          this.store.touch(r, m);
         }, 5000);
         return undefined;
-      case "delete-confirm": return await this.api.request("message:delete", { room: r.id, msg_id: m.id });
+      case "delete-confirm":
+        this.confirming = null;
+        return await this.api.request("message:delete", { room: r.id, msg_id: m.id });
       case "retry":
         m.failed = null;
         this.store.touch(r, m);

@@ -123,7 +123,8 @@ function quote(room, m) {
 }
 
 // ctx: {me, canModerate, seen: [users], cont: same author as the previous,
-//       inThread}
+//       inThread, confirming: the key of the message whose Delete asks for
+//       confirmation}
 export function messageEl(store, room, m, ctx) {
   if (m.system)
     return h("li", { class: "note", "data-key": m.key, "data-seq": m.seq }, m.text);
@@ -178,7 +179,8 @@ function actions(m, mine, ctx) {
     !ctx.inThread ? b("thread", "Thread") : null,
     b("palette", "React", { "aria-label": "Add a reaction" }),
     mine ? b("edit", "Edit") : null,
-    mine || ctx.canModerate ? b("delete", "Delete") : null,
+    !(mine || ctx.canModerate) ? null : ctx.confirming === m.key
+      ? b("delete-confirm", "Confirm delete", { class: "danger" }) : b("delete", "Delete"),
     h("span", { class: "palette", hidden: true },
       EMOJI.map((e) => b("react", e, { "data-emoji": e, "aria-label": `React ${e}` }))));
 }

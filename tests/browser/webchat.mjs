@@ -99,8 +99,8 @@ const live = (page, transport) => page.waitForFunction((t) => {
   return a.dataset.state === "live" && (!t || a.dataset.transport === t);
 }, transport, { timeout: T, polling: 50 });
 
-async function devSignIn(page, user) {
-  await page.goto(opt.url + "/", { waitUntil: "load", timeout: T });
+async function devSignIn(page, user, path = "/") {
+  await page.goto(opt.url + path, { waitUntil: "load", timeout: T });
   await page.waitForSelector("#dev-form:not([hidden])", { timeout: T });
   await page.fill("#dev-user", user);
   await page.fill("#dev-tenant", opt.tenant);
@@ -135,6 +135,20 @@ async function act(page, text, action) {
   await li.hover();
   await li.locator(`.actions button[data-act=${action}]`).click();
   return li;
+}
+
+// Delete in two clicks; the confirmation reverts after 5 s, so a slow click
+// starts over (at most three times).
+async function remove(page, text) {
+  for (let i = 0; ; i++) {
+    const li = await act(page, text, "delete");
+    try {
+      await li.locator(".actions button[data-act=delete-confirm]").click({ timeout: 4000 });
+      return;
+    } catch (e) {
+      if (i === 2) throw e;
+    }
+  }
 }
 
 async function openRoom(page, id) {
@@ -229,8 +243,7 @@ async function chat(browser) {
   // bob sends a message and deletes it; alice sees a tombstone.
   await send(B, "oops, wrong room");
   await waitMsg(A, "oops, wrong room");
-  const oops = await act(B, "oops, wrong room", "delete");
-  await oops.locator(".actions button[data-act=delete-confirm]").click();
+  await remove(B, "oops, wrong room");
   await A.waitForFunction(() => {
     const dead = document.querySelectorAll("#messages > li.msg[data-deleted]");
     return dead.length === 1 && dead[0].textContent.includes("message deleted") &&
@@ -354,15 +367,18 @@ async function chat(browser) {
 async function sse(browser) {
   const A = (await newUser(browser, "alice")).page;
   const B = (await newUser(browser, "bob", { noWs: true })).page;
+  const C = (await newUser(browser, "carol")).page;
   await devSignIn(A, "alice");
   await tokenSignIn(B, opt["bob-token"]);
+  await devSignIn(C, "carol", "/?transport=sse");   // SSE asked for, the WebSocket untried
   await live(A, "ws");
   await live(B, "sse");
+  await live(C, "sse");
   say({ phase: "signed-in" });
 
   await A.click("#new-room");
   await A.fill("#create-name", "Fallback");
-  await A.fill("#create-members", "bob");
+  await A.fill("#create-members", "bob carol");
   await A.click("#create-form button[type=submit]");
   await A.waitForFunction(() => document.getElementById("room-name").textContent === "Fallback",
     null, { timeout: T });
@@ -386,6 +402,19 @@ async function sse(browser) {
   report.checks.sse_transport = await B.evaluate(() => document.getElementById("app").dataset.transport);
   await shot(B, "bob-sse.png");
   say({ phase: "sse" });
+
+  // carol (?transport=sse) finds the room, writes, deletes her message.
+  await C.click("#refresh-rooms");
+  await C.waitForSelector(`#rooms li[data-room="${room}"]`, { timeout: T });
+  await openRoom(C, room);
+  await waitMsg(C, "live to the event stream");
+  await send(C, "carol was here");
+  await waitMsg(B, "carol was here");
+  await remove(C, "carol was here");
+  await A.waitForSelector("#messages > li.msg[data-deleted][data-user=carol]", { timeout: T });
+  await B.waitForSelector("#messages > li.msg[data-deleted][data-user=carol]", { timeout: T });
+  report.checks.carol_transport = await C.evaluate(() => document.getElementById("app").dataset.transport);
+  say({ phase: "forced-sse" });
 }
 
 // ------------------------------------------------------------------ main

@@ -347,7 +347,9 @@ function event(frame) {
     return;
   case "room:gap":
     // This connection lost events of the room: join again from where it is.
-    return subscribe({ [frame.room]: store.room(frame.room).lastSeq });
+    // (An event stream ends after it and resumes by itself with Last-Event-ID.)
+    if (transport && transport.kind === "ws") subscribe({ [frame.room]: store.room(frame.room).lastSeq });
+    return undefined;
   case "room:removed":
     store.removeRoom(frame.room);
     ui.roomRemoved(frame.room);

@@ -18,6 +18,8 @@ base_pkgs=(
     python3-pytest python3-websockets python3-psycopg2 python3-redis python3-prometheus-client
     procps curl valgrind openssl
     chromium
+    # Reactions in the web client's browser-test screenshots (tests/test_webchat.py).
+    fonts-noto-color-emoji
 )
 fuzz_pkgs=(clang libclang-rt-14-dev libfuzzer-14-dev)
 # bench/framecost.c compares chatd's frame reader with wslay's.

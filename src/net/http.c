@@ -2,6 +2,7 @@
 #include "net/assets.h"
 #include "net/auth.h"
 #include "net/conn.h"
+#include "net/devtoken.h"
 #include "net/http_req.h"
 #include "net/sse.h"
 #include "net/ws.h"
@@ -23,7 +24,10 @@
 #include <strings.h>
 #include <time.h>
 
-#define HTTP_M(m) (1u << (m))
+/* A set of http-parser methods (HTTP_DELETE 0 ... HTTP_SOURCE 33): 64 bits. */
+#define HTTP_M(m) (UINT64_C(1) << (m))
+/* Every method: the handler answers 404 or 405 itself. */
+#define HTTP_ANY UINT64_MAX
 #define HTTP_GET_HEAD (HTTP_M(HTTP_GET) | HTTP_M(HTTP_HEAD))
 /* Responses waiting to be written past which pipelined requests wait. */
 #define HTTP_QUEUE_MAX (256 * 1024)
@@ -40,10 +44,11 @@ static http_handler http__ws, http__health, http__ready, http__monitoring_json,
 /* The routes: an exact path, the methods it answers, the largest body it
  * takes, and whether it is for admins (http__admitted, checked in
  * http__handle only). A path no route names is an asset (net/assets.c) or
- * 404; the monitoring page's assets are for admins (http__admin_asset). */
+ * 404: the chat client at "/" and "/chat/..." for anyone, the monitoring
+ * page's files for admins (http__admin_asset). */
 static const struct http_route {
 	const char *path;
-	unsigned methods;
+	uint64_t methods;
 	uint32_t max_body;
 	const char *allow;	/* the Allow header of a 405 */
 	int admin;
@@ -57,6 +62,8 @@ static const struct http_route {
 	{ "/api/monitoring/stream", HTTP_M(HTTP_GET), 0, "GET", 1, http__monitoring_stream },
 	{ "/metrics", HTTP_GET_HEAD, 0, "GET, HEAD", 1, http__metrics },
 	{ "/monitoring/login", HTTP_M(HTTP_POST), 8192, "POST", 0, http__login },
+	/* Off (404) unless dev_tokens = 1, then for monitoring_trusted peers only. */
+	{ "/dev/token", HTTP_ANY, 4096, "GET, HEAD, POST", 0, devtoken_handle },
 };
 static const struct http_route http_asset_route = {
 	NULL, HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__asset
@@ -316,11 +323,12 @@ http__admitted(struct conn *c, const struct http_req *r)
 	return v != NULL && http__admin_token(v, n);
 }
 
-/* The dashboard and its files: "/", "/monitoring", "/monitoring/..." */
+/* The dashboard and its files: "/monitoring", "/monitoring/..." ("/" is
+ * the chat client, for anyone). */
 static int
 http__admin_asset(const char *path, size_t n)
 {
-	return (n == 1 && path[0] == '/') || (n == 11 && memcmp(path, "/monitoring", 11) == 0) ||
+	return (n == 11 && memcmp(path, "/monitoring", 11) == 0) ||
 	    (n >= 12 && memcmp(path, "/monitoring/", 12) == 0);
 }
 

@@ -12,7 +12,8 @@ struct http_req;
  * read by net/http_req.c, answered in order one at a time (keep-alive and
  * pipelining), and routed by one table: /ws (the WebSocket upgrade,
  * net/ws.c), /health, /ready, the monitoring JSON and its event stream
- * (net/sse.c), and the static assets (net/assets.c) for any other path.
+ * (net/sse.c), the dev sign-in (net/devtoken.c), and the static assets
+ * (net/assets.c) for any other path.
  */
 
 /* Worker start: register the HTTP reader, read the assets. */

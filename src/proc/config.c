@@ -114,6 +114,7 @@ static const struct cfg_key cfg_keys[] = {
 	I(receipt_coalesce_ms, NULL, 0, 60000, "1000"),
 	I(join_receipts_max, NULL, 0, 10000, "100"),
 	S(durability, "CHATD_DURABILITY", "redis"),
+	I(dev_tokens, NULL, 0, 1, "0"),
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -373,6 +374,11 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 	}
 	if (strcmp(c->durability, "redis") != 0 && strcmp(c->durability, "postgres") != 0) {
 		snprintf(err, errlen, "durability must be redis or postgres, not \"%s\"", c->durability);
+		return -1;
+	}
+	if (c->dev_tokens && strcmp(c->jwt_alg, "HS256") != 0) {
+		snprintf(err, errlen, "dev_tokens = 1 needs jwt_alg HS256 (chatd signs HS256 only), "
+		    "not \"%s\"", c->jwt_alg);
 		return -1;
 	}
 	if (c->database_url[0] == '\0') {

@@ -88,6 +88,7 @@ struct cfg {
 	int receipt_coalesce_ms;	/* at most one receipt:update per user and room per this */
 	int join_receipts_max;	/* members' positions in a join ack */
 	char durability[16];	/* "redis" or "postgres" */
+	int dev_tokens;		/* 1: POST /dev/token mints tokens (net/devtoken.c) */
 
 	/* Derived, not keys. */
 	char jwt_key[8192];		/* the public key PEM (RS256, ES256) */

@@ -114,6 +114,8 @@ static const struct cfg_key cfg_keys[] = {
 	I(receipt_coalesce_ms, NULL, 0, 60000, "1000"),
 	I(join_receipts_max, NULL, 0, 10000, "100"),
 	S(durability, "CHATD_DURABILITY", "redis"),
+	S(fcgi_socket, "CHATD_FCGI_SOCKET", "/run/chatd/fcgi.sock"),
+	I(fcgi_threads, NULL, 1, 256, "8"),
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -373,6 +375,10 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 	}
 	if (strcmp(c->durability, "redis") != 0 && strcmp(c->durability, "postgres") != 0) {
 		snprintf(err, errlen, "durability must be redis or postgres, not \"%s\"", c->durability);
+		return -1;
+	}
+	if (c->fcgi_socket[0] == '\0') {
+		snprintf(err, errlen, "fcgi_socket must be a Unix socket path or host:port");
 		return -1;
 	}
 	if (c->database_url[0] == '\0') {

@@ -89,6 +89,9 @@ struct cfg {
 	int join_receipts_max;	/* members' positions in a join ack */
 	char durability[16];	/* "redis" or "postgres" */
 
+	char fcgi_socket[108];	/* chatd-fcgi: a Unix socket path (sun_path), or host:port */
+	int fcgi_threads;	/* chatd-fcgi: threads taking FastCGI requests */
+
 	/* Derived, not keys. */
 	char jwt_key[8192];		/* the public key PEM (RS256, ES256) */
 	char redis_host[256];

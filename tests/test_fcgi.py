@@ -354,6 +354,31 @@ def test_monitoring_through_nginx(site):
     assert curl(site, "GET", "/api/monitoring/websocket")[0] == 401
 
 
+def test_socket_in_use_is_refused(site, tenant):
+    """A second chatd-fcgi on the running one's socket exits 2 and leaves it
+    alone (libfcgi alone would replace the file)."""
+    proc = subprocess.run([fcgi_binary(), "-c", str(site.chatd.conf_path)], env=child_env(),
+                          cwd=REPO, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2, proc.stderr
+    assert "is in use" in proc.stderr and not sanitizer_reports(proc.stderr), proc.stderr
+    assert curl(site, "GET", "/api/rooms", token=make_token("alice", tenant))[0] == 200
+
+
+def test_straight_on_the_socket(site, tenant):
+    """What nginx never sends: a body over 64 KiB without CONTENT_LENGTH is
+    found while reading (413); no path at all is 400; a body within the
+    bound without CONTENT_LENGTH is read to its end."""
+    tok = make_token("alice", tenant)
+    out = fcgi_request(site.sock, "POST", "/api/rooms", tok, b"x" * 70000, length=False)
+    assert out.startswith(b"Status: 413 Content Too Large\r\n") and b'"too_large"' in out, out
+    out = fcgi_request(site.sock, "GET", None, tok)
+    assert out.startswith(b"Status: 400 Bad Request\r\n"), out
+    room = unique_id("room")
+    body = json.dumps({"room": room, "name": "n" * 40}).encode()
+    out = fcgi_request(site.sock, "POST", "/api/rooms", tok, body, length=False)
+    assert out.startswith(b"Status: 201 Created\r\n") and room.encode() in out, out
+
+
 def test_sigterm_answers_the_request_it_holds(site, tenant, tmp_path):
     """A second chatd-fcgi (same configuration, its own socket) gets SIGTERM
     while a request is half sent (its body still coming): it waits for it,
@@ -414,15 +439,21 @@ class FcgiClient:
     def __exit__(self, *exc):
         self.sock.close()
 
-    def begin(self, method, path, token=None, body=b""):
-        params = {b"REQUEST_METHOD": method.encode(), b"DOCUMENT_URI": path.encode(),
-                  b"QUERY_STRING": b"", b"REMOTE_ADDR": b"127.0.0.1",
-                  b"CONTENT_LENGTH": str(len(body)).encode()}
+    def begin(self, method, path, token=None, body=b"", length=True):
+        """length False: no CONTENT_LENGTH; path None: no path at all."""
+        params = {b"REQUEST_METHOD": method.encode(), b"QUERY_STRING": b"",
+                  b"REMOTE_ADDR": b"127.0.0.1"}
+        if path is not None:
+            params[b"DOCUMENT_URI"] = path.encode()
+        if length:
+            params[b"CONTENT_LENGTH"] = str(len(body)).encode()
         if token:
             params[b"HTTP_AUTHORIZATION"] = f"Bearer {token}".encode()
         data = _record(1, bytes([0, 1, 0, 0, 0, 0, 0, 0]))  # BEGIN_REQUEST: responder
         data += _record(4, b"".join(_pair(k, v) for k, v in params.items())) + _record(4)
-        self.sock.sendall(data + (_record(5, body) if body else b""))
+        for i in range(0, len(body), 32768):
+            data += _record(5, body[i:i + 32768])
+        self.sock.sendall(data)
 
     def finish(self):
         self.sock.sendall(_record(5))
@@ -441,7 +472,7 @@ class FcgiClient:
         return out
 
 
-def fcgi_request(sock, method, path, token=None, body=b""):
+def fcgi_request(sock, method, path, token=None, body=b"", length=True):
     with FcgiClient(sock) as client:
-        client.begin(method, path, token, body)
+        client.begin(method, path, token, body, length)
         return client.finish()

@@ -23,6 +23,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -388,6 +389,24 @@ fcgi__unix_path(const char *path)
 	return colon == NULL || util_parse_ll(colon + 1, 1, 65535, &port) != 0;
 }
 
+/* libfcgi replaces the file at a Unix socket's path: refuse when a live
+ * server (another chatd-fcgi) answers there, rather than take its socket. */
+static int
+fcgi__path_in_use(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, used;
+
+	if (!fcgi__unix_path(path) || strlen(path) >= sizeof(sa.sun_path))
+		return 0;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return 0;
+	used = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return used;
+}
+
 int
 fcgi_start(void)
 {
@@ -396,6 +415,10 @@ fcgi_start(void)
 
 	if (FCGX_Init() != 0) {
 		log_err("fcgi: FCGX_Init failed");
+		return -1;
+	}
+	if (fcgi__path_in_use(path)) {
+		log_err("fcgi: %s is in use (another chatd-fcgi?)", path);
 		return -1;
 	}
 	listen_fd = FCGX_OpenSocket(path, FCGI_BACKLOG);
@@ -505,9 +528,11 @@ fcgi_stop(void)
 	}
 	uv_close((uv_handle_t *)&wake, NULL);
 	conn_set_http_answer(NULL);
+	if (fcgi__unix_path(srv.cfg->fcgi_socket))
+		unlink(srv.cfg->fcgi_socket);
 	if (left > 0) {
 		/* Still in libfcgi (a web server that does not read): their
-		 * buffers stay, the exit takes them. */
+		 * buffers and the socket stay, the exit takes them. */
 		log_warn("fcgi: %d threads still busy at exit", left);
 		return;
 	}
@@ -521,7 +546,5 @@ fcgi_stop(void)
 	inflight = NULL;
 	nthreads = 0;
 	close(listen_fd);
-	if (fcgi__unix_path(srv.cfg->fcgi_socket))
-		unlink(srv.cfg->fcgi_socket);
 	listen_fd = -1;
 }

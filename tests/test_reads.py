@@ -180,7 +180,8 @@ def test_room_info_for_readers(server, tenant):
         assert before - 1000 <= created <= now_ms() + 1000
         assert info["room"] == {"id": room, "name": f"name of {room}", "kind": "group",
                                 "private": False, "description": "about things",
-                                "created_by": "alice", "members": 2, "last_seq": 1}
+                                "created_by": "alice", "members": 2, "online": 2,
+                                "last_seq": 1}
         # Public: any user of the tenant reads it; not a member, no role.
         info = await carol.ok("room:info", room=room)
         assert info["role"] is None and info["room"]["id"] == room

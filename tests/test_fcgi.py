@@ -7,14 +7,17 @@ through FastCGI; chatd-fcgi's own figures; every process stops cleanly,
 chatd-fcgi's log checked for sanitizer reports like chatd's."""
 
 import asyncio
-import json
+import fcntl
 import grp
+import json
 import os
 import pwd
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -392,7 +395,7 @@ def test_sigterm_answers_the_request_it_holds(site, tenant, tmp_path):
         assert fcgi_request(sock, "GET", "/api/rooms", tok).startswith(b"Status: 200 OK\r\n")
         with FcgiClient(sock) as client:
             client.begin("POST", "/api/rooms", tok, b'{"room":"late","name":"Late"}')
-            time.sleep(0.3)  # the request is taken, its thread reads the body
+            client.wait_read()  # a thread took it and waits for the body's end
             other.proc.send_signal(signal.SIGTERM)
             def draining():
                 assert "signal 15: draining" in other.log()
@@ -454,6 +457,15 @@ class FcgiClient:
         for i in range(0, len(body), 32768):
             data += _record(5, body[i:i + 32768])
         self.sock.sendall(data)
+
+    def wait_read(self, timeout=10):
+        """Until chatd-fcgi has read every byte sent so far (the socket's
+        send queue, SIOCOUTQ, is empty)."""
+        def drained():
+            left = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ,
+                                                  b"\0" * 4))[0]
+            assert left == 0, f"{left} bytes not read yet"
+        eventually(drained, timeout, what="chatd-fcgi reading the request")
 
     def finish(self):
         self.sock.sendall(_record(5))

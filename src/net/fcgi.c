@@ -378,15 +378,12 @@ fcgi__thread(void *arg)
 
 /* -------------------------------------------------------- start and stop */
 
-/* libfcgi's rule: "host:port" (a port number after the last ':') is TCP,
- * anything else a Unix socket path. */
+/* libfcgi's rule, which the configuration enforces: "host:port" is TCP,
+ * a path without ':' a Unix socket. */
 static int
 fcgi__unix_path(const char *path)
 {
-	const char *colon = strrchr(path, ':');
-	long long port;
-
-	return colon == NULL || util_parse_ll(colon + 1, 1, 65535, &port) != 0;
+	return strchr(path, ':') == NULL;
 }
 
 /* libfcgi replaces the file at a Unix socket's path: refuse when a live

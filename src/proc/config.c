@@ -377,9 +377,17 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 		snprintf(err, errlen, "durability must be redis or postgres, not \"%s\"", c->durability);
 		return -1;
 	}
-	if (c->fcgi_socket[0] == '\0') {
-		snprintf(err, errlen, "fcgi_socket must be a Unix socket path or host:port");
-		return -1;
+	{
+		/* libfcgi's rule: a port after the first ':' makes it TCP. */
+		const char *colon = strchr(c->fcgi_socket, ':');
+		long long port;
+
+		if (c->fcgi_socket[0] == '\0' ||
+		    (colon != NULL && util_parse_ll(colon + 1, 1, 65535, &port) != 0)) {
+			snprintf(err, errlen, "fcgi_socket must be a Unix socket path (without ':') "
+			    "or host:port, not \"%s\"", c->fcgi_socket);
+			return -1;
+		}
 	}
 	if (c->database_url[0] == '\0') {
 		snprintf(err, errlen, "database_url must be set (or DATABASE_URL in the environment)");

@@ -382,14 +382,57 @@ def test_straight_on_the_socket(site, tenant):
     assert out.startswith(b"Status: 201 Created\r\n") and room.encode() in out, out
 
 
+def second_fcgi(site, workdir, **conf):
+    """Another chatd-fcgi: the site's configuration with its own socket and
+    conf added."""
+    sock = workdir / "second.sock"
+    text = site.chatd.conf_path.read_text().replace(str(site.sock), str(sock))
+    text += "".join(f"{k} = {v};\n" for k, v in conf.items())
+    (workdir / "chatd.conf").write_text(text)
+    return Fcgi(workdir, workdir / "chatd.conf", sock).start()
+
+
+def stopped_cleanly(fcgi):
+    rc = fcgi.stop()
+    assert rc == 0, fcgi.log()[-2000:]
+    assert not fcgi.sock.exists(), "socket left behind"
+    assert not sanitizer_reports(fcgi.log()), fcgi.log()[-3000:]
+
+
+def test_an_answer_that_does_not_come(site, tenant, tmp_path, redis_db):
+    """Redis paused past fcgi_timeout_ms: the request is answered 503 in
+    time, the command's late answer is dropped, the next request is served."""
+    other = second_fcgi(site, tmp_path, fcgi_timeout_ms=1000)
+    tok, admin = make_token("alice", tenant), make_token("ops", role="admin")
+    try:
+        assert fcgi_request(other.sock, "GET", "/api/users/bob/presence", tok) \
+            .startswith(b"Status: 200 OK\r\n")
+        redis_db.execute_command("CLIENT", "PAUSE", 5000, "ALL")
+        start = time.monotonic()
+        out = fcgi_request(other.sock, "GET", "/api/users/bob/presence", tok)
+        waited = time.monotonic() - start
+        assert out.startswith(b"Status: 503 Service Unavailable\r\n"), out
+        assert b"Retry-After: 1" in out and b"no answer in time" in out, out
+        assert 0.9 < waited < 4.5, waited
+        # After the pause: the late answer went nowhere, the next is served.
+        time.sleep(max(0.0, start + 5.3 - time.monotonic()))
+        out = fcgi_request(other.sock, "GET", "/api/users/bob/presence", tok)
+        assert out.startswith(b"Status: 200 OK\r\n"), out
+        figures = json.loads(fcgi_request(other.sock, "GET", "/api/monitoring/fcgi", admin)
+                             .partition(b"\r\n\r\n")[2])
+        assert figures["requests"]["timeouts"] == 1, figures
+        assert "not answered in 1000 ms: 503" in other.log()
+    finally:
+        redis_db.execute_command("CLIENT", "UNPAUSE")
+        stopped_cleanly(other)
+
+
 def test_sigterm_answers_the_request_it_holds(site, tenant, tmp_path):
     """A second chatd-fcgi (same configuration, its own socket) gets SIGTERM
     while a request is half sent (its body still coming): it waits for it,
     answers it 503 (draining), exits 0 and removes its socket."""
-    sock = tmp_path / "second.sock"
-    conf = tmp_path / "chatd.conf"
-    conf.write_text(site.chatd.conf_path.read_text().replace(str(site.sock), str(sock)))
-    other = Fcgi(tmp_path, conf, sock).start()
+    other = second_fcgi(site, tmp_path)
+    sock = other.sock
     tok = make_token("alice", tenant)
     try:
         assert fcgi_request(sock, "GET", "/api/rooms", tok).startswith(b"Status: 200 OK\r\n")
@@ -406,10 +449,7 @@ def test_sigterm_answers_the_request_it_holds(site, tenant, tmp_path):
         assert out.startswith(b"Status: 503 Service Unavailable\r\n"), out[:300]
         assert b'"code":"unavailable"' in out and b"Retry-After: 1" in out, out
     finally:
-        rc = other.stop()
-    assert rc == 0, other.log()[-2000:]
-    assert not sock.exists(), "socket left behind"
-    assert not sanitizer_reports(other.log()), other.log()[-3000:]
+        stopped_cleanly(other)
 
 
 # ------------------------------------------------------- a FastCGI client

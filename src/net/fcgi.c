@@ -28,9 +28,6 @@
 #include <unistd.h>
 
 #define FCGI_BACKLOG 1024
-/* A command answers within this, or the request gets 503. Redis and
- * PostgreSQL failures are answered long before; this bounds the rest. */
-#define FCGI_ANSWER_TIMEOUT_MS 30000
 /* At exit, how long the threads get to finish their last request. */
 #define FCGI_JOIN_WAIT_S 3
 /* accept failed for another reason than the drain: a thread retries after. */
@@ -264,11 +261,11 @@ fcgi_tick(void)
 	for (int i = 0; i < nthreads; i++) {
 		struct fcgi_job *j = inflight[i];
 
-		if (j == NULL || now - j->start_ms < FCGI_ANSWER_TIMEOUT_MS)
+		if (j == NULL || now - j->start_ms < (uint64_t)srv.cfg->fcgi_timeout_ms)
 			continue;
 		stats.timeouts++;
 		log_warn("fcgi from %s: %.*s not answered in %d ms: 503", j->req.ip, (int)j->q.path_len,
-		    j->q.path, FCGI_ANSWER_TIMEOUT_MS);
+		    j->q.path, srv.cfg->fcgi_timeout_ms);
 		if (j->c != NULL)
 			j->c->rest = CONN_REST_NONE;	/* a late answer is dropped */
 		fcgi__error(j, 503, "unavailable", "no answer in time; retry", "Retry-After: 1\r\n");

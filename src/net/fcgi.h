@@ -23,8 +23,9 @@
 /* Opens fcgi_socket, starts the threads and the loop's hand-off (on
  * srv.loop). -1 (logged) when the socket cannot be opened. */
 int fcgi_start(void);
-/* Once a second: requests not answered within FCGI_ANSWER_TIMEOUT_MS get
- * 503 (a thread is not held by a command that never answers). */
+/* Once a second: requests not answered within fcgi_timeout_ms get 503 (a
+ * thread is not held by a command that never answers: hiredis and libpq
+ * have no timeout of their own for a backend that hangs). */
 void fcgi_tick(void);
 /* SIGTERM: no more requests are accepted; those taken are answered
  * (srv.draining makes new commands 503). */

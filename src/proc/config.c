@@ -116,6 +116,7 @@ static const struct cfg_key cfg_keys[] = {
 	S(durability, "CHATD_DURABILITY", "redis"),
 	S(fcgi_socket, "CHATD_FCGI_SOCKET", "/run/chatd/fcgi.sock"),
 	I(fcgi_threads, NULL, 1, 256, "8"),
+	I(fcgi_timeout_ms, NULL, 1000, 600000, "30000"),
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))

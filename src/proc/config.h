@@ -91,6 +91,7 @@ struct cfg {
 
 	char fcgi_socket[108];	/* chatd-fcgi: a Unix socket path (sun_path), or host:port */
 	int fcgi_threads;	/* chatd-fcgi: threads taking FastCGI requests */
+	int fcgi_timeout_ms;	/* chatd-fcgi: a request not answered by then gets 503 */
 
 	/* Derived, not keys. */
 	char jwt_key[8192];		/* the public key PEM (RS256, ES256) */

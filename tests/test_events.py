@@ -167,3 +167,39 @@ def test_resume_after_a_redis_flush(make_server, tenant, redis_db):
         await eventually_async(synced, timeout=60, what="the messages in PostgreSQL")
         redis_db.flushall()
     run(resume_case(srv, tenant, flush)(), timeout=150)
+
+
+def test_a_slow_stream_gets_a_gap_then_ends_and_resumes(make_server, tenant):
+    """A stream that does not read: its bounded queue fills, what it holds
+    goes out, then room:gap, then the stream ends; a reconnect with its
+    Last-Event-ID gets every later message once."""
+    srv = make_server(outbound_max_bytes=8192, socket_sndbuf=4096)
+    total = 400
+
+    async def main():
+        alice = await Session.open(srv, "alice", tenant)
+        room = await make_room(alice, members=["bob"], private=True)
+        s = await asyncio.to_thread(stream, srv, "bob", tenant, [room])
+        s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await asyncio.to_thread(s.take, 1, lambda e: e["type"] == "room:joined")
+        await send_pipelined(alice, room, [(unique_id("m"), "x" * 200 + str(i))
+                                           for i in range(total)], timeout=30)
+        got, gap, ended = [], None, True
+        for etype, data in s.events(time.monotonic() + 15):
+            if etype == "message:new":
+                got.append(data["seq"])
+            elif etype == "room:gap":
+                gap = data
+        assert gap is not None and gap["room"] == room, (gap, len(got))
+        assert got == list(range(1, len(got) + 1)) and len(got) < total, len(got)
+        assert gap["after_seq"] >= got[-1] if got else True, (gap, got[-1:])
+        last_id = s.last_id
+        s.close()
+        resumed = int(last_id.split("=")[1]) if last_id else 0
+        s = await asyncio.to_thread(stream, srv, "bob", tenant, [room], last_id)
+        rest = await asyncio.to_thread(s.take, total - resumed,
+                                       lambda e: e["type"] == "message:new", 30)
+        s.close()
+        assert [e["seq"] for e in rest] == list(range(resumed + 1, total + 1))
+        assert ended
+    run(main(), timeout=90)

@@ -381,6 +381,7 @@ join__stream_done(struct join_op *op)
 		op->sub->delivered_seq = op->last_seq;
 	if (batch != NULL) {
 		snprintf(batch->room, sizeof(batch->room), "%s", op->room);
+		batch->bounded = 1;
 		conn_send(c, batch);
 		outbuf_unref(batch);
 	}

@@ -552,6 +552,24 @@ conn__sweep_ws(struct conn *c, int64_t now_s, uint64_t now, uint64_t loop_now)
 	}
 }
 
+/* A user's event stream: ended when its token expires (the client signs
+ * in again and resumes with its Last-Event-ID), or when it writes nothing
+ * for stall_timeout_ms with bytes waiting. */
+static void
+conn__sweep_stream(struct conn *c, int64_t now_s, uint64_t now)
+{
+	if (c->id.exp < now_s - srv.cfg->jwt_leeway_s) {
+		metrics_add(M_TOKEN_EXPIRED, 1);
+		conn_kill(c, CONN_CLOSE_TOKEN_EXPIRED, "token expired");
+	} else if (c->qlen > 0 && now > c->progress_ms &&
+	    now - c->progress_ms > (uint64_t)srv.cfg->stall_timeout_ms) {
+		metrics_add(M_SLOW_CLOSES, 1);
+		log_info("stream %s (%s): no write progress for %d ms, closed",
+		    c->cid, c->id.user, srv.cfg->stall_timeout_ms);
+		conn_kill(c, CONN_CLOSE_SLOW, "slow consumer");
+	}
+}
+
 void
 conn_sweep(void)
 {
@@ -577,6 +595,8 @@ conn_sweep(void)
 			continue;
 		} else if (c->kind == CONN_WS) {
 			conn__sweep_ws(c, now_s, now, loop_now);
+		} else if (c->kind == CONN_SSE && c->idnames != NULL) {
+			conn__sweep_stream(c, now_s, now);
 		} else if (c->kind == CONN_HTTP && c->qlen == 0 && c->wreq == NULL &&
 		    loop_now - c->start_ms >= hs && readers[CONN_HTTP] != NULL) {
 			/* The HTTP reader answers a timeout (408) when it gets

@@ -214,7 +214,7 @@ conn__send_stream(struct conn *c, struct outbuf *b)
 	struct outbuf **parts = NULL;
 	uint32_t nparts = 0;
 
-	if (conn__full(c, b)) {
+	if (!b->bounded && conn__full(c, b)) {
 		if (conn__is_event(b)) {
 			char text[160];
 			int n = snprintf(text, sizeof(text),

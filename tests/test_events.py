@@ -5,6 +5,7 @@ gap and no duplicate, across a worker kill -9 and a Redis flush."""
 import asyncio
 import os
 import signal
+import socket
 import time
 
 from chatd_harness import (Client, Session, Stream, eventually_async, make_room, make_token,

@@ -92,8 +92,8 @@ http__body_limit(const struct http_req *r)
 	return http__route(r)->max_body;
 }
 
-static const char *
-http__reason(int status)
+const char *
+http_reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
@@ -146,7 +146,7 @@ http_respond(struct conn *c, const struct http_req *r, int status, const char *c
 	    http_req_method(r) == HTTP_HEAD) || status == 304;
 	hn = snprintf(head, sizeof(head),
 	    "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: chatd\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n",
-	    status, http__reason(status), http__date(),
+	    status, http_reason(status), http__date(),
 	    ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "", len,
 	    keep ? "" : "Connection: close\r\n", headers ? headers : "");
 	if (hn < 0 || (size_t)hn >= sizeof(head))
@@ -439,6 +439,28 @@ http__asset(struct conn *c, struct http_req *r)
 		http_respond(c, r, 200, a->type, a->data, a->len, headers);
 }
 
+/* ---------------------------------------------------------------- REST */
+
+static const char *
+http__rest_header(const void *arg, const char *name, size_t *n)
+{
+	return http_req_header(arg, name, n);
+}
+
+/* A REST route (net/rest.c): the request described for it. Its answer
+ * comes through http__answer, at once or later. */
+static void
+http__rest(struct conn *c, struct http_req *r)
+{
+	struct rest_request q = { .method = http_req_method(r), .header = http__rest_header,
+	    .arg = r };
+
+	q.path = http_req_path(r, &q.path_len);
+	q.query = http_req_query(r, &q.query_len);
+	q.body = http_req_body(r, &q.body_len);
+	rest_run(c, &q);
+}
+
 /* ---------------------------------------------------------------- reading */
 
 static void
@@ -455,7 +477,7 @@ http__handle(struct conn *c, struct http_req *r)
 		return;
 	}
 	if (route == &http_asset_route && rest_path(path, n)) {
-		rest_handle(c, r);
+		http__rest(c, r);
 		return;
 	}
 	if (route->admin || (route->fn == http__asset && http__admin_asset(path, n))) {

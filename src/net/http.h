@@ -29,6 +29,8 @@ void http_tick(void);
  * keeps it alive. */
 void http_respond(struct conn *c, const struct http_req *r, int status, const char *ctype,
     const char *body, size_t len, const char *headers);
+/* The reason phrase of a status chatd answers ("Not Found"). */
+const char *http_reason(int status);
 /* A JSON error body {"error": why, "status": status}. */
 void http_respond_error(struct conn *c, const struct http_req *r, int status, const char *why,
     const char *headers);

@@ -288,7 +288,10 @@ def test_join_during_burst_gets_every_seq_once(server, tenant):
                 lasts.append(last)
                 assert ack["room"] == room and ack["role"] == "member", f"{who}: {ack}"
                 assert ack["recovered"] is True, f"{who}: recovered {ack['recovered']}"
-                assert (ack["presence"], ack["typing"], ack["receipts"]) == ([], [], []), who
+                # Nobody types or marks anything; those present are online.
+                assert (ack["typing"], ack["receipts"]) == ([], []), who
+                assert all(p["status"] == "online" for p in ack["presence"]), who
+                assert "sender" in {p["user"] for p in ack["presence"]}, who
                 # The join completed during the burst: live events followed.
                 assert since + SINCE_BACK <= last < total, f"{who}: last_seq {last}"
                 first = last - history + 1 if mode == "latest" else since + 1

@@ -207,3 +207,32 @@ def test_room_members_show_presence(make_server, tenant):
         assert got == {"alice": ("online", None), "bob": ("busy", None),
                        "carol": ("offline", None)}, got
     run(main(), timeout=30)
+
+
+def test_join_ack_lists_who_is_online(make_server, tenant):
+    srv = presence_server(make_server, presence_room_max=3)
+
+    async def main():
+        alice = await connect_on_worker(srv, 0, "alice", tenant)
+        await alice.ok("room:create", room="small", name="s", private=True,
+                       members=["bob", "carol"])
+        await alice.ok("room:create", room="big", name="b", private=True,
+                       members=["bob", "c1", "c2"])
+        bob = await connect_on_worker(srv, 1, "bob", tenant)
+        await update(alice, "bob", "online")
+        await bob.ok("presence:set", status="away")
+        await update(alice, "bob", "away")
+        ack = await alice.ok("room:join", room="small")
+        got = {p["user"]: p["status"] for p in ack["presence"]}
+        assert got == {"alice": "online", "bob": "away"}, ack["presence"]
+        ack = await alice.ok("room:join", room="big")
+        assert ack["presence"] == [], ack["presence"]
+        # A big room carries a count: who of its members is not offline.
+        info = await alice.ok("room:info", room="big")
+        assert (info["room"]["members"], info["room"]["online"]) == (4, 2), info
+        assert "member_ids" not in info, info
+        await bob.ok("presence:set", status="invisible")
+        await update(alice, "bob", "offline")
+        info = await alice.ok("room:info", room="big")
+        assert info["room"]["online"] == 1, info
+    run(main(), timeout=30)

@@ -9,6 +9,7 @@
 #include "proc/metrics.h"
 #include "net/outbuf.h"
 #include "chat/room.h"
+#include "chat/presence.h"
 #include "chat/typing.h"
 #include "proc/srv.h"
 #include "lib/util.h"
@@ -31,6 +32,8 @@ struct join_op {
 	json_t *result;			/* owned */
 	json_t *typing;			/* owned: the typists read, for the ack */
 	json_t *receipts;		/* owned: the members' positions (member.c) */
+	json_t *presence;		/* owned: the members not offline (presence.c) */
+	char *members;			/* owned: the room's members when few (member.c) */
 	int reads;			/* history and typists not yet answered */
 	int64_t last_seq;
 	const char *err_code;
@@ -105,6 +108,8 @@ join__free(struct join_op *op)
 	json_decref(op->result);
 	json_decref(op->typing);
 	json_decref(op->receipts);
+	json_decref(op->presence);
+	free(op->members);
 	free(op->idjson);
 	conn_unref(op->c);
 	free(op);
@@ -125,6 +130,8 @@ join__read_done(struct join_op *op)
 	}
 	if (op->typing != NULL)
 		json_object_set(op->result, "typing", op->typing);
+	if (op->presence != NULL)
+		json_object_set(op->result, "presence", op->presence);
 	op->done(op);
 }
 
@@ -159,6 +166,15 @@ join__typing_read(void *arg, json_t *users)
 }
 
 static void
+join__presence_read(void *arg, json_t *list)
+{
+	struct join_op *op = arg;
+
+	op->presence = list;
+	join__read_done(op);
+}
+
+static void
 join__subscribed(void *arg, int ok)
 {
 	struct join_op *op = arg;
@@ -185,6 +201,11 @@ join__subscribed(void *arg, int ok)
 	/* Behind the history script on the command link: the same round trip.
 	 * Without it the ack says nobody types. */
 	if (typing_read(op->c->id.tenant, op->room, op->c->id.user, join__typing_read, op) == 0)
+		op->reads++;
+	/* A room of at most presence_room_max members: who is online, in the
+	 * same round trip too. */
+	if (op->members != NULL &&
+	    presence_read(op->c->id.tenant, op->members, join__presence_read, op) == 0)
 		op->reads++;
 }
 
@@ -219,6 +240,8 @@ join__member_checked(void *arg, enum member_status st, const struct member_info 
 	snprintf(op->role, sizeof(op->role), "%s", info->role);
 	json_decref(op->receipts);
 	op->receipts = info->receipts ? json_loads(info->receipts, 0, NULL) : NULL;
+	free(op->members);
+	op->members = info->members ? xstrdup(info->members) : NULL;
 	if (!json_is_array(op->receipts)) {
 		json_decref(op->receipts);
 		op->receipts = json_array();
@@ -358,6 +381,7 @@ join__stream_done(struct join_op *op)
 		op->sub->delivered_seq = op->last_seq;
 	if (batch != NULL) {
 		snprintf(batch->room, sizeof(batch->room), "%s", op->room);
+		batch->bounded = 1;
 		conn_send(c, batch);
 		outbuf_unref(batch);
 	}

@@ -1,4 +1,5 @@
 #include "chat/limit.h"
+#include "proto/reply.h"
 #include "proc/metrics.h"
 #include "proc/srv.h"
 #include "store/redis.h"
@@ -67,4 +68,14 @@ void
 limit_take(const char *tenant, const char *user, enum limit_op op, limit_cb *cb, void *arg)
 {
 	limit_take_rate(tenant, user, limit_rates[op], cb, arg);
+}
+
+int
+limit_refused(struct conn *c, const char *idjson, long long retry_ms, const char *what)
+{
+	if (retry_ms > 0)
+		reply_error_retry(c, idjson, retry_ms, "too many %s; retry in %lld ms", what, retry_ms);
+	else if (retry_ms < 0)
+		reply_error(c, idjson, "unavailable", "message bus unavailable; retry");
+	return retry_ms != 0;
 }

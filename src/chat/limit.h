@@ -34,4 +34,11 @@ void limit_take(const char *tenant, const char *user, enum limit_op op, limit_cb
 void limit_take_rate(const char *tenant, const char *user, enum cfg_rate_op op, limit_cb *cb,
     void *arg);
 
+struct conn;
+
+/* The answer when limit_take gave no token: retry_ms > 0 is rate_limited
+ * with retry_after_ms ("too many <what>; retry in N ms"), < 0 unavailable.
+ * 1: answered (the command stops); 0: a token was taken. */
+int limit_refused(struct conn *c, const char *idjson, long long retry_ms, const char *what);
+
 #endif

@@ -28,6 +28,10 @@
  * statement, so a batch of joins stays one statement; it reads the index
  * room_members_read (sql/006) in its order and stops at the limit.
  *
+ * Column 6 is the room's members (not banned), comma-separated, when they
+ * are at most presence_room_max ($6), for the ack's presence (NULL for a
+ * bigger room: reading stops at one more than the bound).
+ *
  * The insert is "DO UPDATE", not "DO NOTHING": when another transaction
  * (another worker joining the same user to the room at the same moment)
  * inserted the row after this statement's snapshot, m does not see it, and
@@ -65,7 +69,13 @@ static const char member_sql[] =
 "   FROM (SELECT x.user_id, x.delivered_seq, x.read_seq FROM room_members x"
 "    WHERE x.tenant = q.tenant AND x.room_id = q.room_id AND NOT x.banned"
 "     AND x.delivered_seq > 0"
-"    ORDER BY x.read_seq DESC, x.user_id LIMIT $5::int) AS p) END"
+"    ORDER BY x.read_seq DESC, x.user_id LIMIT $5::int) AS p) END,"
+" CASE WHEN $6::int > 0 AND coalesce(m.role, ins.role) IS NOT NULL"
+"  AND NOT coalesce(m.banned, ins.banned, false) THEN"
+"  (SELECT CASE WHEN count(*) <= $6::int THEN string_agg(p.user_id, ',') END"
+"   FROM (SELECT x.user_id FROM room_members x"
+"    WHERE x.tenant = q.tenant AND x.room_id = q.room_id AND NOT x.banned"
+"    LIMIT $6::int + 1) AS p) END"
 " FROM q JOIN r ON r.i = q.i LEFT JOIN m ON m.i = q.i"
 " LEFT JOIN ins ON ins.tenant = q.tenant AND ins.room_id = q.room_id"
 "  AND ins.user_id = q.user_id";
@@ -129,6 +139,7 @@ member__answer(struct member_req *r, const PGresult *res, int row)
 		info.banned = PQgetvalue(res, row, 3)[0] == 't';
 		info.muted_until_ms = strtoll(PQgetvalue(res, row, 4), NULL, 10);
 		info.receipts = PQgetisnull(res, row, 5) ? NULL : PQgetvalue(res, row, 5);
+		info.members = PQgetisnull(res, row, 6) ? NULL : PQgetvalue(res, row, 6);
 		r->cb(r->arg, MEMBER_OK, &info, NULL);
 	}
 	free(r);
@@ -220,8 +231,8 @@ member__send(void)
 {
 	while (!batch_busy && nwaiting > 0) {
 		struct member_batch *b = xcalloc(1, sizeof(*b));
-		char limit[16];
-		char *params[5];
+		char limit[16], pmax[16];
+		char *params[6];
 		int n = 0, rc;
 
 		while (n < nwaiting && n < MEMBER_BATCH_MAX && !(n > 0 && waiting[n]->alone)) {
@@ -237,7 +248,9 @@ member__send(void)
 			params[f] = member__array(b->reqs, n, f);
 		params[3] = member__flags(b->reqs, n);
 		params[4] = limit;
-		rc = pgq_exec(srv.pg, member_sql, 5, (const char *const *)params, member__done, b);
+		snprintf(pmax, sizeof(pmax), "%d", srv.cfg->presence_room_max);
+		params[5] = pmax;
+		rc = pgq_exec(srv.pg, member_sql, 6, (const char *const *)params, member__done, b);
 		for (int f = 0; f < 4; f++)
 			free(params[f]);
 		if (rc == 0) {

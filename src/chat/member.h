@@ -28,6 +28,9 @@ struct member_info {
 	 * at most join_receipts_max members, furthest read first, as JSON
 	 * text; NULL when the user may not join. */
 	const char *receipts;
+	/* The room's members, comma-separated, when at most presence_room_max
+	 * (the ack's presence), else NULL. */
+	const char *members;
 };
 
 /* info and why are valid during the call only. */

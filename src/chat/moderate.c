@@ -367,15 +367,8 @@ moderate__limited(void *arg, long long retry_ms)
 	const char *params[6];
 	int n = mod_cmds[mr->op].nparams;
 
-	if (retry_ms > 0) {
-		reply_error_retry(mr->req.c, mr->req.idjson, retry_ms,
-		    "too many membership changes; retry in %lld ms", retry_ms);
+	if (limit_refused(mr->req.c, mr->req.idjson, retry_ms, "membership changes"))
 		goto fail;
-	}
-	if (retry_ms < 0) {
-		reply_error(mr->req.c, mr->req.idjson, "unavailable", "message bus unavailable; retry");
-		goto fail;
-	}
 	params[0] = mr->tenant;
 	params[1] = mr->room;
 	params[2] = mr->actor;

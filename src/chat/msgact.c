@@ -117,16 +117,10 @@ msgact__limited(void *arg, long long retry_ms)
 	struct act_req *q = arg;
 	struct conn *c = q->req.c;
 
-	if (retry_ms > 0) {
-		reply_error_retry(c, q->req.idjson, retry_ms, "too many changes; retry in %lld ms",
-		    retry_ms);
+	if (limit_refused(c, q->req.idjson, retry_ms, "changes"))
 		msgact__free(q);
-	} else if (retry_ms < 0) {
-		reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
-		msgact__free(q);
-	} else {
+	else
 		standing_get(c->id.tenant, q->room, c->id.user, msgact__standing, q);
-	}
 }
 
 static struct act_req *

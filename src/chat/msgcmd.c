@@ -240,40 +240,6 @@ msgcmd__checked(void *arg, const char *code, const char *why)
 	msgcmd__build_queue(sr);
 }
 
-struct unjoined_req {
-	struct reply_req req;
-	char room[UTIL_ID_MAX + 1];
-};
-
-static void
-msgcmd__unjoined_answer(void *arg, const struct standing *st)
-{
-	struct unjoined_req *q = arg;
-
-	if (st == NULL)
-		reply_error(q->req.c, q->req.idjson, "unavailable", "database unavailable; retry");
-	else if (!st->exists)
-		reply_error(q->req.c, q->req.idjson, "not_found", "no room \"%s\"", q->room);
-	else
-		reply_error(q->req.c, q->req.idjson, "forbidden",
-		    "join room \"%s\" before sending to it", q->room);
-	reply_req_done(&q->req);
-	free(q);
-}
-
-/* A send to a room this connection has not joined: not_found when there
- * is no such room in the tenant (the order of docs/protocol.md section 7),
- * else forbidden. Only this refusal asks PostgreSQL. */
-static void
-msgcmd__not_joined(struct conn *c, const char *idjson, const char *room)
-{
-	struct unjoined_req *q = xcalloc(1, sizeof(*q));
-
-	snprintf(q->room, sizeof(q->room), "%s", room);
-	reply_req_init(&q->req, c, idjson);
-	standing_get(c->id.tenant, room, c->id.user, msgcmd__unjoined_answer, q);
-}
-
 /* The checks passed: what needs the room is checked, then the send queued. */
 static void
 msgcmd__go(struct send_req *sr)
@@ -347,7 +313,7 @@ msgcmd_send(struct conn *c, const char *idjson, json_t *msg)
 	sub = conn_find_sub(c, room_id);
 	if (sub == NULL && c->kind != CONN_HTTP) {
 		msgextra_free(&extra);
-		msgcmd__not_joined(c, idjson, room_id);
+		standing_not_joined(c, idjson, room_id, "sending to it");
 		return;
 	}
 	if (sub != NULL && sub->broadcast && sub->role == SUB_MEMBER) {

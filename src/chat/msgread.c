@@ -62,8 +62,9 @@ static const char edits_sql[] =
 
 /*
  * mention:list: $3 admin, $4 before (a mention id; NULL: the newest), $5
- * limit. Newest first; only mentions in rooms the user still reads, and
- * not of deleted messages.
+ * limit. Newest message first, then newest id (rooms synced by different
+ * workers get their mention ids in any order); only mentions in rooms the
+ * user still reads, and not of deleted messages.
  */
 static const char mentions_sql[] =
 "WITH p AS (SELECT x.id AS mention_id, m.* FROM mentions x"
@@ -71,13 +72,16 @@ static const char mentions_sql[] =
 "  JOIN rooms r ON r.tenant = x.tenant AND r.id = x.room_id"
 "  LEFT JOIN room_members mb ON mb.tenant = x.tenant AND mb.room_id = x.room_id"
 "   AND mb.user_id = x.user_id"
-"  WHERE x.tenant = $1 AND x.user_id = $2 AND ($4::bigint IS NULL OR x.id < $4::bigint)"
+"  WHERE x.tenant = $1 AND x.user_id = $2"
+"   AND ($4::bigint IS NULL OR (m.ts, x.id) < (SELECT m2.ts, x2.id FROM mentions x2"
+"    JOIN messages m2 ON m2.tenant = x2.tenant AND m2.room_id = x2.room_id AND m2.id = x2.msg_id"
+"    WHERE x2.id = $4::bigint AND x2.tenant = $1 AND x2.user_id = $2))"
 "   AND m.deleted_at IS NULL AND " READVIEW_READER("$3::boolean")
-"  ORDER BY x.id DESC LIMIT $5::int + 1),"
-" n AS (SELECT p.*, row_number() OVER (ORDER BY p.mention_id DESC) AS rn FROM p)"
+"  ORDER BY m.ts DESC, x.id DESC LIMIT $5::int + 1),"
+" n AS (SELECT p.*, row_number() OVER (ORDER BY p.ts DESC, p.mention_id DESC) AS rn FROM p)"
 " SELECT true, true, jsonb_build_object('mentions', coalesce(jsonb_agg(jsonb_build_object("
 "   'id', n.mention_id, 'room', n.room_id, 'seq', n.seq, 'msg', " READVIEW_MSG("n") ")"
-"   ORDER BY n.mention_id DESC) FILTER (WHERE n.rn <= $5::int), '[]'::jsonb),"
+"   ORDER BY n.ts DESC, n.mention_id DESC) FILTER (WHERE n.rn <= $5::int), '[]'::jsonb),"
 "  'has_more', count(*) > $5::int)::text"
 " FROM n";
 

@@ -26,16 +26,26 @@ personal__key(char *buf, size_t len, const char *tenant, size_t tl, const char *
 	snprintf(buf, len, "%.*s/%.*s", (int)tl, tenant, (int)ul, user);
 }
 
+/* A user's WebSocket or event stream (not an HTTP request's user): its
+ * index key into key. 0: not indexed. */
+static int
+personal__conn_key(const struct conn *c, char *key, size_t len)
+{
+	if (c->idnames == NULL || c->kind == CONN_HTTP)
+		return 0;
+	personal__key(key, len, c->id.tenant, strlen(c->id.tenant), c->id.user,
+	    strlen(c->id.user));
+	return 1;
+}
+
 static void
 personal__opened(struct conn *c)
 {
 	char key[2 * UTIL_ID_MAX + 2];
 	struct personal_conns *pc;
 
-	if (c->idnames == NULL || c->kind == CONN_HTTP)
+	if (!personal__conn_key(c, key, sizeof(key)))
 		return;
-	personal__key(key, sizeof(key), c->id.tenant, strlen(c->id.tenant), c->id.user,
-	    strlen(c->id.user));
 	pc = hmap_get(by_user, key);
 	if (pc == NULL) {
 		pc = xcalloc(1, sizeof(*pc));
@@ -54,10 +64,8 @@ personal__closed(struct conn *c)
 	char key[2 * UTIL_ID_MAX + 2];
 	struct personal_conns *pc;
 
-	if (c->idnames == NULL || c->kind == CONN_HTTP)
+	if (!personal__conn_key(c, key, sizeof(key)))
 		return;
-	personal__key(key, sizeof(key), c->id.tenant, strlen(c->id.tenant), c->id.user,
-	    strlen(c->id.user));
 	pc = hmap_get(by_user, key);
 	if (pc == NULL)
 		return;

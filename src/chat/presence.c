@@ -30,6 +30,7 @@
  *   settle  KEYS pu... -> per user {1 when it was shown, "offline", seen}
  *   set     KEYS pu; ARGV 3 status -> {changed, shown, seen}
  *   get     KEYS pu... -> per user {shown, seen}
+ *   count   KEYS pu... -> how many are shown not offline
  *   reap    KEYS workers; ARGV 3 REDIS_PREFIX -> {"T/U"...} gone offline
  */
 
@@ -610,12 +611,7 @@ presence__set_limited(void *arg, long long retry_ms)
 	struct conn *c = q->req.c;
 	char key[PRESENCE_KEY], now[24];
 
-	if (retry_ms != 0) {
-		if (retry_ms > 0)
-			reply_error_retry(c, q->req.idjson, retry_ms,
-			    "too many presence changes; retry in %lld ms", retry_ms);
-		else
-			reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
+	if (limit_refused(c, q->req.idjson, retry_ms, "presence changes")) {
 		presence__cmd_free(q);
 		return;
 	}
@@ -773,5 +769,137 @@ presence_members_ack(struct conn *c, const char *idjson, const char *obj)
 	if (presence__call_users("get", &q->k, presence__members_got, q) != 0) {
 		reply_ack(c, idjson, json_incref(q->obj));
 		presence__members_free(q);
+	}
+}
+
+/* ---------------------------------------------------- a join ack's presence */
+
+struct read_req {
+	struct keyed_call k;
+	void (*cb)(void *arg, json_t *list);
+	void *arg;
+};
+
+static void
+presence__read_done(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct read_req *q = priv;
+	json_t *list = json_array();
+
+	(void)ac;
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)q->k.n) {
+		for (int i = 0; i < q->k.n; i++) {
+			redisReply *e = r->element[i];
+			const char *status, *seen;
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+				continue;
+			status = presence__str(e->element[0]);
+			seen = presence__str(e->element[1]);
+			if (strcmp(status, "offline") == 0)
+				continue;
+			json_array_append_new(list, json_pack("{s:s, s:s, s:o}", "user",
+			    strchr(q->k.tu[i], '/') + 1, "status", status, "last_seen",
+			    seen[0] ? json_integer(strtoll(seen, NULL, 10)) : json_null()));
+		}
+	}
+	q->cb(q->arg, list);
+	free(q->k.tu);
+	free(q);
+}
+
+int
+presence_read(const char *tenant, const char *users, void (*cb)(void *arg, json_t *list),
+    void *arg)
+{
+	struct read_req *q = xcalloc(1, sizeof(*q));
+	size_t n = 1;
+	const char *p;
+
+	for (p = users; *p; p++)
+		n += *p == ',';
+	q->k.tu = xmalloc(n * sizeof(*q->k.tu));
+	for (p = users; *p && q->k.n < (int)n;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len > 0 && len <= UTIL_ID_MAX)
+			snprintf(q->k.tu[q->k.n++], PRESENCE_TU, "%s/%.*s", tenant, (int)len, p);
+		p = comma ? comma + 1 : p + len;
+	}
+	q->cb = cb;
+	q->arg = arg;
+	if (q->k.n == 0 || presence__call_users("get", &q->k, presence__read_done, q) != 0) {
+		free(q->k.tu);
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------- room:info's online count */
+
+struct info_req {
+	struct reply_req req;
+	json_t *obj;			/* owned: the ack's fields */
+	struct keyed_call k;
+};
+
+static void
+presence__info_free(struct info_req *q)
+{
+	reply_req_done(&q->req);
+	json_decref(q->obj);
+	free(q->k.tu);
+	free(q);
+}
+
+static void
+presence__counted_online(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *r = reply;
+	struct info_req *q = priv;
+
+	(void)ac;
+	/* Without Redis the room goes without its count. */
+	if (!rlink_failed(r) && r->type == REDIS_REPLY_INTEGER)
+		json_object_set_new(json_object_get(q->obj, "room"), "online",
+		    json_integer(r->integer));
+	reply_ack(q->req.c, q->req.idjson, json_incref(q->obj));
+	presence__info_free(q);
+}
+
+void
+presence_info_ack(struct conn *c, const char *idjson, const char *obj)
+{
+	struct info_req *q = xcalloc(1, sizeof(*q));
+	const char *ids, *p;
+	size_t n = 1;
+
+	reply_req_init(&q->req, c, idjson);
+	q->obj = json_loads(obj, 0, NULL);
+	if (!json_is_object(q->obj)) {
+		reply_error(c, idjson, "internal", "a read built no answer");
+		presence__info_free(q);
+		return;
+	}
+	ids = json_string_value(json_object_get(q->obj, "member_ids"));
+	for (p = ids; p != NULL && *p; p++)
+		n += *p == ',';
+	q->k.tu = xmalloc(n * sizeof(*q->k.tu));
+	for (p = ids; p != NULL && *p && q->k.n < (int)n;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (len > 0 && len <= UTIL_ID_MAX)
+			snprintf(q->k.tu[q->k.n++], PRESENCE_TU, "%s/%.*s", c->id.tenant, (int)len, p);
+		p = comma ? comma + 1 : p + len;
+	}
+	json_object_del(q->obj, "member_ids");
+	if (q->k.n == 0 || presence__call_users("count", &q->k, presence__counted_online, q) != 0) {
+		json_object_set_new(json_object_get(q->obj, "room"), "online", json_integer(0));
+		reply_ack(c, idjson, json_incref(q->obj));
+		presence__info_free(q);
 	}
 }

@@ -24,6 +24,17 @@ void presence_stop(void);
  * status and last_seen, as presence:get shows them. */
 void presence_members_ack(struct conn *c, const char *idjson, const char *obj);
 
+/* The room:join ack's presence: of users (ids, comma-separated) of
+ * tenant, those not offline, as [{user, status, last_seen}] (a new
+ * reference, given to cb; empty when Redis failed). 0 sent (cb later), -1
+ * not (cb never called). */
+int presence_read(const char *tenant, const char *users, void (*cb)(void *arg, json_t *list),
+    void *arg);
+
+/* room:info's answer (readview's answer hook): its room with online, how
+ * many of its members are not offline (the first 10,000 counted). */
+void presence_info_ack(struct conn *c, const char *idjson, const char *obj);
+
 /* presence:set {status}, presence:get {users}. */
 void presence_set(struct conn *c, const char *idjson, json_t *msg);
 void presence_get(struct conn *c, const char *idjson, json_t *msg);

@@ -41,7 +41,11 @@ static const char list_sql[] =
 " WHERE mb.tenant = $1 AND mb.user_id = $2 AND NOT mb.banned"
 " ORDER BY r.id";
 
-/* $1 tenant, $2 room, $3 user, $4 admin, $5 Redis' counter (0: unknown). */
+/* The members counted for room:info's online (chat/presence.c). */
+#define ROOMREAD_ONLINE_MAX "10000"
+
+/* $1 tenant, $2 room, $3 user, $4 admin, $5 Redis' counter (0: unknown).
+ * member_ids goes to presence_info_ack, which counts them as online. */
 static const char info_sql[] =
 "WITH " READVIEW_STANDING("$1", "$2", "$3", "$4::boolean")
 " SELECT st.reader, true, CASE WHEN st.reader THEN jsonb_build_object("
@@ -51,7 +55,10 @@ static const char info_sql[] =
 "   'members', (SELECT count(*) FROM room_members x WHERE x.tenant = $1 AND x.room_id = $2"
 "    AND NOT x.banned),"
 "   'last_seq', greatest($5::bigint, " READVIEW_PG_LAST("$1", "$2") ")),"
-"  'role', st.role)::text END"
+"  'role', st.role,"
+"  'member_ids', (SELECT string_agg(y.user_id, ',') FROM (SELECT x.user_id FROM room_members x"
+"   WHERE x.tenant = $1 AND x.room_id = $2 AND NOT x.banned LIMIT " ROOMREAD_ONLINE_MAX ") y)"
+"  )::text END"
 " FROM st";
 
 /* $5 after (NULL: from the first), $6 limit. */
@@ -240,7 +247,7 @@ roomread__info_counted(void *arg, long long counter)
 	char last[24];
 	const char *params[5] = { c->id.tenant, ir->room, c->id.user, readview_admin(c), last };
 	struct readview_query q = { .sql = info_sql, .nparams = 5, .params = params,
-	    .room = ir->room };
+	    .room = ir->room, .answer = presence_info_ack };
 
 	snprintf(last, sizeof(last), "%lld", counter);
 	readview_run(c, ir->req.idjson, &q);

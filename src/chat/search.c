@@ -135,13 +135,8 @@ search__limited(void *arg, long long retry_ms)
 {
 	struct search_req *sr = arg;
 
-	if (retry_ms == 0)
+	if (!limit_refused(sr->req.c, sr->req.idjson, retry_ms, "searches"))
 		search__run(sr);
-	else if (retry_ms > 0)
-		reply_error_retry(sr->req.c, sr->req.idjson, retry_ms,
-		    "too many searches; retry in %lld ms", retry_ms);
-	else
-		reply_error(sr->req.c, sr->req.idjson, "unavailable", "rate limiter unavailable; retry");
 	search__free(sr);
 }
 

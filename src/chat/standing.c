@@ -1,4 +1,6 @@
 #include "chat/standing.h"
+#include "net/conn.h"
+#include "proto/reply.h"
 #include "store/pg_queue.h"
 #include "proc/srv.h"
 #include "lib/util.h"
@@ -85,4 +87,37 @@ standing_get(const char *tenant, const char *room, const char *user,
 		free(q);
 		cb(arg, NULL);
 	}
+}
+
+struct unjoined_req {
+	struct reply_req req;
+	char room[UTIL_ID_MAX + 1];
+	const char *doing;
+};
+
+static void
+standing__unjoined_answer(void *arg, const struct standing *st)
+{
+	struct unjoined_req *q = arg;
+
+	if (st == NULL)
+		reply_error(q->req.c, q->req.idjson, "unavailable", "database unavailable; retry");
+	else if (!st->exists)
+		reply_error(q->req.c, q->req.idjson, "not_found", "no room \"%s\"", q->room);
+	else
+		reply_error(q->req.c, q->req.idjson, "forbidden", "join room \"%s\" before %s",
+		    q->room, q->doing);
+	reply_req_done(&q->req);
+	free(q);
+}
+
+void
+standing_not_joined(struct conn *c, const char *idjson, const char *room, const char *doing)
+{
+	struct unjoined_req *q = xcalloc(1, sizeof(*q));
+
+	snprintf(q->room, sizeof(q->room), "%s", room);
+	q->doing = doing;
+	reply_req_init(&q->req, c, idjson);
+	standing_get(c->id.tenant, room, c->id.user, standing__unjoined_answer, q);
 }

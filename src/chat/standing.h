@@ -35,4 +35,14 @@ typedef void standing_cb(void *arg, const struct standing *st);
 void standing_get(const char *tenant, const char *room, const char *user,
     standing_cb *cb, void *arg);
 
+struct conn;
+
+/* The refusal of a command that needs the connection joined to the room
+ * (message:send, typing:*): not_found when there is no such room in the
+ * tenant (the order of docs/protocol.md section 7), else forbidden "join
+ * room R before <doing>" (a static string). Only this refusal asks
+ * PostgreSQL. */
+void standing_not_joined(struct conn *c, const char *idjson, const char *room,
+    const char *doing);
+
 #endif

@@ -260,40 +260,12 @@ struct typing_req {
 };
 
 static void
-typing__unjoined_answer(void *arg, const struct standing *st)
-{
-	struct typing_req *q = arg;
-
-	if (st == NULL)
-		reply_error(q->req.c, q->req.idjson, "unavailable", "database unavailable; retry");
-	else if (!st->exists)
-		reply_error(q->req.c, q->req.idjson, "not_found", "no room \"%s\"", q->room);
-	else
-		reply_error(q->req.c, q->req.idjson, "forbidden",
-		    "join room \"%s\" before typing in it", q->room);
-	reply_req_done(&q->req);
-	free(q);
-}
-
-/* Not joined: not_found when there is no such room in the tenant, else
- * forbidden (as message:send; only this refusal asks PostgreSQL). */
-static void
-typing__not_joined(struct conn *c, const char *idjson, const char *room_id)
-{
-	struct typing_req *q = xcalloc(1, sizeof(*q));
-
-	snprintf(q->room, sizeof(q->room), "%s", room_id);
-	reply_req_init(&q->req, c, idjson);
-	standing_get(c->id.tenant, room_id, c->id.user, typing__unjoined_answer, q);
-}
-
-static void
 typing__apply(struct conn *c, const char *idjson, const char *room_id, int start)
 {
 	struct sub *s = conn_find_sub(c, room_id);
 
 	if (s == NULL) {
-		typing__not_joined(c, idjson, room_id);
+		standing_not_joined(c, idjson, room_id, "typing in it");
 		return;
 	}
 	if (s->muted_until_ms > util_now_ms()) {
@@ -313,12 +285,7 @@ typing__limited(void *arg, long long retry_ms)
 	struct typing_req *q = arg;
 	struct conn *c = q->req.c;
 
-	if (retry_ms > 0)
-		reply_error_retry(c, q->req.idjson, retry_ms, "typing too often; retry in %lld ms",
-		    retry_ms);
-	else if (retry_ms < 0)
-		reply_error(c, q->req.idjson, "unavailable", "message bus unavailable; retry");
-	else if (conn_open(c))
+	if (!limit_refused(c, q->req.idjson, retry_ms, "typing:start") && conn_open(c))
 		typing__apply(c, q->req.idjson, q->room, 1);
 	reply_req_done(&q->req);
 	free(q);

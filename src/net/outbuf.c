@@ -51,6 +51,7 @@ outbuf__alloc(size_t cap)
 	b->sse = NULL;
 	b->parts = NULL;
 	b->raw = 0;
+	b->bounded = 0;
 	b->room[0] = '\0';
 	return b;
 }

@@ -27,6 +27,9 @@ struct outbuf {
 	struct outbuf *sse;	/* outbuf_as_sse's translation, made once; owned */
 	struct outbuf **parts;	/* outbuf_sse_events', made once; owned */
 	uint8_t raw;		/* bytes as they are, not WebSocket frames */
+	uint8_t bounded;	/* an event stream's join history: bounded by its
+				 * own limit (max_resume_gap), queued past the
+				 * queue's (as a WebSocket's join ack is) */
 	char room[65];		/* the room of room events */
 	unsigned char data[];
 };

@@ -10,6 +10,14 @@ local function shown(pu)
   if v[1] == '1' and v[2] ~= 'invisible' then return v[2] or 'online', v[3] or '' end
   return 'offline', v[3] or ''
 end
+-- A user announced online with no connection left goes offline now:
+-- whether others saw it online (so an offline goes out), else nil.
+local function gone(pu)
+  if live(pu) or redis.call('HGET', pu, 'on') ~= '1' then return nil end
+  local was = shown(pu)
+  redis.call('HSET', pu, 'on', 0, 'seen', now)
+  return was ~= 'offline'
+end
 if op == 'beat' then
   -- KEYS: 1 this worker's heartbeat, 2 the set of workers. ARGV 3 wid, 4 ms.
   redis.call('SET', KEYS[1], now, 'PX', ARGV[4])
@@ -54,11 +62,9 @@ if op == 'settle' then
   -- KEYS: users' presence. Per user: 1 went offline (was shown, last seen), 0.
   local out = {}
   for i = 1, #KEYS do
-    local pu = KEYS[i]
-    if not live(pu) and redis.call('HGET', pu, 'on') == '1' then
-      local was = shown(pu)
-      redis.call('HSET', pu, 'on', 0, 'seen', now)
-      out[#out + 1] = {was ~= 'offline' and 1 or 0, 'offline', now}
+    local g = gone(KEYS[i])
+    if g ~= nil then
+      out[#out + 1] = {g and 1 or 0, 'offline', now}
     else
       out[#out + 1] = {0, '', ''}
     end
@@ -71,6 +77,14 @@ if op == 'set' then
   redis.call('HSET', KEYS[1], 'status', ARGV[3])
   local after, seen = shown(KEYS[1])
   return {before ~= after and 1 or 0, after, seen}
+end
+if op == 'count' then
+  -- KEYS: users' presence. How many are shown not offline.
+  local n = 0
+  for i = 1, #KEYS do
+    if shown(KEYS[i]) ~= 'offline' then n = n + 1 end
+  end
+  return n
 end
 if op == 'get' then
   -- KEYS: users' presence. Per user {shown, last seen}.
@@ -93,11 +107,7 @@ for _, wid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     for _, tu in ipairs(redis.call('HKEYS', pw)) do
       local pu = ARGV[3] .. 'pu:{' .. tu .. '}'
       redis.call('HDEL', pu, 'w:' .. wid)
-      if not live(pu) and redis.call('HGET', pu, 'on') == '1' then
-        local was = shown(pu)
-        redis.call('HSET', pu, 'on', 0, 'seen', now)
-        if was ~= 'offline' then out[#out + 1] = tu end
-      end
+      if gone(pu) then out[#out + 1] = tu end
     end
     redis.call('DEL', pw)
     redis.call('SREM', KEYS[1], wid)

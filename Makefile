@@ -1,7 +1,7 @@
 # chatd: build, run and test. See docs/development.md.
 #
-#   make            build/chatd (optimised)
-#   make asan       build/asan/chatd (ASan + UBSan, what the tests run)
+#   make            build/chatd and build/chatd-fcgi (optimised)
+#   make asan       build/asan/chatd and build/asan/chatd-fcgi (ASan + UBSan, what the tests run)
 #   make run        deps, build, dev services, migrate, run chatd in the foreground
 #   make test       deps, asan build, fuzz-smoke, test services, migrate, pytest
 #   make stop       stop the dev and test services
@@ -23,14 +23,16 @@
 # `make run` (set dev) and `make test` (set test) use separate services and
 # build directories, so both can run at the same time.
 
-# fcgi joins when the FastCGI transport lands.
 PKGS := libuv hiredis libpq jansson libjwt libconfig libcrypto
+# chatd-fcgi only: Debian's libfcgi (its fcgi.pc gives -lfcgi).
+FCGI_PKGS := fcgi
 
 # Empty when a package is missing: the `pkgs-ok` check below then says so.
 # `run` and `test` call scripts/deps.sh first and build in a sub-make, which
 # evaluates these again after any installation.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+FCGI_LIBS  := $(shell pkg-config --libs $(FCGI_PKGS) 2>/dev/null) -pthread
 
 CC       ?= cc
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -46,10 +48,22 @@ ASAN_LDFLAGS := $(SAN_FLAGS)
 SRCS      := $(wildcard src/*/*.c)
 # Assembler sources: src/store/redis_lua.S embeds the .lua scripts (.incbin).
 ASM_SRCS  := $(wildcard src/*/*.S)
-OBJS      := $(SRCS:src/%.c=build/obj/%.o) $(ASM_SRCS:src/%.S=build/obj/%.o)
-ASAN_OBJS := $(SRCS:src/%.c=build/asan/obj/%.o) $(ASM_SRCS:src/%.S=build/asan/obj/%.o)
+# Two programs of the same modules: chatd (proc/main.c) and chatd-fcgi
+# (proc/fcgi_main.c with the FastCGI transport, net/fcgi*.c, and libfcgi).
+FCGI_SRCS   := src/proc/fcgi_main.c $(wildcard src/net/fcgi*.c)
+CHATD_SRCS  := src/proc/main.c
+COMMON_SRCS := $(filter-out $(FCGI_SRCS) $(CHATD_SRCS),$(SRCS))
+objs_of = $(patsubst src/%.c,$(1)/%.o,$(2))
+OBJS      := $(call objs_of,build/obj,$(COMMON_SRCS) $(CHATD_SRCS)) $(ASM_SRCS:src/%.S=build/obj/%.o)
+ASAN_OBJS := $(call objs_of,build/asan/obj,$(COMMON_SRCS) $(CHATD_SRCS)) \
+             $(ASM_SRCS:src/%.S=build/asan/obj/%.o)
+FCGI_OBJS := $(call objs_of,build/obj,$(COMMON_SRCS) $(FCGI_SRCS)) $(ASM_SRCS:src/%.S=build/obj/%.o)
+ASAN_FCGI_OBJS := $(call objs_of,build/asan/obj,$(COMMON_SRCS) $(FCGI_SRCS)) \
+             $(ASM_SRCS:src/%.S=build/asan/obj/%.o)
 BIN       := build/chatd
 ASAN_BIN  := build/asan/chatd
+FCGI_BIN  := build/chatd-fcgi
+ASAN_FCGI_BIN := build/asan/chatd-fcgi
 
 PYTHON   := /usr/bin/python3
 PYTEST_ARGS ?=
@@ -84,9 +98,9 @@ env_of = $$(sed -n 's/^$(2)=//p' .run/$(1)/env)
 .PHONY: all asan deps run test stop migrate clean check pkgs-ok web
 .PHONY: fuzz-build fuzz fuzz-smoke fuzz-ok bench bench-quick
 
-all: $(BIN) web
+all: $(BIN) $(FCGI_BIN) web
 
-asan: $(ASAN_BIN) web
+asan: $(ASAN_BIN) $(ASAN_FCGI_BIN) web
 
 # The dashboard's front-end packages (scripts/web/package.json, pinned by its
 # lockfile): uPlot for the charts, playwright-core for tests/browser/.
@@ -115,6 +129,12 @@ $(ASAN_BIN): $(ASAN_OBJS)
 	$(if $(SRCS),,$(error no sources in src/))
 	$(CC) $(LDFLAGS) $(ASAN_LDFLAGS) -o $@ $(ASAN_OBJS) $(LDLIBS)
 
+$(FCGI_BIN): $(FCGI_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $(FCGI_OBJS) $(LDLIBS) $(FCGI_LIBS)
+
+$(ASAN_FCGI_BIN): $(ASAN_FCGI_OBJS)
+	$(CC) $(LDFLAGS) $(ASAN_LDFLAGS) -o $@ $(ASAN_FCGI_OBJS) $(LDLIBS) $(FCGI_LIBS)
+
 build/obj/%.o: src/%.c | pkgs-ok
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
@@ -136,12 +156,12 @@ build/asan/obj/%.o: src/%.S | pkgs-ok
 build/obj/store/redis_lua.o build/asan/obj/store/redis_lua.o: $(wildcard src/store/*.lua)
 
 pkgs-ok:
-	@pkg-config --exists $(PKGS) || { \
-	  pkg-config --print-errors --exists $(PKGS); \
+	@pkg-config --exists $(PKGS) $(FCGI_PKGS) || { \
+	  pkg-config --print-errors --exists $(PKGS) $(FCGI_PKGS); \
 	  echo "missing development packages: run scripts/deps.sh (or make deps)" >&2; \
 	  exit 1; }
 
--include $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
+-include $(sort $(OBJS:.o=.d) $(ASAN_OBJS:.o=.d) $(FCGI_OBJS:.o=.d) $(ASAN_FCGI_OBJS:.o=.d))
 
 # C unit tests: tests/unit/test_<module>.c #includes the .c under test (as
 # H2O's t/00unit does), is built with ASan + UBSan into build/unit/ and links
@@ -165,6 +185,7 @@ build/unit/test_history:  $(call unit_objs,net/outbuf net/ws_frame lib/utf8 lib/
 build/unit/test_history:  UNIT_LIBS += -ljansson -lpq
 build/unit/test_config:   $(call unit_objs,lib/cidr lib/utf8 lib/util proc/log)
 build/unit/test_config:   UNIT_LIBS += -lconfig
+build/unit/test_fcgi_req: $(call unit_objs,lib/utf8 lib/util proc/log)
 
 $(UNIT_BINS): build/unit/%: tests/unit/%.c | pkgs-ok
 	@mkdir -p $(@D)

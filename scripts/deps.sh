@@ -10,14 +10,18 @@
 # with apt-get; otherwise the exact command to run is printed and we exit 1.
 set -euo pipefail
 
+# nginx: tests/test_fcgi.py runs Debian's nginx in front of chatd-fcgi (its
+# own instance on loopback; the package's service is not used).
 base_pkgs=(
     libuv1-dev libhttp-parser-dev libhiredis-dev
     libpq-dev libjansson-dev libjwt-dev libfcgi-dev libssl-dev libconfig-dev
     pkg-config gcc make
     redis-server redis-tools postgresql postgresql-client
     python3-pytest python3-websockets python3-psycopg2 python3-redis python3-prometheus-client
-    procps curl valgrind openssl
+    procps curl valgrind openssl nginx
     chromium
+    # Reactions in the web client's browser-test screenshots (tests/test_webchat.py).
+    fonts-noto-color-emoji
 )
 fuzz_pkgs=(clang libclang-rt-14-dev libfuzzer-14-dev)
 # bench/framecost.c compares chatd's frame reader with wslay's.

@@ -3,98 +3,13 @@ Server-Sent Events parsed from raw bytes, resumed with Last-Event-ID with no
 gap and no duplicate, across a worker kill -9 and a Redis flush."""
 
 import asyncio
-import json
 import os
 import signal
 import socket
 import time
 
-from chatd_harness import (Client, Session, eventually_async, make_room, make_token, pg_rows,
-                           run, send_pipelined, unique_id)
-
-
-class Stream:
-    """An SSE client on a raw socket: the head checked, then events as the
-    HTML spec parses them (event, data, id; a blank line dispatches; an id
-    with no data only sets the last event id)."""
-
-    def __init__(self, port, path, headers=None, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.settimeout(timeout)
-        lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.buf = b""
-        self.last_id = None
-        self.status, self.head = self._read_head()
-
-    def _read_head(self):
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"closed before the head: {self.buf!r}")
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode().split("\r\n")
-        status = int(lines[0].split()[1])
-        return status, {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip()
-                        for l in lines[1:]}
-
-    def body(self):
-        """The rest of a non-stream answer (Content-Length)."""
-        n = int(self.head.get("content-length", "0"))
-        while len(self.buf) < n:
-            self.buf += self.sock.recv(65536)
-        return json.loads(self.buf[:n])
-
-    def events(self, deadline):
-        """Yields (type, data) as they come, until deadline (monotonic) or
-        the stream ends."""
-        etype, data = None, []
-        while True:
-            while b"\n" not in self.buf:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self.sock.settimeout(left)
-                try:
-                    chunk = self.sock.recv(65536)
-                except socket.timeout:
-                    return
-                if not chunk:
-                    return
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\n", 1)
-            line = line.decode()
-            if line == "":
-                if data:
-                    yield etype or "message", json.loads("\n".join(data))
-                etype, data = None, []
-            elif line.startswith(":"):
-                continue
-            else:
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "event":
-                    etype = value
-                elif field == "data":
-                    data.append(value)
-                elif field == "id":
-                    self.last_id = value
-
-    def take(self, n, match, timeout=10):
-        got = []
-        deadline = time.monotonic() + timeout
-        for etype, data in self.events(deadline):
-            assert etype == data.get("type"), (etype, data)
-            if match(data):
-                got.append(data)
-                if len(got) == n:
-                    return got
-        raise AssertionError(f"{len(got)} of {n} events within {timeout}s")
-
-    def close(self):
-        self.sock.close()
+from chatd_harness import (Client, Session, Stream, eventually_async, make_room, make_token,
+                           pg_rows, run, send_pipelined, unique_id)
 
 
 def stream(srv, user, tenant, rooms, last_id=None, bearer=True):

@@ -1,15 +1,18 @@
 """Plain HTTP routes, configuration checks, and the schema check at start."""
 
+import http.client
 import json
 import re
 import socket
 import statistics
+import subprocess
 import time
 from urllib.parse import urlsplit
 
 import pytest
 
-from chatd_harness import make_token, run_chatd, unique_id, upgrade_request, write_config
+from chatd_harness import (Client, make_token, run, run_chatd, token_claims, unique_id,
+                           upgrade_request, write_config)
 
 
 def test_health(server):
@@ -27,6 +30,92 @@ def test_monitoring_page_is_html(server):
     assert status == 200
     assert "text/html" in headers.get("content-type", ""), headers
     assert re.search(rb"<!doctype html|<html", body, re.I), body[:200]
+    assert b"chatd monitoring" in body, body[:300]
+
+
+def test_root_is_the_chat_client(server):
+    status, headers, body = server.get("/")
+    assert status == 200 and headers["content-type"].startswith("text/html"), headers
+    assert b'<script type="module" src="/chat/app.js">' in body, body[:500]
+    assert server.get("/chat/index.html")[2] == body
+    for name in ("app.js", "transport.js", "store.js", "ui.js", "view.js"):
+        status, headers, _ = server.get(f"/chat/{name}")
+        assert status == 200 and headers["content-type"].startswith("text/javascript"), (name, headers)
+
+
+# ------------------------------------------------------- dev sign-in
+
+def post(port, path, body, ctype="application/json", method="POST"):
+    """(status, headers, body bytes) of one request with a body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        data = json.dumps(body) if ctype == "application/json" and not isinstance(body, str) else body
+        conn.request(method, path, body=data, headers={"Content-Type": ctype})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_dev_token_is_off_by_default(server):
+    assert server.get("/dev/token")[0] == 404
+    assert post(server.port, "/dev/token", {"user": "alice"})[0] == 404
+    assert post(server.port, "/dev/token", "", method="PUT")[0] == 404
+
+
+def test_dev_token_signs_like_chatd_token(make_server, tenant):
+    srv = make_server(workers=1, dev_tokens=1)
+    status, headers, body = srv.get("/dev/token")
+    assert status == 200 and json.loads(body) == {"dev_tokens": True, "tenant": "default"}, body
+    assert headers["cache-control"] == "no-store", headers
+
+    status, headers, body = post(srv.port, "/dev/token", {"user": "alice", "tenant": tenant})
+    assert status == 200 and headers["cache-control"] == "no-store", (status, body)
+    answer = json.loads(body)
+    claims = token_claims(answer["token"])
+    assert (claims["sub"], claims["tenant"]) == ("alice", tenant) and "role" not in claims, claims
+    assert claims["exp"] == answer["exp"] and 11 * 3600 < claims["exp"] - time.time() <= 12 * 3600
+    assert (answer["user"], answer["tenant"]) == ("alice", tenant), answer
+
+    async def hello():
+        c = await Client.connect(srv, token=answer["token"])
+        return c.hello
+    h = run(hello())
+    assert (h["user"], h["tenant"]) == ("alice", tenant), h
+
+    # A form, and the default tenant.
+    status, _, body = post(srv.port, "/dev/token", "user=bob", "application/x-www-form-urlencoded")
+    assert status == 200 and token_claims(json.loads(body)["token"])["tenant"] == "default", body
+    for bad in ({}, {"user": "a b"}, {"user": 7}, {"user": "x" * 65}, {"user": "ok", "tenant": "t t"}):
+        status, _, body = post(srv.port, "/dev/token", bad)
+        assert status == 400 and json.loads(body)["status"] == 400, (bad, status, body)
+    assert post(srv.port, "/dev/token", "user=bob", "text/plain")[0] == 400
+    status, headers, _ = post(srv.port, "/dev/token", "", method="PUT")
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST", headers
+    assert "dev token for alice@" in srv.log() and answer["token"] not in srv.log()
+
+
+def test_dev_token_only_for_trusted_peers(make_server):
+    srv = make_server(workers=1, dev_tokens=1, monitoring_trusted="10.1.2.0/24")
+    assert srv.get("/dev/token")[0] == 404
+    assert post(srv.port, "/dev/token", {"user": "alice"})[0] == 404
+
+
+def test_dev_tokens_need_hs256(env, tmp_path):
+    conf = write_config(tmp_path / "rs.conf", port=8080, dev_tokens=1, jwt_alg="RS256",
+                        jwt_public_key_file=str(tmp_path / "none.pem"))
+    proc = run_chatd("-t", "-c", conf)
+    assert proc.returncode != 0
+    # The key file is checked first; with a key, dev_tokens is the complaint.
+    pem = tmp_path / "pub.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", str(tmp_path / "key.pem")], check=True, capture_output=True, timeout=30)
+    subprocess.run(["openssl", "pkey", "-in", str(tmp_path / "key.pem"), "-pubout", "-out", str(pem)],
+                   check=True, capture_output=True, timeout=30)
+    conf = write_config(tmp_path / "rs.conf", port=8080, dev_tokens=1, jwt_alg="RS256",
+                        jwt_public_key_file=str(pem))
+    proc = run_chatd("-t", "-c", conf)
+    assert proc.returncode == 1 and "dev_tokens = 1 needs jwt_alg HS256" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("path", ["/no-such-file.css", "/static/no/such/file.js"])

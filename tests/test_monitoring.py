@@ -292,7 +292,7 @@ def test_stream_sends_the_whole_document(make_server):
 # ------------------------------------------------------------------ access
 
 MONITORING_ROUTES = ["/api/monitoring/websocket", "/api/monitoring/stream", "/metrics",
-                     "/monitoring", "/monitoring/", "/"]
+                     "/monitoring", "/monitoring/"]
 
 
 def request(port, method, path, headers=None, body=None):
@@ -315,7 +315,7 @@ def test_untrusted_peer_needs_an_admin_token(make_server):
     for path in MONITORING_ROUTES:
         status, headers, body = request(srv.port, "GET", path)
         assert status == 401, (path, status)
-        if path in ("/monitoring", "/monitoring/", "/"):
+        if path in ("/monitoring", "/monitoring/"):
             assert headers["content-type"].startswith("text/html"), (path, headers)
             assert b'action="/monitoring/login"' in body and b'name="token"' in body, body
         else:
@@ -336,8 +336,12 @@ def test_untrusted_peer_needs_an_admin_token(make_server):
     status, _, _ = request(srv.port, "GET", "/monitoring/no-such-file.js",
                            {"Authorization": f"Bearer {admin}"})
     assert status == 404
-    # Everything else is as open as before.
+    # Everything else is as open as before; "/" is the chat client, for anyone.
     assert request(srv.port, "GET", "/health")[0] == 200
+    for path in ("/", "/chat/", "/chat/app.js"):
+        status, headers, body = request(srv.port, "GET", path)
+        assert status == 200, (path, status)
+    assert b'src="/chat/app.js"' in request(srv.port, "GET", "/")[2]
 
 
 def test_login_form_sets_the_admin_cookie(make_server):

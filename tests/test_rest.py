@@ -2,13 +2,15 @@
 success and its error statuses, the same rules as the WebSocket, raw
 HTTP/1.1 keep-alive and pipelining with answers that wait on a backend."""
 
+import asyncio
 import json
 import re
 import socket
 import subprocess
 from pathlib import Path
 
-from chatd_harness import Client, make_room, make_token, run, unique_id
+from chatd_harness import (Client, eventually_async, make_room, make_token, run, services,
+                           unique_id)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -196,3 +198,31 @@ def test_docs_rest_examples_run(server, tenant):
             assert out.stdout.strip() == want, (cmd, out.stdout, out.stderr)
             ran += 1
     assert ran >= 8, ran
+
+
+def test_unavailable_is_503(make_server, tenant):
+    """A command whose backend is down answers 503 with the same error
+    body: a message posted while Redis is stopped."""
+    srv = make_server()
+
+    async def main():
+        tok = make_token("alice", tenant)
+        room = unique_id("r")
+        assert call(srv, "POST", "/api/rooms", {"room": room, "name": "n"}, tok)[0] == 201
+        services("stop-redis")
+        try:
+            body = err(call(srv, "POST", f"/api/rooms/{room}/messages", {"body": "x"}, tok),
+                       503, "unavailable")
+            assert "retry" in body["error"], body
+        finally:
+            services("start-redis")
+        await eventually_async(lambda: srv.check_workers_ready(), timeout=20,
+                               what="Redis back")
+        st = None
+        for _ in range(50):
+            st, _, _ = call(srv, "POST", f"/api/rooms/{room}/messages", {"body": "y"}, tok)
+            if st == 201:
+                break
+            await asyncio.sleep(0.1)
+        assert st == 201
+    run(main(), timeout=60)

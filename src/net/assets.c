@@ -16,7 +16,7 @@
 #define ASSETS_DEPTH_MAX 8
 #define ASSETS_FILES_MAX 4096
 
-static struct hmap *cache;	/* URL path ("/monitoring/index.html") -> struct asset, owned */
+static struct hmap *cache;	/* URL path ("/chat/index.html") -> struct asset, owned */
 static unsigned scan_gen;	/* the scan that last saw each asset */
 static int nfiles;
 
@@ -179,7 +179,9 @@ assets_get(const char *path, size_t n, const struct asset **out)
 	p[n] = '\0';
 	if (strstr(p, "/..") != NULL || strstr(p, "//") != NULL)
 		return 400;
-	if (strcmp(p, "/") == 0 || strcmp(p, "/monitoring") == 0)
+	if (strcmp(p, "/") == 0)
+		n = (size_t)snprintf(p, sizeof(p), "/chat/index.html");	/* the web client */
+	else if (strcmp(p, "/monitoring") == 0)
 		n = (size_t)snprintf(p, sizeof(p), "/monitoring/index.html");
 	if (p[n - 1] == '/')
 		p[--n] = '\0';

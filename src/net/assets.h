@@ -8,9 +8,9 @@
  * The static files under the configured assets directory, served from
  * memory: the worker reads the tree before its loop starts and looks again
  * once a second (assets_scan: a stat per file, a read only of what changed),
- * so no request waits for the disk. "/" and "/monitoring" are
- * /monitoring/index.html; a directory is its index.html; names starting
- * with a dot are not served.
+ * so no request waits for the disk. "/" is /chat/index.html (the web
+ * client) and "/monitoring" /monitoring/index.html (the dashboard); a
+ * directory is its index.html; names starting with a dot are not served.
  */
 
 #define ASSETS_FILE_MAX (8 * 1024 * 1024)

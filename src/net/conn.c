@@ -230,6 +230,25 @@ conn_accept(uv_loop_t *loop, int fd)
 	return c;
 }
 
+struct conn *
+conn_virtual(const char *ip)
+{
+	char cid[32];
+	size_t lcid, lip = strlen(ip) + 1;
+	struct conn *c;
+
+	snprintf(cid, sizeof(cid), "v%d-%llu", srv.index, (unsigned long long)++srv.conn_counter);
+	lcid = strlen(cid) + 1;
+	c = xcalloc(1, sizeof(*c) + lcid + lip);
+	memcpy(c->cid, cid, lcid);
+	c->ip = memcpy(c->cid + lcid, ip, lip);
+	c->refs = 1;
+	c->virt = 1;
+	c->kind = CONN_HTTP;
+	c->phase = CONN_OPEN;
+	return c;
+}
+
 void
 conn_set_identity(struct conn *c, const struct auth_identity *id)
 {
@@ -285,7 +304,7 @@ conn__closed_cb(uv_handle_t *h)
 static void
 conn__close_handle(struct conn *c)
 {
-	if (c->phase == CONN_GONE)
+	if (c->phase == CONN_GONE || c->virt)
 		return;
 	conn__release(c);
 	c->phase = CONN_GONE;
@@ -398,7 +417,7 @@ conn_kill(struct conn *c, int code, const char *why)
 	struct outbuf *b;
 	size_t n;
 
-	if (c->killing || c->phase != CONN_OPEN)
+	if (c->killing || c->phase != CONN_OPEN || c->virt)
 		return;
 	if (!c->close_code)
 		c->close_code = code;
@@ -418,7 +437,7 @@ conn_kill(struct conn *c, int code, const char *why)
 void
 conn_close(struct conn *c, int code)
 {
-	if (c->killing || c->close_code || c->phase != CONN_OPEN)
+	if (c->killing || c->close_code || c->phase != CONN_OPEN || c->virt)
 		return;
 	if (code == CONN_CLOSE_SLOW || c->kind == CONN_SSE) {
 		/* A slow consumer loses what it has not read. */
@@ -435,6 +454,8 @@ conn_close(struct conn *c, int code)
 void
 conn_end_after_write(struct conn *c)
 {
+	if (c->virt)
+		return;
 	c->end_after_write = 1;
 	conn__want_write(c);
 }
@@ -442,7 +463,7 @@ conn_end_after_write(struct conn *c)
 void
 conn_pause_reading(struct conn *c, int pause)
 {
-	if (c->phase != CONN_OPEN || c->reading_paused == pause)
+	if (c->phase != CONN_OPEN || c->reading_paused == pause || c->virt)
 		return;
 	c->reading_paused = (uint8_t)pause;
 	if (pause)

@@ -94,6 +94,7 @@ struct conn {
 	uint8_t reading_paused;		/* CONN_HTTP: too much output waiting */
 	uint8_t counted;		/* CONN_WS: in the admission counts */
 	uint8_t peer_done;		/* the peer sent FIN: close once ours is out */
+	uint8_t virt;			/* no socket: conn_virtual's */
 	uint8_t rest;			/* CONN_HTTP: enum conn_rest, a command's request */
 	uint16_t rest_ok;		/* CONN_HTTP: the status of its success (200, 201) */
 	char cid[];			/* "<worker>-<n>" (logs, hello), then ip; NUL-ended */
@@ -110,6 +111,17 @@ enum conn_rest {
 /* A socket accept4()ed by the worker: becomes a connection reading HTTP.
  * NULL (the fd closed) when libuv refuses it. */
 struct conn *conn_accept(uv_loop_t *loop, int fd);
+/*
+ * A connection that is no socket: one request of another transport (a
+ * FastCGI request of chatd-fcgi, net/fcgi.c) run by the command handlers as
+ * an HTTP connection's. Kind CONN_HTTP, peer address ip, one reference (the
+ * caller's); not in the list of sockets, so the sweep, the drain and the
+ * figures do not see it. Its answer goes through conn_http_answer_json;
+ * anything sent or closed on it otherwise is dropped. Every command holds
+ * it while it waits (reply_req), so it lives until the last conn_unref,
+ * which frees it (no handle to close).
+ */
+struct conn *conn_virtual(const char *ip);
 /* The HTTP connection c becomes a WebSocket of id. */
 void conn_set_identity(struct conn *c, const struct auth_identity *id);
 /* An HTTP request's user (a command over HTTP): c stays an HTTP

@@ -250,7 +250,7 @@ conn_send(struct conn *c, struct outbuf *b)
 {
 	/* Replies still go out while a drain waits for in-flight requests. */
 	if (c->phase != CONN_OPEN || c->killing || c->close_code == CONN_CLOSE_SLOW ||
-	    c->end_after_write)
+	    c->end_after_write || c->virt)
 		return 0;
 	if (c->kind == CONN_SSE)
 		return conn__send_stream(c, b);
@@ -275,7 +275,7 @@ conn_send_raw(struct conn *c, const char *bytes, size_t len)
 {
 	struct outbuf *b = outbuf_raw(bytes, len);
 
-	if (c->phase == CONN_OPEN && !c->killing) {
+	if (c->phase == CONN_OPEN && !c->killing && !c->virt) {
 		conn__push(c, b);
 		conn__want_write(c);
 	}

@@ -2,6 +2,7 @@
 #include "net/assets.h"
 #include "net/auth.h"
 #include "net/conn.h"
+#include "net/devtoken.h"
 #include "net/http_req.h"
 #include "net/sse.h"
 #include "net/ws.h"
@@ -23,7 +24,10 @@
 #include <strings.h>
 #include <time.h>
 
-#define HTTP_M(m) (1u << (m))
+/* A set of http-parser methods (HTTP_DELETE 0 ... HTTP_SOURCE 33): 64 bits. */
+#define HTTP_M(m) (UINT64_C(1) << (m))
+/* Every method: the handler answers 404 or 405 itself. */
+#define HTTP_ANY UINT64_MAX
 #define HTTP_GET_HEAD (HTTP_M(HTTP_GET) | HTTP_M(HTTP_HEAD))
 /* Responses waiting to be written past which pipelined requests wait. */
 #define HTTP_QUEUE_MAX (256 * 1024)
@@ -40,10 +44,11 @@ static http_handler http__ws, http__health, http__ready, http__monitoring_json,
 /* The routes: an exact path, the methods it answers, the largest body it
  * takes, and whether it is for admins (http__admitted, checked in
  * http__handle only). A path no route names is an asset (net/assets.c) or
- * 404; the monitoring page's assets are for admins (http__admin_asset). */
+ * 404: the chat client at "/" and "/chat/..." for anyone, the monitoring
+ * page's files for admins (http__admin_asset). */
 static const struct http_route {
 	const char *path;
-	unsigned methods;
+	uint64_t methods;
 	uint32_t max_body;
 	const char *allow;	/* the Allow header of a 405 */
 	int admin;
@@ -57,6 +62,8 @@ static const struct http_route {
 	{ "/api/monitoring/stream", HTTP_M(HTTP_GET), 0, "GET", 1, http__monitoring_stream },
 	{ "/metrics", HTTP_GET_HEAD, 0, "GET, HEAD", 1, http__metrics },
 	{ "/monitoring/login", HTTP_M(HTTP_POST), 8192, "POST", 0, http__login },
+	/* Off (404) unless dev_tokens = 1, then for monitoring_trusted peers only. */
+	{ "/dev/token", HTTP_ANY, 4096, "GET, HEAD, POST", 0, devtoken_handle },
 };
 static const struct http_route http_asset_route = {
 	NULL, HTTP_GET_HEAD, 0, "GET, HEAD", 0, http__asset
@@ -85,8 +92,8 @@ http__body_limit(const struct http_req *r)
 	return http__route(r)->max_body;
 }
 
-static const char *
-http__reason(int status)
+const char *
+http_reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
@@ -139,7 +146,7 @@ http_respond(struct conn *c, const struct http_req *r, int status, const char *c
 	    http_req_method(r) == HTTP_HEAD) || status == 304;
 	hn = snprintf(head, sizeof(head),
 	    "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: chatd\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n",
-	    status, http__reason(status), http__date(),
+	    status, http_reason(status), http__date(),
 	    ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "", len,
 	    keep ? "" : "Connection: close\r\n", headers ? headers : "");
 	if (hn < 0 || (size_t)hn >= sizeof(head))
@@ -316,11 +323,12 @@ http__admitted(struct conn *c, const struct http_req *r)
 	return v != NULL && http__admin_token(v, n);
 }
 
-/* The dashboard and its files: "/", "/monitoring", "/monitoring/..." */
+/* The dashboard and its files: "/monitoring", "/monitoring/..." ("/" is
+ * the chat client, for anyone). */
 static int
 http__admin_asset(const char *path, size_t n)
 {
-	return (n == 1 && path[0] == '/') || (n == 11 && memcmp(path, "/monitoring", 11) == 0) ||
+	return (n == 11 && memcmp(path, "/monitoring", 11) == 0) ||
 	    (n >= 12 && memcmp(path, "/monitoring/", 12) == 0);
 }
 
@@ -431,6 +439,28 @@ http__asset(struct conn *c, struct http_req *r)
 		http_respond(c, r, 200, a->type, a->data, a->len, headers);
 }
 
+/* ---------------------------------------------------------------- REST */
+
+static const char *
+http__rest_header(const void *arg, const char *name, size_t *n)
+{
+	return http_req_header(arg, name, n);
+}
+
+/* A REST route (net/rest.c): the request described for it. Its answer
+ * comes through http__answer, at once or later. */
+static void
+http__rest(struct conn *c, struct http_req *r)
+{
+	struct rest_request q = { .method = http_req_method(r), .header = http__rest_header,
+	    .arg = r };
+
+	q.path = http_req_path(r, &q.path_len);
+	q.query = http_req_query(r, &q.query_len);
+	q.body = http_req_body(r, &q.body_len);
+	rest_run(c, &q);
+}
+
 /* ---------------------------------------------------------------- reading */
 
 static void
@@ -447,7 +477,7 @@ http__handle(struct conn *c, struct http_req *r)
 		return;
 	}
 	if (route == &http_asset_route && rest_path(path, n)) {
-		rest_handle(c, r);
+		http__rest(c, r);
 		return;
 	}
 	if (route->admin || (route->fn == http__asset && http__admin_asset(path, n))) {

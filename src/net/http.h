@@ -12,7 +12,8 @@ struct http_req;
  * read by net/http_req.c, answered in order one at a time (keep-alive and
  * pipelining), and routed by one table: /ws (the WebSocket upgrade,
  * net/ws.c), /health, /ready, the monitoring JSON and its event stream
- * (net/sse.c), and the static assets (net/assets.c) for any other path.
+ * (net/sse.c), the dev sign-in (net/devtoken.c), and the static assets
+ * (net/assets.c) for any other path.
  */
 
 /* Worker start: register the HTTP reader, read the assets. */
@@ -28,6 +29,8 @@ void http_tick(void);
  * keeps it alive. */
 void http_respond(struct conn *c, const struct http_req *r, int status, const char *ctype,
     const char *body, size_t len, const char *headers);
+/* The reason phrase of a status chatd answers ("Not Found"). */
+const char *http_reason(int status);
 /* A JSON error body {"error": why, "status": status}. */
 void http_respond_error(struct conn *c, const struct http_req *r, int status, const char *why,
     const char *headers);

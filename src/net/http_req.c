@@ -447,6 +447,12 @@ http_req__pair(const char *q, size_t qn, const char *name, char *out, size_t out
 }
 
 int
+http_req_query_arg(const char *q, size_t qn, const char *name, char *out, size_t outlen)
+{
+	return http_req__pair(q, qn, name, out, outlen);
+}
+
+int
 http_req_arg(const struct http_req *r, const char *name, char *out, size_t outlen)
 {
 	size_t qn;

@@ -86,6 +86,9 @@ int http_req_header_has(const struct http_req *r, const char *name, const char *
  * 0 found, -1 absent or longer than outlen - 1. */
 int http_req_arg(const struct http_req *r, const char *name, char *out, size_t outlen);
 const char *http_req_body(const struct http_req *r, size_t *n);
+/* The argument name of a query text q (qn bytes, name=value&...; any
+ * transport's), percent-decoded; as http_req_arg. */
+int http_req_query_arg(const char *q, size_t qn, const char *name, char *out, size_t outlen);
 /* A field of an application/x-www-form-urlencoded body, decoded; as
  * http_req_arg. */
 int http_req_form(const struct http_req *r, const char *name, char *out, size_t outlen);

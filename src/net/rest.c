@@ -2,17 +2,18 @@
 #include "net/admit.h"
 #include "net/auth.h"
 #include "net/conn.h"
-#include "net/http.h"
 #include "net/http_req.h"
 #include "proto/cmd.h"
 #include "proc/srv.h"
 #include "lib/util.h"
+#include "proc/log.h"
 
 #include <http_parser.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define REST_SEGS 8
 
@@ -116,35 +117,48 @@ rest_path(const char *path, size_t n)
 	return 0;
 }
 
+/* An answer made here (a refusal before the command runs): through the
+ * transport like the command's own, with the command's error format. */
 static void
-rest__error(struct conn *c, struct http_req *r, int status, const char *code, const char *why,
-    const char *headers)
+rest__error(struct conn *c, int status, const char *code, const char *why, const char *headers)
 {
 	json_t *o = json_pack("{s:s, s:s, s:i}", "error", why, "code", code, "status", status);
 	char *text = json_dumps(o, JSON_COMPACT);
-	char all[256];
 
-	snprintf(all, sizeof(all), "Cache-Control: no-store\r\n%s", headers ? headers : "");
-	http_respond(c, r, status, "application/json", text, strlen(text), all);
+	if (text == NULL)
+		log_fatal("rest: json_dumps failed");
+	conn_http_answer_json(c, status, text, strlen(text), headers);
 	free(text);
 	json_decref(o);
 }
 
+/* The token of "Authorization: Bearer <token>", or NULL. */
+static const char *
+rest__bearer(const struct rest_request *q, size_t *n)
+{
+	const char *v = q->header(q->arg, "Authorization", n);
+
+	if (v == NULL || *n <= 7 || strncasecmp(v, "Bearer ", 7) != 0)
+		return NULL;
+	*n -= 7;
+	return v + 7;
+}
+
 /* The token of Authorization: Bearer, checked. 0 ok, else answered. */
 static int
-rest__auth(struct conn *c, struct http_req *r, struct auth_identity *id)
+rest__auth(struct conn *c, const struct rest_request *q, struct auth_identity *id)
 {
 	char token[4200];
 	const char *t, *reason = NULL;
 	size_t n;
 
 	if (admit_auth_blocked(c->ip) != 0) {
-		rest__error(c, r, 429, "rate_limited", "too many failed authentications", NULL);
+		rest__error(c, 429, "rate_limited", "too many failed authentications", NULL);
 		return -1;
 	}
-	t = http_req_bearer(r, &n);
+	t = rest__bearer(q, &n);
 	if (t == NULL || n >= sizeof(token)) {
-		rest__error(c, r, 401, "unauthorized", "Authorization: Bearer <token> required",
+		rest__error(c, 401, "unauthorized", "Authorization: Bearer <token> required",
 		    "WWW-Authenticate: Bearer\r\n");
 		return -1;
 	}
@@ -152,7 +166,7 @@ rest__auth(struct conn *c, struct http_req *r, struct auth_identity *id)
 	token[n] = '\0';
 	if (auth_verify(srv.cfg, token, id, &reason) != 0) {
 		admit_auth_failed(c->ip);
-		rest__error(c, r, 401, "unauthorized", reason ? reason : "bad token",
+		rest__error(c, 401, "unauthorized", reason ? reason : "bad token",
 		    "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
 		return -1;
 	}
@@ -162,22 +176,21 @@ rest__auth(struct conn *c, struct http_req *r, struct auth_identity *id)
 /* The command's frame: the body's fields, the query's, the path's. NULL
  * when answered (a bad body). */
 static json_t *
-rest__frame(struct conn *c, struct http_req *r, const struct rest_route *rt,
+rest__frame(struct conn *c, const struct rest_request *q, const struct rest_route *rt,
     const struct rest_seg *segs, int n)
 {
 	json_t *msg = NULL, *params = json_object();
+	const char *query = q->query != NULL ? q->query : "";
 	char arg[2048];
-	size_t blen;
-	const char *body = http_req_body(r, &blen);
 
 	if (rt->body) {
 		json_error_t jerr;
 
-		msg = blen > 0 ? json_loadb(body, blen, 0, &jerr) : NULL;
+		msg = q->body_len > 0 ? json_loadb(q->body, q->body_len, 0, &jerr) : NULL;
 		if (!json_is_object(msg)) {
 			json_decref(msg);
 			json_decref(params);
-			rest__error(c, r, 400, "bad_request", "the body must be a JSON object", NULL);
+			rest__error(c, 400, "bad_request", "the body must be a JSON object", NULL);
 			return NULL;
 		}
 	} else {
@@ -189,7 +202,8 @@ rest__frame(struct conn *c, struct http_req *r, const struct rest_route *rt,
 		long long v;
 		int num = 0;
 
-		if (http_req_arg(r, rt->query[i], arg, sizeof(arg)) != 0)
+		if (http_req_query_arg(query, q->query != NULL ? q->query_len : 0, rt->query[i], arg,
+		    sizeof(arg)) != 0)
 			continue;
 		for (size_t k = 0; k < sizeof(numeric) / sizeof(numeric[0]); k++)
 			num |= strcmp(numeric[k], rt->query[i]) == 0;
@@ -210,72 +224,102 @@ rest__frame(struct conn *c, struct http_req *r, const struct rest_route *rt,
 	return msg;
 }
 
-int
-rest_handle(struct conn *c, struct http_req *r)
+/* The route of the request's path and method; NULL when answered (no
+ * route: 404; another method's: 405 with Allow). */
+static const struct rest_route *
+rest__route(struct conn *c, const struct rest_request *q, struct rest_seg *segs, int *k)
+{
+	char allow[128] = "Allow: ";
+	int any = 0;
+
+	*k = rest__split(q->path, q->path_len, segs);
+	for (size_t i = 0; *k > 0 && i < REST_NROUTES; i++) {
+		if (!rest__match(&rest_routes[i], segs, *k, NULL))
+			continue;
+		if (rest_routes[i].method == q->method)
+			return &rest_routes[i];
+		snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+		    any++ ? ", " : "", http_method_str(rest_routes[i].method));
+	}
+	if (!any) {
+		rest__error(c, 404, "not_found", "no such API route", NULL);
+		return NULL;
+	}
+	strncat(allow, "\r\n", sizeof(allow) - strlen(allow) - 1);
+	rest__error(c, 405, "bad_request", "method not allowed", allow);
+	return NULL;
+}
+
+/* message:send's client_msg_id: the Idempotency-Key (the same key twice
+ * is one message), or a new one for each request without it. 0, or -1
+ * when answered (a bad key). */
+static int
+rest__idempotency(struct conn *c, const struct rest_request *q, json_t *msg)
+{
+	char cmid[UTIL_ID_MAX + 1];
+	size_t kn;
+	const char *key = q->header(q->arg, "Idempotency-Key", &kn);
+
+	if (key != NULL && kn <= UTIL_ID_MAX) {
+		snprintf(cmid, sizeof(cmid), "%.*s", (int)kn, key);
+	} else if (key != NULL) {
+		rest__error(c, 400, "bad_request", "Idempotency-Key must match [A-Za-z0-9._:-]{1,64}",
+		    NULL);
+		return -1;
+	} else {
+		util_random_id(cmid);
+	}
+	json_object_set_new(msg, "client_msg_id", json_string(cmid));
+	return 0;
+}
+
+/* The request up to the command's dispatch; every refusal answered. */
+static void
+rest__run(struct conn *c, const struct rest_request *q)
 {
 	struct rest_seg segs[REST_SEGS];
-	const struct rest_route *rt = NULL;
+	const struct rest_route *rt;
 	struct auth_identity id;
-	char allow[128] = "Allow: ", cmid[UTIL_ID_MAX + 1];
-	const char *path, *key;
-	size_t n, kn;
 	json_t *msg;
 	char *text;
-	int k, method = http_req_method(r);
+	int k;
 
-	path = http_req_path(r, &n);
-	k = rest__split(path, n, segs);
-	for (size_t i = 0; k > 0 && i < REST_NROUTES; i++) {
-		if (!rest__match(&rest_routes[i], segs, k, NULL))
-			continue;
-		if (rest_routes[i].method == method) {
-			rt = &rest_routes[i];
-			break;
-		}
-		snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-		    strlen(allow) > 7 ? ", " : "", http_method_str(rest_routes[i].method));
-	}
-	if (rt == NULL) {
-		strncat(allow, "\r\n", sizeof(allow) - strlen(allow) - 1);
-		rest__error(c, r, 405, "bad_request", "method not allowed", allow);
-		return 0;
+	if ((rt = rest__route(c, q, segs, &k)) == NULL)
+		return;
+	if (q->body_too_large) {
+		rest__error(c, 413, "too_large", "the body is over 64 KiB", NULL);
+		return;
 	}
 	if (srv.draining) {
-		rest__error(c, r, 503, "unavailable", "server draining", "Retry-After: 1\r\n");
-		return 0;
+		rest__error(c, 503, "unavailable", "server draining", "Retry-After: 1\r\n");
+		return;
 	}
-	if (rest__auth(c, r, &id) != 0)
-		return 0;
-	msg = rest__frame(c, r, rt, segs, k);
-	if (msg == NULL)
-		return 0;
-	if (strcmp(rt->type, "message:send") == 0) {
-		/* Idempotency-Key is the client_msg_id: the same key twice is
-		 * one message. Without one, every request is a new message. */
-		key = http_req_header(r, "Idempotency-Key", &kn);
-		if (key != NULL && kn <= UTIL_ID_MAX) {
-			snprintf(cmid, sizeof(cmid), "%.*s", (int)kn, key);
-		} else if (key != NULL) {
-			json_decref(msg);
-			rest__error(c, r, 400, "bad_request",
-			    "Idempotency-Key must match [A-Za-z0-9._:-]{1,64}", NULL);
-			return 0;
-		} else {
-			util_random_id(cmid);
-		}
-		json_object_set_new(msg, "client_msg_id", json_string(cmid));
+	if (rest__auth(c, q, &id) != 0 || (msg = rest__frame(c, q, rt, segs, k)) == NULL)
+		return;
+	if (strcmp(rt->type, "message:send") == 0 && rest__idempotency(c, q, msg) != 0) {
+		json_decref(msg);
+		return;
 	}
 	text = json_dumps(msg, JSON_COMPACT);
 	json_decref(msg);
+	if (text == NULL)
+		log_fatal("rest: json_dumps failed");
 	conn_set_request_identity(c, &id);
-	c->rest = CONN_REST_WAITING;
 	c->rest_ok = (uint16_t)rt->ok;
 	cmd_dispatch(c, text, strlen(text));
 	free(text);
-	if (c->rest == CONN_REST_ANSWERED) {
-		c->rest = CONN_REST_NONE;
-		return 0;
+}
+
+int
+rest_run(struct conn *c, const struct rest_request *q)
+{
+	c->rest = CONN_REST_WAITING;
+	c->rest_ok = 200;
+	rest__run(c, q);
+	if (c->rest == CONN_REST_WAITING) {
+		c->rest = CONN_REST_DEFERRED;
+		return 1;
 	}
-	c->rest = CONN_REST_DEFERRED;
-	return 1;
+	c->rest = CONN_REST_NONE;
+	return 0;
 }

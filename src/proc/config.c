@@ -114,6 +114,10 @@ static const struct cfg_key cfg_keys[] = {
 	I(receipt_coalesce_ms, NULL, 0, 60000, "1000"),
 	I(join_receipts_max, NULL, 0, 10000, "100"),
 	S(durability, "CHATD_DURABILITY", "redis"),
+	I(dev_tokens, NULL, 0, 1, "0"),
+	S(fcgi_socket, "CHATD_FCGI_SOCKET", "/run/chatd/fcgi.sock"),
+	I(fcgi_threads, NULL, 1, 256, "8"),
+	I(fcgi_timeout_ms, NULL, 1000, 600000, "30000"),
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -374,6 +378,23 @@ cfg__validate(struct cfg *c, char *err, size_t errlen)
 	if (strcmp(c->durability, "redis") != 0 && strcmp(c->durability, "postgres") != 0) {
 		snprintf(err, errlen, "durability must be redis or postgres, not \"%s\"", c->durability);
 		return -1;
+	}
+	if (c->dev_tokens && strcmp(c->jwt_alg, "HS256") != 0) {
+		snprintf(err, errlen, "dev_tokens = 1 needs jwt_alg HS256 (chatd signs HS256 only), "
+		    "not \"%s\"", c->jwt_alg);
+		return -1;
+	}
+	{
+		/* libfcgi's rule: a port after the first ':' makes it TCP. */
+		const char *colon = strchr(c->fcgi_socket, ':');
+		long long port;
+
+		if (c->fcgi_socket[0] == '\0' ||
+		    (colon != NULL && util_parse_ll(colon + 1, 1, 65535, &port) != 0)) {
+			snprintf(err, errlen, "fcgi_socket must be a Unix socket path (without ':') "
+			    "or host:port, not \"%s\"", c->fcgi_socket);
+			return -1;
+		}
 	}
 	if (c->database_url[0] == '\0') {
 		snprintf(err, errlen, "database_url must be set (or DATABASE_URL in the environment)");

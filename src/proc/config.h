@@ -88,6 +88,11 @@ struct cfg {
 	int receipt_coalesce_ms;	/* at most one receipt:update per user and room per this */
 	int join_receipts_max;	/* members' positions in a join ack */
 	char durability[16];	/* "redis" or "postgres" */
+	int dev_tokens;		/* 1: POST /dev/token mints tokens (net/devtoken.c) */
+
+	char fcgi_socket[108];	/* chatd-fcgi: a Unix socket path (sun_path), or host:port */
+	int fcgi_threads;	/* chatd-fcgi: threads taking FastCGI requests */
+	int fcgi_timeout_ms;	/* chatd-fcgi: a request not answered by then gets 503 */
 
 	/* Derived, not keys. */
 	char jwt_key[8192];		/* the public key PEM (RS256, ES256) */

@@ -4,7 +4,7 @@
 #include <stddef.h>
 
 /* The newest migration in sql/ this binary was written against. */
-#define SCHEMA_VERSION 6
+#define SCHEMA_VERSION 7
 
 /* Blocking check, run by the parent before any worker starts: PostgreSQL
  * answers and its schema is not behind. On failure err says what to do. */

@@ -1,4 +1,4 @@
-/* Unit tests of src/proc/config.c: the rate keys, "N/W". */
+/* Unit tests of src/proc/config.c: the rate keys, "N/W"; chatd-fcgi's keys. */
 #include "proc/config.c"
 
 #include "unit.h"
@@ -124,6 +124,41 @@ test_errors_name_the_key(void)
 	CHECK(strstr(err, ":1: unknown key rate_bogus") != NULL);
 }
 
+/* chatd-fcgi's keys: a Unix socket path or host:port, as libfcgi reads it. */
+static void
+test_fcgi_keys(void)
+{
+	static const char *const good[] = { "/run/chatd/fcgi.sock", "rel/fcgi.sock",
+	    "127.0.0.1:9000", ":9000" };
+	static const char *const bad[] = { "", "/run/a:b.sock", "127.0.0.1:", "host:0",
+	    "host:70000", "host:9000x" };
+	static struct cfg c;
+	char text[256], err[512] = "";
+
+	CHECK_INT(load(&c, "jwt_secret = \"0123456789\";\n", err, sizeof(err)), 0);
+	CHECK_STR(c.fcgi_socket, "/run/chatd/fcgi.sock");
+	CHECK_INT(c.fcgi_threads, 8);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), "jwt_secret = \"0123456789\";\nfcgi_socket = \"%s\";\n",
+		    good[i]);
+		CHECK_INT(load(&c, text, err, sizeof(err)), 0);
+		CHECK_STR(c.fcgi_socket, good[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "jwt_secret = \"0123456789\";\nfcgi_socket = \"%s\";\n",
+		    bad[i]);
+		CHECK_INT(load(&c, text, err, sizeof(err)), -1);
+		CHECK(strstr(err, "fcgi_socket must be a Unix socket path") != NULL);
+	}
+	CHECK_INT(load(&c, "jwt_secret = \"0123456789\";\nfcgi_threads = 0;\n", err,
+	    sizeof(err)), -1);
+	CHECK(strstr(err, "fcgi_threads must be a whole number from 1 to 256") != NULL);
+	setenv("CHATD_FCGI_SOCKET", "/tmp/env.sock", 1);
+	CHECK_INT(load(&c, "jwt_secret = \"0123456789\";\n", err, sizeof(err)), 0);
+	CHECK_STR(c.fcgi_socket, "/tmp/env.sock");
+	unsetenv("CHATD_FCGI_SOCKET");
+}
+
 int
 main(void)
 {
@@ -135,5 +170,6 @@ main(void)
 	UNIT_RUN(test_defaults_and_names);
 	UNIT_RUN(test_file_and_environment);
 	UNIT_RUN(test_errors_name_the_key);
+	UNIT_RUN(test_fcgi_keys);
 	return UNIT_DONE();
 }

@@ -3,6 +3,8 @@
  *   lg_hist.c   log-linear latency histogram (HDR-like, ~1.6% precision)
  *   lg_ws.c     WebSocket client side: upgrade request, accept check, framing
  *   lg_auth.c   HS256 tokens signed here, or obtained from a command
+ *   lg_conn.c   one connection: socket, handshake, frames, the chat protocol
+ *   lg_chatty.c the chatty room: people who type and read (--chatty)
  *   loadgen.c   options, connections, the epoll loop, the scenario, the report
  */
 #ifndef LG_H

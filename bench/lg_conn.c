@@ -19,7 +19,6 @@
 #endif
 
 static void conn__set_events(struct conn *c, uint32_t ev, int op);
-static int json_field(const char *p, size_t len, const char *key, const char **v, size_t *vlen);
 
 static void *
 xrealloc(void *p, size_t n)
@@ -224,6 +223,13 @@ conn__send_text(struct conn *c, const char *text, int len)
 		conn__send_frame(c, WS_TEXT, text, (size_t)len);
 }
 
+void
+conn_send_text(struct conn *c, const char *text, int len)
+{
+	if (c->state == C_JOINED)
+		conn__send_text(c, text, len);
+}
+
 /* ------------------------------------------------------------- set-up */
 
 static void
@@ -383,9 +389,7 @@ conn__joined(struct conn *c)
 
 /* ----------------------------------------------------- incoming frames */
 
-/* The value of "key" in a flat JSON object: a string's contents (no
- * escapes in the fields read here) or a bare token. Returns 0 when found. */
-static int
+int
 json_field(const char *p, size_t len, const char *key, const char **v, size_t *vlen)
 {
 	size_t klen = strlen(key);
@@ -472,6 +476,8 @@ conn__message_new(const char *p, size_t len)
 	}
 	g.received++;
 	g.t_last_rx = g.rx_ns;
+	if (g.o.chatty)
+		chatty_delivered();
 	hist_add(&g.lat, g.rx_ns > ts ? g.rx_ns - ts : 0);
 	hist_add(&g.lat_app, g.now_read > ts ? g.now_read - ts : 0);
 }
@@ -495,6 +501,8 @@ conn__ack(struct conn *c, const char *p, size_t len)
 			conn__joined(c);
 		return;
 	}
+	if (g.o.chatty && chatty_ack(id, idlen))
+		return;
 	for (size_t i = 0; i < idlen && id[i] >= '0' && id[i] <= '9'; i++)
 		n = n * 10 + (uint64_t)(id[i] - '0');
 	if (n & 1) {		/* odd ids: sent during warm-up */
@@ -510,7 +518,7 @@ conn__ack(struct conn *c, const char *p, size_t len)
 static void
 conn__error(struct conn *c, const char *p, size_t len)
 {
-	const char *code = "unknown", *id = NULL;
+	const char *code = "unknown", *id = NULL, *op;
 	size_t clen = 7, idlen = 0;
 	char key[40];
 
@@ -539,6 +547,12 @@ conn__error(struct conn *c, const char *p, size_t len)
 		conn__fail(c, key);
 		return;
 	}
+	if (g.o.chatty && (op = chatty_op(id, idlen)) != NULL) {
+		snprintf(key, sizeof(key), "%s_%.*s", op, (int)clen, code);
+		err_count(&g.err, key, strlen(key));
+		chatty_error();
+		return;
+	}
 	err_count(&g.err, code, clen);
 }
 
@@ -550,6 +564,8 @@ conn__text(struct conn *c, const char *p, size_t len)
 
 	if (STARTS(p, len, "{\"type\":\"message:new\"")) {
 		conn__message_new(p, len);
+		if (g.o.chatty)
+			chatty_message_new(c, p, len);
 		return;
 	}
 	if (STARTS(p, len, "{\"type\":\"ack\"")) {
@@ -560,8 +576,14 @@ conn__text(struct conn *c, const char *p, size_t len)
 		g.received_other++;
 		return;
 	}
-	if (tlen == 11 && memcmp(type, "message:new", 11) == 0)
+	if (tlen == 11 && memcmp(type, "message:new", 11) == 0) {
 		conn__message_new(p, len);
+		if (g.o.chatty)
+			chatty_message_new(c, p, len);
+	} else if (g.o.chatty && tlen == 13 && memcmp(type, "typing:update", 13) == 0)
+		chatty_typing_update(c, p, len);
+	else if (g.o.chatty && tlen == 14 && memcmp(type, "receipt:update", 14) == 0)
+		chatty_receipt_update(c, p, len);
 	else if (tlen == 3 && memcmp(type, "ack", 3) == 0)
 		conn__ack(c, p, len);
 	else if (tlen == 5 && memcmp(type, "error", 5) == 0)

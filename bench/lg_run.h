@@ -83,6 +83,8 @@ struct opts {
 	uint32_t max_joins;	/* room:create/join requests in flight */
 	int create_rooms, idle, json;
 	uint32_t body_bytes;
+	uint32_t chatty;	/* people after the senders who type and read (lg_chatty.c) */
+	uint32_t coalesce_ms;	/* the server's typing/receipt coalescing window */
 	long token_ttl;
 	int nsrc;
 	struct sockaddr_in src[LG_MAX_SRC];
@@ -133,6 +135,9 @@ extern struct lg g;
 
 uint64_t mono_ns(void);
 void err_count(struct errtab *t, const char *code, size_t len);
+/* The value of "key" in a flat JSON object: a string's contents (no
+ * escapes in the fields read here) or a bare token. Returns 0 when found. */
+int json_field(const char *p, size_t len, const char *key, const char **v, size_t *vlen);
 
 /* lg_conn.c */
 void conn_start(struct conn *c);
@@ -141,9 +146,34 @@ void conn_create(struct conn *c);
 void conn_join(struct conn *c);
 void conn_event(struct conn *c, uint32_t events);
 void conn_send_message(struct conn *c, uint64_t due, int measured);
+/* One text frame of len bytes (nothing when len <= 0, or not joined). */
+void conn_send_text(struct conn *c, const char *text, int len);
 /* Gives up on a connection still setting up (set-up timeout). */
 void conn_abandon(struct conn *c, const char *why);
 /* Closes every socket with a reset (no TIME_WAIT left on the ports). */
 void conn_close_all(void);
+
+/* lg_chatty.c: the chatty room's people (--chatty); the loop calls the
+ * first four, lg_conn.c the rest on what arrives. */
+int chatty_init(void);
+void chatty_begin(uint64_t now);
+/* Does what is due by now; returns when the next action is due. */
+uint64_t chatty_act(uint64_t now);
+void chatty_end(uint64_t now);
+void chatty_message_new(struct conn *c, const char *p, size_t len);
+void chatty_delivered(void);
+void chatty_typing_update(struct conn *c, const char *p, size_t len);
+void chatty_receipt_update(struct conn *c, const char *p, size_t len);
+/* "typing" or "receipt" for the ids of the people's requests, else NULL. */
+const char *chatty_op(const char *id, size_t idlen);
+/* Counts the ack of a people's request; 0 when id is not one. */
+int chatty_ack(const char *id, size_t idlen);
+/* Counts an error answer to one of them. */
+void chatty_error(void);
+/* 1 when every request of the people has been answered and what the
+ * server coalesced has had time to arrive. */
+int chatty_drained(uint64_t now);
+void chatty_report_json(FILE *f);
+void chatty_report_text(FILE *f);
 
 #endif

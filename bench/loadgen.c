@@ -104,6 +104,10 @@ usage(FILE *f)
 "                       every connection has its hello (256)\n"
 "  --create-rooms       the first connection of each room creates it\n"
 "  --body-bytes B       message body size, at least 21 (64)\n"
+"  --chatty T           the T connections after the senders type and read\n"
+"                       (typing:start/stop, receipt:read); every connection\n"
+"                       counts typing:update and receipt:update (0)\n"
+"  --coalesce-ms W      the server's coalescing window for the bounds (1000)\n"
 "  --id-prefix P        prefix of users, rooms and client_msg_ids; unique per\n"
 "                       process ([A-Za-z0-9._:-], at most 32; lg<pid>-)\n"
 "  --setup-timeout S    give up on connections not joined after S seconds (60)\n"
@@ -184,7 +188,7 @@ parse_options(int argc, char **argv)
 		O_HOST = 256, O_PORT, O_PATH, O_CONNS, O_ROOMS, O_SENDERS, O_RATE, O_WARMUP,
 		O_DURATION, O_DRAIN, O_IDLE, O_SECRET, O_TOKEN_CMD, O_TENANT, O_USERS, O_TTL,
 		O_SRC, O_CRATE, O_PENDING, O_JOINS, O_CREATE, O_BODY, O_PREFIX, O_SETUP, O_START, O_SIGSTART,
-		O_HELLOPAUSE, O_JSON, O_HELP
+		O_HELLOPAUSE, O_CHATTY, O_COALESCE, O_JSON, O_HELP
 	};
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, O_HOST },
@@ -214,6 +218,8 @@ parse_options(int argc, char **argv)
 		{ "start-at", required_argument, NULL, O_START },
 		{ "start-on-signal", no_argument, NULL, O_SIGSTART },
 		{ "pause-at-hellos", no_argument, NULL, O_HELLOPAUSE },
+		{ "chatty", required_argument, NULL, O_CHATTY },
+		{ "coalesce-ms", required_argument, NULL, O_COALESCE },
 		{ "json", no_argument, NULL, O_JSON },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 }
@@ -238,6 +244,7 @@ parse_options(int argc, char **argv)
 	g.o.max_joins = 256;
 	g.o.body_bytes = 64;
 	g.o.token_ttl = 3600;
+	g.o.coalesce_ms = 1000;
 	snprintf(defprefix, sizeof(defprefix), "lg%ld-", (long)getpid());
 	g.o.prefix = defprefix;
 
@@ -271,6 +278,8 @@ parse_options(int argc, char **argv)
 		case O_PENDING: rc |= parse_num("max-pending", optarg, 1, 1e6, &v); g.o.max_pending = (uint32_t)v; break;
 		case O_JOINS: rc |= parse_num("max-joins", optarg, 1, 1e6, &v); g.o.max_joins = (uint32_t)v; break;
 		case O_BODY: rc |= parse_num("body-bytes", optarg, 1 + LG_DUE_DIGITS, 1 << 20, &v); g.o.body_bytes = (uint32_t)v; break;
+		case O_CHATTY: rc |= parse_num("chatty", optarg, 0, 1e6, &v); g.o.chatty = (uint32_t)v; break;
+		case O_COALESCE: rc |= parse_num("coalesce-ms", optarg, 1, 60000, &v); g.o.coalesce_ms = (uint32_t)v; break;
 		case O_HELP: case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -300,6 +309,11 @@ parse_options(int argc, char **argv)
 		g.o.senders = g.o.conns;
 	if (g.o.idle)
 		g.o.senders = 0;
+	if (g.o.chatty && (g.o.idle || (g.o.users != 0 && g.o.users != g.o.conns))) {
+		fprintf(stderr, "loadgen: --chatty needs senders (no --idle) and one user per "
+		    "connection (no --users)\n");
+		return -1;
+	}
 	if (g.o.users == 0 || g.o.users > g.o.conns)
 		g.o.users = g.o.conns;
 	return 0;
@@ -377,6 +391,10 @@ init_run(void)
 	}
 	hist_init(&g.acklat);
 	hist_init(&g.lag);
+	if (g.o.chatty && chatty_init() != 0) {
+		perror("loadgen: init");
+		return -1;
+	}
 	return 0;
 }
 
@@ -497,6 +515,8 @@ run_begin(uint64_t now)
 	g.t_meas = now + (uint64_t)(g.o.warmup * 1e9);
 	g.t_send_end = g.t_meas + (uint64_t)(g.o.duration * 1e9);
 	g.phase = P_WARMUP;
+	if (g.o.chatty)
+		chatty_begin(now);
 }
 
 static uint64_t
@@ -573,7 +593,15 @@ advance(uint64_t now, uint64_t *wake)
 	case P_MEASURE:
 		g.phase = now >= g.t_meas ? P_MEASURE : P_WARMUP;
 		next = run_send(now);
+		if (g.o.chatty && now < g.t_send_end) {
+			uint64_t act = chatty_act(now);
+
+			if (act < next)
+				next = act;
+		}
 		if (now >= g.t_send_end) {
+			if (g.o.chatty)
+				chatty_end(now);
 			g.phase = P_DRAIN;
 			g.t_drain_end = now + (uint64_t)(g.o.drain * 1e9);
 			advance(now, wake);
@@ -582,7 +610,8 @@ advance(uint64_t now, uint64_t *wake)
 		*wake = next;
 		return;
 	case P_DRAIN:
-		if (now >= g.t_drain_end || (g.received >= g.expected && g.acked >= g.sent)) {
+		if (now >= g.t_drain_end || (g.received >= g.expected && g.acked >= g.sent &&
+		    (!g.o.chatty || chatty_drained(now)))) {
 			g.phase = P_DONE;
 			return;
 		}
@@ -716,6 +745,10 @@ report_json(FILE *f)
 	hist_json(f, &g.acklat);
 	fputs(",\"send_lag_us\":", f);
 	hist_json(f, &g.lag);
+	if (g.o.chatty) {
+		fputs(",\"chatty\":", f);
+		chatty_report_json(f);
+	}
 	fputs(",\"buckets\":{\"latency\":", f);
 	hist_json_buckets(f, &g.lat);
 	fputs(",\"handshake\":", f);
@@ -753,6 +786,8 @@ report_text(FILE *f)
 	    g.lat_app.max / 1e3);
 	for (int i = 0; i < g.err.n; i++)
 		fprintf(f, "error %s: %llu\n", g.err.e[i].code, (unsigned long long)g.err.e[i].count);
+	if (g.o.chatty)
+		chatty_report_text(f);
 }
 
 int

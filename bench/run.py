@@ -11,6 +11,8 @@ with build/bench/loadgen pinned to core 1:
   S2     10,000 connections in 1,000 rooms of 10, 1,000 senders, 10,000 msgs/s
   S3     19,000 idle connections, each joined to a room (rooms of 10)
   S3x2   S3 at 38,000 connections: two workers (both on core 0), two loadgens
+  chatty 1 room x 1,000 connections: 10 senders at S1's rate, 100 people typing
+         and reading (docs/protocol.md section 8), beside S1 at that rate
 
 Each run appends one JSON line to bench/results.jsonl; the end prints a
 Markdown table. A session starts by emptying the bench Redis (its own set;
@@ -53,6 +55,10 @@ CHATD_OVERRIDES = ("CHATD_PORT", "CHATD_LISTEN", "CHATD_WORKERS", "CHATD_INSTANC
                    "REDIS_URL", "DATABASE_URL", "CHATD_JWT_SECRET", "CHATD_ASSETS",
                    "CHATD_LOG_LEVEL", "CHATD_DURABILITY", "CHATD_ALLOWED_ORIGINS",
                    "CHATD_JWT_PUBLIC_KEY_FILE")
+# The bench services' URLs for chatd when they run on other ports than
+# bench.conf's (--redis-port, --pg-port: another checkout's bench set holds
+# 6392 and 5442); empty otherwise.
+SERVICES_ENV = {}
 
 # The targets of issue 5.
 # Before each run: CPU seconds per second other processes may use (both
@@ -66,6 +72,11 @@ TARGET_S3_KIB = 1.0
 TARGET_S3_HANDSHAKES = 45_000
 TARGET_LIGHT_P50_MS = 1
 TARGET_LIGHT_P99_MS = 3
+# The chatty room: its deliveries "keep their S1 latency" when its p99 is
+# at most S1's at the same rate times this, plus this slack (the runs'
+# spread at a few ms: bench/README.md).
+CHATTY_P99_RATIO = 1.25
+CHATTY_P99_SLACK_MS = 1.0
 
 
 def log(msg):
@@ -292,6 +303,7 @@ class Chatd:
     def start(self, timeout=20):
         env = {k: v for k, v in os.environ.items() if k not in CHATD_OVERRIDES}
         env["CHATD_PORT"] = str(self.port)
+        env.update(SERVICES_ENV)
         if self.workers:
             env["CHATD_WORKERS"] = str(self.workers)
         with open(self.log_path, "wb") as logf:
@@ -496,7 +508,7 @@ class Loadgens:
                     "--rooms", str(max(1, round(n * rooms_per_conn))),
                     "--src-ips", SRC_IPS, "--create-rooms"]
             for key in ("senders", "rate", "warmup", "duration", "drain", "body_bytes",
-                        "setup_timeout", "max_pending", "max_joins"):
+                        "setup_timeout", "max_pending", "max_joins", "chatty"):
                 if spec.get(key) is not None:
                     args += ["--" + key.replace("_", "-"), str(spec[key])]
             if spec.get("idle"):
@@ -736,6 +748,8 @@ class Bench:
             "redis_cmds": redis_cmds,
             "wall_s": round(snap2.t - snap0.t, 1),
             "loadavg_before": self.loadavg0,
+            # The bench services' URLs when not bench.conf's (--redis-port, --pg-port).
+            **({"services": dict(SERVICES_ENV)} if SERVICES_ENV else {}),
             # CPU seconds per second used by other processes just before.
             "busy_before": busy_before,
         }
@@ -785,12 +799,14 @@ class Bench:
 
     @staticmethod
     def ok(rec):
-        """S1's criterion: p99 under 50 ms, nothing lost, nothing failed."""
+        """S1's criterion: p99 under 50 ms, nothing lost, nothing failed; the
+        chatty room's typing and receipt events within their bounds too."""
         if rec.get("idle"):
             return rec["setup"]["failed"] == 0
         return (rec["setup"]["failed"] == 0 and rec["lost"] == 0 and rec["lost_conns"] == 0 and
                 rec["gaps"] == 0 and not rec["errors"] and rec["sent"] > 0 and
-                rec["latency_us"]["p99"] < TARGET_S1_P99_MS * 1000)
+                rec["latency_us"]["p99"] < TARGET_S1_P99_MS * 1000 and
+                ("chatty" not in rec or chatty_bounded(rec["chatty"])))
 
     def main(self):
         a = self.args
@@ -803,7 +819,7 @@ class Bench:
         s1 = {"conns": 1000, "rooms": 1, "senders": 1, "warmup": w, "duration": d,
               "drain": drain}
         only = (set(a.only.split(",")) if a.only else
-                {"S1", "light", "S2", "S3"} | (set() if quick else {"S3x2"}))
+                {"S1", "light", "S2", "chatty", "S3"} | (set() if quick else {"S3x2"}))
         if "S1" in only:
             overloaded = False
             for rate in a.s1_rates:
@@ -828,6 +844,23 @@ class Bench:
                     "duration": 4, "drain": 0, "setup_timeout": 120, "max_pending": 1024,
                     "pause_at_hellos": True, **more}
 
+        if "chatty" in only:
+            # S1 at the same rate in the same hour, alternated with the chatty
+            # runs, unless this session's S1 sweep had it.
+            # --chatty-control: the same room without people too, so that
+            # what the typing and receipts cost is told from what ten
+            # senders instead of one do.
+            rate = a.chatty_rate
+            ref = not any(r["scenario"] == "S1" and r["rate"] == rate for r in self.records)
+            room = {**s1, "senders": a.chatty_senders, "rate": rate,
+                    "duration": 5 if quick else 10}
+            for _ in range(a.repeat):
+                if ref:
+                    self.run("S1", f"S1 {rate} msgs/s", {**s1, "rate": rate})
+                if a.chatty_control:
+                    self.run("chatty", f"chatty {rate} msgs/s, no people", {**room, "chatty": 0})
+                self.run("chatty", f"chatty {rate} msgs/s, {a.chatty_people} typing",
+                         {**room, "chatty": a.chatty_people})
         if "S3" in only:
             self.run("S3", f"S3 {a.s3_conns} idle", idle(a.s3_conns), measure_idle=True)
         if "S3x2" in only:
@@ -860,6 +893,13 @@ def summary_line(r):
                 f"set-up {r['server'].get('setup_cpu_us_per_conn', '-')} us CPU/conn, "
                 f"{r['server'].get('kib_per_conn')} KiB/conn, errors {s['errors']}")
     lat = r["latency_us"]
+    if r.get("chatty"):
+        c = r["chatty"]
+        log(f"  chatty: {c['typers']} people: typing:update {c['typing_per_s']:.0f}/s (bound "
+            f"{c['typing_bound_per_s']:.0f}), receipt:update {c['receipt_per_s']:.0f}/s "
+            f"(bound {c['receipt_bound_per_s']:.0f}), closest of one person "
+            f"{c['typing_true_min_gap_ms']} / {c['receipt_min_gap_ms']} ms, too close "
+            f"{c['typing_true_too_close'] + c['receipt_too_close']}")
     return (f"{r['msgs_per_s']:.0f} msgs/s, {r['deliveries_per_s']:.0f} deliveries/s, "
             f"p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms, "
             f"lost {r['lost']}, conns lost {r['lost_conns']}, gaps {r['gaps']}, "
@@ -903,6 +943,100 @@ def pick(records, scenario, label=None):
 
 def mostly_ok(rs):
     return sum(r["ok"] for r in rs) * 2 > len(rs)
+
+
+def chatty_bounded(c):
+    """The chatty room's events within the coalescing rules: some arrived,
+    typing:update/s and receipt:update/s at most their bounds, no two of one
+    person closer than 0.8 s at any receiver (lg_chatty.c)."""
+    return (c["typers"] > 0 and c["typing_per_s"] > 0 and c["receipt_per_s"] > 0 and
+            c["typing_per_s"] <= c["typing_bound_per_s"] and
+            c["receipt_per_s"] <= c["receipt_bound_per_s"] and
+            not c["typing_true_too_close"] and not c["receipt_too_close"])
+
+
+def chatty_ref(records, r):
+    """S1's run (median p99) at the chatty run's rate, if the session has one."""
+    return pick(records, "S1", f"S1 {r['rate']:g} msgs/s")
+
+
+def chatty_keeps(r, ref):
+    """The chatty room's deliveries keep S1's latency at that rate."""
+    limit = ref["latency_us"]["p99"] * CHATTY_P99_RATIO + CHATTY_P99_SLACK_MS * 1000
+    return (r["lost"] == 0 and r["received"] > 0 and r["setup"]["failed"] == 0 and
+            ref["received"] > 0 and r["latency_us"]["p99"] <= limit)
+
+
+def gap_ms(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def chatty_table(records):
+    rows = groups([r for r in records if r["scenario"] == "chatty"])
+    if not rows:
+        return []
+    out = ["", "Chatty room: the senders send at the rate given (together); the next "
+           "connections are people who type (typing:start every 300 ms for 2-5 s, then "
+           "typing:stop, pauses of 1-3 s) and read (receipt:read with the latest seq received, every 200 ms when it moved); "
+           "every connection counts what reaches it. Bounds (docs/protocol.md section 8, over "
+           "the measured window of D s): typing:update/s <= (people x (D + 1) / D + "
+           "typing:stop/s) x (N - 1), receipt:update/s <= people x (D + 1) / D x N. Closest: "
+           "the shortest time between two typing:true (no typing:false between) or two "
+           "receipt:update of one person at one receiver (too close: < 800 ms).", "",
+           "| run | conns | senders, people | msgs/s in | deliveries/s | p50 ms | p99 ms | "
+           "S1 at this rate p50 / p99 ms | typing:update/s (bound) | receipt:update/s (bound) | "
+           "peak second typing / receipt | closest typing:true / receipt:update ms | "
+           "people's typing:start, typing:stop, receipt:read /s | ack p99 typing / receipt ms | "
+           "errors | ok |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, rs in rows.items():
+        r = median_run(rs)
+        lat = r["latency_us"]
+        ref = chatty_ref(records, r)
+        s1 = f"{ms(ref['latency_us']['p50'])} / {ms(ref['latency_us']['p99'])}" if ref else "-"
+        errs = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["setup"]["errors"]}.items())
+        out.append(f"| {label} | {r['setup']['joined']} | {r['senders']}, "
+                   f"{r.get('chatty', {}).get('typers', 0)} | {r['msgs_per_s']:,.0f} | "
+                   f"{r['deliveries_per_s']:,.0f} | {ms(lat['p50'])} | {ms(lat['p99'])} | {s1} | "
+                   f"{' | '.join(chatty_cells(r.get('chatty')))} | {errs or '-'} | "
+                   f"{sum(x['ok'] for x in rs)}/{len(rs)} |")
+    return out
+
+
+def chatty_cells(c):
+    """The event columns of the chatty table; '-' for a run without people
+    (--chatty-control)."""
+    if not c:
+        return ["-"] * 6
+    return [f"{c['typing_per_s']:,.0f} ({c['typing_bound_per_s']:,.0f})",
+            f"{c['receipt_per_s']:,.0f} ({c['receipt_bound_per_s']:,.0f})",
+            f"{c['typing_max_1s']:,} / {c['receipt_max_1s']:,}",
+            f"{gap_ms(c['typing_true_min_gap_ms'])} / {gap_ms(c['receipt_min_gap_ms'])}",
+            f"{c['starts_per_s']:,.0f}, {c['stops_per_s']:,.1f}, {c['reads_per_s']:,.0f}",
+            f"{ms(c['ack_typing_us']['p99'])} / {ms(c['ack_receipt_us']['p99'])}"]
+
+
+def chatty_targets(records):
+    out = []
+    for label, rs in groups([r for r in records if r["scenario"] == "chatty"]).items():
+        r = median_run(rs)
+        c, ref = r.get("chatty"), chatty_ref(records, r)
+        if not c:
+            continue        # the control (--chatty-control): in the table only
+        if ref:
+            out.append(f"| chatty room at {r['rate']:,.0f} msgs/s: deliveries keep S1's latency "
+                       f"(p99 <= S1's x {CHATTY_P99_RATIO:g} + {CHATTY_P99_SLACK_MS:g} ms, "
+                       f"0 lost) | p50 {ms(r['latency_us']['p50'])}, p99 "
+                       f"{ms(r['latency_us']['p99'])} ms against S1's "
+                       f"{ms(ref['latency_us']['p50'])}, {ms(ref['latency_us']['p99'])} ms; "
+                       f"lost {r['lost']:,} | {'yes' if chatty_keeps(r, ref) else 'no'} |")
+        out.append(f"| chatty room: typing and receipt events within the coalescing bounds | "
+                   f"typing:update {c['typing_per_s']:,.0f}/s <= {c['typing_bound_per_s']:,.0f}, "
+                   f"receipt:update {c['receipt_per_s']:,.0f}/s <= "
+                   f"{c['receipt_bound_per_s']:,.0f}; closer than 800 ms: "
+                   f"{c['typing_true_too_close'] + c['receipt_too_close']:,} | "
+                   f"{'yes' if chatty_bounded(c) else 'no'} |")
+    return out
 
 
 def markdown(records):
@@ -956,6 +1090,7 @@ def markdown(records):
                        f"{sv.get('setup_cpu_us_per_conn', '-')} | "
                        f"{s['joins_per_s']:,.0f} | {sv['rss_kib_before']:,} | "
                        f"{(sv['rss_kib_idle'] or 0):,} | {sv.get('kib_per_conn')} | {errs or '-'} |")
+    out += chatty_table(records)
     busy = [f"{r['label']} ({r['busy_before']:.2f})" for r in records
             if r.get("busy_before", 0) > QUIET_MAX]
     if busy:
@@ -1005,6 +1140,7 @@ def markdown(records):
                    f"({s3x2['setup']['joined']:,} connections), "
                    f"{s3x2['setup']['hellos_per_s']:,.0f} handshakes/s | "
                    f"{'yes' if kib is not None and kib < TARGET_S3_KIB else 'no'} |")
+    out += chatty_targets(records)
     light = pick(records, "light")
     if light:
         p50, p99 = light["latency_us"]["p50"] / 1000, light["latency_us"]["p99"] / 1000
@@ -1017,7 +1153,7 @@ def markdown(records):
 
 # -------------------------------------------------------------------- main
 
-def prepare():
+def prepare(args):
     for path, what in ((CHATD, "make"), (LOADGEN, "make -f bench/Makefile loadgen")):
         if not os.access(path, os.X_OK):
             die(f"no {path.relative_to(REPO)}: run `{what}` (or `make bench`)")
@@ -1026,16 +1162,27 @@ def prepare():
     if newer and CHATD == BUILT_CHATD:
         log(f"warning: build/chatd is older than src/ ({', '.join(sorted(newer)[:5])}): "
             "run `make` (make bench does)")
-    rc = subprocess.run(["scripts/services.sh", "start", SERVICES_SET], cwd=REPO, timeout=180)
+    env = dict(os.environ)
+    if args.redis_port:
+        env["CHATD_REDIS_PORT"] = str(args.redis_port)
+    if args.pg_port:
+        env["CHATD_PG_PORT"] = str(args.pg_port)
+    rc = subprocess.run(["scripts/services.sh", "start", SERVICES_SET], cwd=REPO, timeout=180,
+                        env=env)
     if rc.returncode != 0:
         die(f"scripts/services.sh start {SERVICES_SET} failed")
     env_file = REPO / ".run" / SERVICES_SET / "env"
     url = re.search(r"^DATABASE_URL=(.*)$", env_file.read_text(), re.M).group(1)
+    redis_url = re.search(r"^REDIS_URL=(.*)$", env_file.read_text(), re.M).group(1)
     if subprocess.run(["scripts/migrate.sh", url], cwd=REPO, timeout=120).returncode != 0:
         die("migration failed")
     conf = conf_values(CONF)
-    if str(conf.get("database_url", "")) != url:
-        die(f"bench.conf's database_url is not the bench services' {url}")
+    if args.redis_port or args.pg_port:
+        SERVICES_ENV.update({"REDIS_URL": redis_url, "DATABASE_URL": url})
+        log(f"bench services on {redis_url} and {url}, given to chatd instead of bench.conf's")
+    elif str(conf.get("database_url", "")) != url or str(conf.get("redis_url", "")) != redis_url:
+        die(f"bench.conf's database_url and redis_url are not the bench services' {url} and "
+            f"{redis_url} (started with other ports? then give --redis-port and --pg-port)")
     # Every session starts from an empty bench Redis (its own set, port
     # 6392; nothing else uses it): otherwise the idempotency keys of earlier
     # sessions (24 h TTL) pile up to hundreds of MB and AOF rewrites of that
@@ -1057,14 +1204,28 @@ def prepare():
 def parse_args():
     p = argparse.ArgumentParser(description="chatd benchmark (bench/README.md)")
     p.add_argument("--quick", action="store_true", help="a 1-2 minute version")
-    p.add_argument("--only", help="comma list of S1,light,S2,S3,S3x2 (S3x2: not in --quick)")
+    p.add_argument("--only", help="comma list of S1,light,S2,chatty,S3,S3x2 (S3x2: not in "
+                                  "--quick)")
     p.add_argument("--s1-rates", help="comma list of S1 rates, msgs/s")
+    p.add_argument("--chatty-rate", type=int, default=1000,
+                   help="msgs/s of the chatty room's senders (1000); S1 runs at it beside")
+    p.add_argument("--chatty-people", type=int, default=100,
+                   help="connections of the chatty room who type and read (100)")
+    p.add_argument("--chatty-senders", type=int, default=10,
+                   help="connections of the chatty room who send (10)")
+    p.add_argument("--chatty-control", action="store_true",
+                   help="run the chatty room without people too (its senders alone)")
     p.add_argument("--s3-conns", type=int, help="idle connections for S3")
     p.add_argument("--s3x2-conns", type=int, default=38000,
                    help="idle connections for S3x2 (two workers, two loadgens)")
     p.add_argument("--repeat", type=int, default=None,
-                   help="runs of each S1/light/S2 point (3; --quick: 1)")
+                   help="runs of each S1/light/S2/chatty point (3; --quick: 1)")
     p.add_argument("--port", type=int, default=None, help="chatd's port (bench.conf's)")
+    p.add_argument("--redis-port", type=int, default=None,
+                   help="run the bench Redis on this port instead of 6392 (another checkout's "
+                        "bench set holds it); chatd is given its URL")
+    p.add_argument("--pg-port", type=int, default=None,
+                   help="the same for the bench PostgreSQL (5442)")
     p.add_argument("--wait-quiet", type=float, default=60,
                    help="seconds (per session) to wait for other processes to calm down")
     p.add_argument("--perf", default="",
@@ -1116,7 +1277,7 @@ def main():
     if args.report:
         report(args.report)
         return
-    prepare()
+    prepare(args)
     t0 = time.monotonic()
     Bench(args).main()
     log(f"done in {time.monotonic() - t0:.0f} s; results appended to "

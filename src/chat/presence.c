@@ -61,14 +61,18 @@ static int nsettles, capsettles;
 /* For each announced user (tenants $1, users $2, as arrays), the users
  * that share a room of at most presence_room_max ($3) members with it. */
 static const char comembers_sql[] =
-"SELECT q.i, string_agg(DISTINCT m2.user_id, ',')"
-" FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(tenant, user_id, i)"
-" JOIN room_members m1 ON m1.tenant = q.tenant AND m1.user_id = q.user_id AND NOT m1.banned"
-" JOIN room_members m2 ON m2.tenant = m1.tenant AND m2.room_id = m1.room_id"
-"  AND NOT m2.banned AND m2.user_id <> q.user_id"
-" WHERE (SELECT count(*) FROM room_members c"
-"  WHERE c.tenant = m1.tenant AND c.room_id = m1.room_id) <= $3::int"
-" GROUP BY q.i";
+"WITH q AS (SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(tenant, user_id, i)),"
+/* The small rooms of each user first (materialized: the planner must not
+ * join a big room's members to themselves before it filters), each
+ * counted only up to one more than the bound. */
+" small AS MATERIALIZED (SELECT q.i, q.user_id, m1.tenant, m1.room_id FROM q"
+"  JOIN room_members m1 ON m1.tenant = q.tenant AND m1.user_id = q.user_id AND NOT m1.banned"
+"  WHERE (SELECT count(*) FROM (SELECT 1 FROM room_members c"
+"   WHERE c.tenant = m1.tenant AND c.room_id = m1.room_id LIMIT $3::int + 1) AS n) <= $3::int)"
+" SELECT s.i, string_agg(DISTINCT m2.user_id, ',') FROM small s"
+" JOIN room_members m2 ON m2.tenant = s.tenant AND m2.room_id = s.room_id"
+"  AND NOT m2.banned AND m2.user_id <> s.user_id"
+" GROUP BY s.i";
 
 /* Announcements wait for the end of the turn and go to PostgreSQL
  * together, one statement in flight: a thousand users coming online at

@@ -34,6 +34,8 @@ struct room {
 	int resync;				/* events may have been missed */
 	struct outbuf *batch;			/* this turn's events; owned */
 	int batch_idx;				/* in open_rooms, or -1 */
+	char (*typists)[UTIL_ID_MAX + 1];	/* users with typing events in batch; owned */
+	int ntypists, captypists;
 };
 
 static struct hmap *room_by_channel;
@@ -100,6 +102,7 @@ room__close_batch(struct room *r)
 	r->batch_idx = -1;
 	outbuf_unref(r->batch);
 	r->batch = NULL;
+	r->ntypists = 0;
 }
 
 static void
@@ -111,10 +114,12 @@ room__maybe_free(struct room *r)
 	hmap_del(room_by_channel, r->channel);
 	metrics_set(M_ROOMS_LOCAL, (int64_t)hmap_count(room_by_channel));
 	free(r->subs);
+	free(r->typists);
 	free(r);
 }
 
 static void room__seal(struct room *r);
+static void room__append(struct room *r, const char *payload, size_t len);
 
 static uint8_t
 room__role(const char *role)
@@ -171,43 +176,38 @@ done:
 
 static void room__hold(struct sub *s, struct outbuf *b);
 
-/* typing:update goes to the room's subscribers but the typist's own
- * connections, at once (not in the turn's batch of log events: it has no
- * seq, and its order against them does not matter). One outbuf for all. A
- * joining subscription holds it like a log event: its ack's `typing` was
- * read after the room was subscribed, so what it holds brings that list
- * up to date. chat/typing sees each one first (its ghost check). */
+/* typing:update goes into the room's batch of this turn like a log event
+ * (one reference per subscriber per turn, whatever the events), and its
+ * typist is noted: at the seal the typist's own connections get the batch
+ * without their own typing events (room__seal). A joining subscription
+ * holds it like a log event: its ack's `typing` was read before, so the
+ * held frames bring it up to date. chat/typing sees each one first (its
+ * ghost check). */
 static void
 room__typing(struct room *r, const char *payload, size_t len)
 {
 	const char *u = memmem(payload, len, "\"user\":\"", 8), *end;
-	struct outbuf *b;
 	size_t ul;
-	int n = 0;
 
 	if (u == NULL)
 		return;
 	u += 8;
 	end = memchr(u, '"', len - (size_t)(u - payload));
-	if (end == NULL)
+	if (end == NULL || (size_t)(end - u) > UTIL_ID_MAX)
 		return;
 	if (typing_seen != NULL)
 		typing_seen(r->key, payload, len);
 	ul = (size_t)(end - u);
-	b = outbuf_new(payload, len, 0);
-	for (int i = 0; i < r->nsubs; i++) {
-		struct sub *s = r->subs[i];
-		const char *user = s->c->id.user;
-
-		if (s->gapped || (strlen(user) == ul && memcmp(user, u, ul) == 0))
-			continue;
-		if (s->state == SUB_JOINING)
-			room__hold(s, b);
-		else
-			n += conn_send(s->c, b);
+	room__append(r, payload, len);
+	for (int i = 0; i < r->ntypists; i++)
+		if (strlen(r->typists[i]) == ul && memcmp(r->typists[i], u, ul) == 0)
+			return;
+	if (r->ntypists == r->captypists) {
+		r->captypists = r->captypists ? r->captypists * 2 : 4;
+		r->typists = xrealloc(r->typists, (size_t)r->captypists * sizeof(*r->typists));
 	}
-	outbuf_unref(b);
-	metrics_add(M_DELIVERIES, n);
+	memcpy(r->typists[r->ntypists], u, ul);
+	r->typists[r->ntypists++][ul] = '\0';
 }
 
 void
@@ -234,16 +234,10 @@ room_typing_local(const char *tenant, const char *room_id, const char *payload, 
 	room__maybe_free(r);
 }
 
-/* A live event: framed once into the room's batch of this loop turn. */
+/* One event into the room's batch of this loop turn (framed once). */
 static void
-room__fanout(struct room *r, const char *payload, size_t len)
+room__append(struct room *r, const char *payload, size_t len)
 {
-	if (r->nsubs == 0)
-		return;
-	if (len > 16 && memcmp(payload, "{\"type\":\"typing:", 16) == 0) {
-		room__typing(r, payload, len);
-		return;
-	}
 	if (r->batch == NULL) {
 		if (nopen == capopen) {
 			capopen = capopen ? capopen * 2 : 64;
@@ -258,6 +252,19 @@ room__fanout(struct room *r, const char *payload, size_t len)
 		turn_kick();
 	}
 	outbuf_append(&r->batch, payload, len, outbuf_scan_seq(payload, len));
+}
+
+/* A live event: framed once into the room's batch of this loop turn. */
+static void
+room__fanout(struct room *r, const char *payload, size_t len)
+{
+	if (r->nsubs == 0)
+		return;
+	if (len > 16 && memcmp(payload, "{\"type\":\"typing:", 16) == 0) {
+		room__typing(r, payload, len);
+		return;
+	}
+	room__append(r, payload, len);
 	if (len > 16 && memcmp(payload, "{\"type\":\"member:", 16) == 0)
 		room__member_event(r, payload, len);
 }
@@ -313,18 +320,44 @@ room__seal(struct room *r)
 	struct outbuf *b = r->batch, *cut = NULL;
 	int64_t cut_seq = 0;
 
+	struct outbuf **own = NULL;	/* per typist: the batch without its typing */
+	int ntyp = r->ntypists;
+
 	snprintf(b->room, sizeof(b->room), "%s", r->id);
+	if (ntyp > 0)
+		own = xcalloc((size_t)ntyp, sizeof(*own));
 	for (int i = 0; i < r->nsubs; i++) {
 		struct sub *s = r->subs[i];
+		struct outbuf *sb = b;
+		int t = 0;
 
 		if (s->gapped)
 			continue;	/* it resumes from its room:gap */
-		if (s->state == SUB_JOINING)
-			room__hold(s, b);
-		else
+		for (; t < ntyp && strcmp(r->typists[t], s->c->id.user) != 0; t++)
+			;
+		if (t < ntyp) {
+			/* A typist's own connection: not its own typing. */
+			if (own[t] == NULL && (own[t] = outbuf_without_typing(b, s->c->id.user)) == NULL)
+				continue;
+			sb = own[t];
+		}
+		if (s->state == SUB_JOINING) {
+			room__hold(s, sb);
+		} else if (sb == b) {
 			room__deliver(s, b, &cut, &cut_seq);
+		} else {
+			struct outbuf *ocut = NULL;
+			int64_t ocut_seq = 0;
+
+			room__deliver(s, sb, &ocut, &ocut_seq);
+			outbuf_unref(ocut);
+		}
 	}
 	outbuf_unref(cut);
+	for (int t = 0; t < ntyp; t++)
+		outbuf_unref(own[t]);
+	free(own);
+	r->ntypists = 0;
 }
 
 int

@@ -2,6 +2,7 @@
 #include "lib/util.h"
 #include "net/ws_frame.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,4 +310,31 @@ outbuf_sse_events(struct outbuf *b, uint32_t *n)
 		p = payload + len;
 	}
 	return b->parts;
+}
+
+struct outbuf *
+outbuf_without_typing(const struct outbuf *b, const char *user)
+{
+	static const char typing[] = "{\"type\":\"typing:";
+	char key[UTIL_ID_MAX + 12];
+	const unsigned char *p = b->data, *end = b->data + b->len;
+	struct outbuf *out = NULL;
+	int klen = snprintf(key, sizeof(key), "\"user\":\"%s\"", user);
+
+	while (p < end) {
+		uint64_t len;
+		const unsigned char *payload = outbuf__frame(p, &len);
+		int64_t seq = outbuf_scan_seq((const char *)payload, (size_t)len);
+
+		if (!(len > sizeof(typing) - 1 && memcmp(payload, typing, sizeof(typing) - 1) == 0 &&
+		    klen > 0 && memmem(payload, (size_t)len, key, (size_t)klen) != NULL)) {
+			if (out == NULL) {
+				out = outbuf__alloc((size_t)(end - p));
+				memcpy(out->room, b->room, sizeof(out->room));
+			}
+			outbuf__put(out, (const char *)payload, (size_t)len, seq);
+		}
+		p = payload + len;
+	}
+	return out;
 }

@@ -55,6 +55,10 @@ struct outbuf *outbuf_as_sse(struct outbuf *b);
  * once per outbuf and shared; each has its event's seq and the room. *n is
  * b's frame count. Borrowed, valid while b is. */
 struct outbuf **outbuf_sse_events(struct outbuf *b, uint32_t *n);
+/* A new outbuf with the frames of b but the typing events ({"type":
+ * "typing:...) of user (a typist's own connections never see them), or
+ * NULL if none is left. */
+struct outbuf *outbuf_without_typing(const struct outbuf *b, const char *user);
 void outbuf_ref(struct outbuf *b);
 void outbuf_unref(struct outbuf *b);
 

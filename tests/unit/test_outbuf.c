@@ -478,6 +478,46 @@ test_refcount(void)
 	outbuf_unref(cut);
 }
 
+/* A typist's own connections get the batch without its typing events:
+ * the other frames (its messages too, the others' typing) stay, in order. */
+static void
+test_without_typing(void)
+{
+	static const char *const evs[] = {
+		"{\"type\":\"message:new\",\"room\":\"r\",\"seq\":7,\"msg\":{\"user\":\"ann\"}}",
+		"{\"type\":\"typing:update\",\"room\":\"r\",\"user\":\"ann\",\"typing\":true}",
+		"{\"type\":\"typing:update\",\"room\":\"r\",\"user\":\"annie\",\"typing\":true}",
+		"{\"type\":\"typing:update\",\"room\":\"r\",\"user\":\"bob\",\"typing\":false}",
+	};
+	struct outbuf *b = NULL, *ann, *bob, *none;
+	struct frame f[8];
+	int n;
+
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		outbuf_append(&b, evs[i], strlen(evs[i]), outbuf_scan_seq(evs[i], strlen(evs[i])));
+	snprintf(b->room, sizeof(b->room), "r");
+	ann = outbuf_without_typing(b, "ann");
+	CHECK(ann != NULL);
+	n = read_frames(ann->data, ann->len, f, 8);
+	CHECK_INT(n, 3);
+	CHECK(f[0].len == strlen(evs[0]) && memcmp(f[0].payload, evs[0], f[0].len) == 0);
+	CHECK(f[1].len == strlen(evs[2]) && memcmp(f[1].payload, evs[2], f[1].len) == 0);
+	CHECK(f[2].len == strlen(evs[3]) && memcmp(f[2].payload, evs[3], f[2].len) == 0);
+	CHECK_INT(ann->seq, 7);
+	CHECK(strcmp(ann->room, "r") == 0);
+	bob = outbuf_without_typing(b, "bob");
+	CHECK_INT(bob->nframes, 3);
+	outbuf_unref(ann);
+	outbuf_unref(bob);
+	outbuf_unref(b);
+	/* Only its own typing: nothing is left. */
+	b = NULL;
+	outbuf_append(&b, evs[1], strlen(evs[1]), 0);
+	none = outbuf_without_typing(b, "ann");
+	CHECK(none == NULL);
+	outbuf_unref(b);
+}
+
 int
 main(void)
 {
@@ -492,5 +532,6 @@ main(void)
 	UNIT_RUN(test_scan_seq);
 	UNIT_RUN(test_append_ts);
 	UNIT_RUN(test_refcount);
+	UNIT_RUN(test_without_typing);
 	return UNIT_DONE();
 }

@@ -952,9 +952,10 @@ def ms(us):
 
 
 def median_run(rs):
-    """Of several repeats, the one with the median p99 (or handshake rate)."""
+    """Of several repeats, the one with the median p99 (or handshake rate);
+    a run that received nothing counts as the slowest, not as p99 0."""
     key = ((lambda r: r["setup"]["hellos_per_s"]) if rs[0].get("idle")
-           else (lambda r: r["latency_us"]["p99"]))
+           else (lambda r: r["latency_us"]["p99"] if r["received"] else float("inf")))
     rs = sorted(rs, key=key)
     return rs[(len(rs) - 1) // 2]
 
@@ -989,26 +990,32 @@ def sse_table(records):
            "WebSocket) next to WebSocket readers (S1) at the same rate, the same session; the "
            "run with the median p99 of each. seq: messages a reader got out of order or with "
            "a hole before them; id: message:new whose event's id: cursor had not its seq. "
-           "Cores: busy share after set-up (chatd on core " + SERVER_CPU + ", loadgen on core " +
-           LOADGEN_CPU + ").", "",
+           "chatd's gaps / closed: its own slow-consumer counters (a stream that overflows "
+           "gets room:gap and is ended). Cores: busy share after set-up (chatd on core " +
+           SERVER_CPU + ", loadgen on core " + LOADGEN_CPU + ").", "",
            "| msgs/s | readers | deliveries/s | chatd's deliveries/s | p50 ms | p99 ms | p99.9 ms | "
-           "lost | gaps | conns lost | seq / id | errors | server CPU | core 0 / core 1 busy | ok |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "lost | gaps | conns lost | chatd's gaps / closed | seq / id | errors | server CPU | "
+           "core 0 / core 1 busy | ok |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, rs in sse.items():
         rate = label[len("S1sse "):]
         ws = [r for r in records if r["label"] == f"S1 {rate}"]
         for kind, runs in (("WebSocket", ws), ("event stream", rs)):
             if not runs:
-                out.append(f"| {rate} | {kind} | (no run this session) |" + " |" * 12)
+                out.append(f"| {rate} | {kind} | (no run this session) |" + " |" * 13)
                 continue
             r = median_run(runs)
             lat = r["latency_us"]
+            if not r["received"]:
+                lat = {k: float("nan") for k in ("p50", "p99", "p999")}
             errs = ", ".join(f"{k} {v}" for k, v in {**r["errors"], **r["setup"]["errors"]}.items())
             ids = r.get("sse", {}).get("id_mismatch", "-")
             out.append(f"| {rate} | {kind} | {r['deliveries_per_s']:,.0f} | "
                        f"{r['server'].get('deliveries_per_s', 0):,.0f} | {ms(lat['p50'])} | "
                        f"{ms(lat['p99'])} | {ms(lat['p999'])} | {r['lost']:,} | {r['gaps']} | "
-                       f"{r['lost_conns']} | {r.get('seq_disorder', '-')}+"
+                       f"{r['lost_conns']} | {r['server'].get('slow_consumer_gaps', '-')} / "
+                       f"{r['server'].get('slow_consumer_closed', '-')} | "
+                       f"{r.get('seq_disorder', '-')}+"
                        f"{r.get('seq_holes', '-')} / {ids} | {errs or '-'} | "
                        f"{r['server']['cpu_util']:.0%} | {core_busy(r, SERVER_CPU)} / "
                        f"{core_busy(r, LOADGEN_CPU)} | {sum(x['ok'] for x in runs)}/{len(runs)} |")

@@ -202,7 +202,9 @@ conn__push_cursor(struct conn *c, const struct outbuf *ev)
 /*
  * An event stream's send. A room event goes as its "event:"/"data:" lines
  * (shared by every stream) and an "id:" line of this stream's cursor, event
- * by event, so that the client's Last-Event-ID is always its last event's.
+ * by event, so that the client's Last-Event-ID is always its last event's;
+ * for a stream of one room the cursor is the event's own room and seq, so
+ * the whole batch with its ids is one outbuf shared by every such stream.
  * The queue thus holds whole events: when it is full it is left as it is,
  * one room:gap follows for the event that did not fit, and the stream
  * ends; its client reconnects with the Last-Event-ID of the last event it
@@ -234,6 +236,11 @@ conn__send_stream(struct conn *c, struct outbuf *b)
 	}
 	if (!conn__is_event(b) || b->raw) {
 		conn__push(c, outbuf_as_sse(b));
+	} else if (c->nsubs == 1) {
+		/* A stream of one room: its cursor is the event's room and seq,
+		 * the same for every stream of the room: one shared outbuf for
+		 * the whole batch, as a WebSocket's. */
+		conn__push(c, outbuf_sse_one_room(b));
 	} else {
 		parts = outbuf_sse_events(b, &nparts);
 		for (uint32_t i = 0; i < nparts; i++) {

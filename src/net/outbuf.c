@@ -51,6 +51,7 @@ outbuf__alloc(size_t cap)
 	b->seq = b->last_seq = b->ts_ms = 0;
 	b->sse = NULL;
 	b->parts = NULL;
+	b->sse1 = NULL;
 	b->raw = 0;
 	b->bounded = 0;
 	b->room[0] = '\0';
@@ -162,6 +163,7 @@ outbuf_unref(struct outbuf *b)
 {
 	if (b != NULL && --b->refs == 0) {
 		outbuf_unref(b->sse);
+		outbuf_unref(b->sse1);
 		for (uint32_t i = 0; b->parts != NULL && i < b->nframes; i++)
 			outbuf_unref(b->parts[i]);
 		free(b->parts);
@@ -337,4 +339,34 @@ outbuf_without_typing(const struct outbuf *b, const char *user)
 		p = payload + len;
 	}
 	return out;
+}
+
+struct outbuf *
+outbuf_sse_one_room(struct outbuf *b)
+{
+	uint32_t n;
+	struct outbuf **parts;
+	size_t need = 0, rl = strlen(b->room);
+	struct outbuf *s;
+
+	if (b->sse1 != NULL)
+		return b->sse1;
+	parts = outbuf_sse_events(b, &n);
+	for (uint32_t i = 0; i < n; i++)
+		need += parts[i]->len + rl + 32;
+	s = outbuf__alloc(need ? need : 1);
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(s->data + s->len, parts[i]->data, parts[i]->len);
+		s->len += parts[i]->len;
+		s->len += (uint32_t)snprintf((char *)s->data + s->len, need - s->len,
+		    "id: %s=%lld\n\n", b->room, (long long)parts[i]->seq);
+	}
+	s->raw = 1;
+	s->nframes = b->nframes;
+	s->seq = b->seq;
+	s->last_seq = b->last_seq;
+	s->ts_ms = b->ts_ms;
+	memcpy(s->room, b->room, sizeof(s->room));
+	b->sse1 = s;
+	return s;
 }

@@ -26,6 +26,7 @@ struct outbuf {
 				 * "ts", server ms at the send; 0: none */
 	struct outbuf *sse;	/* outbuf_as_sse's translation, made once; owned */
 	struct outbuf **parts;	/* outbuf_sse_events', made once; owned */
+	struct outbuf *sse1;	/* outbuf_sse_one_room's, made once; owned */
 	uint8_t raw;		/* bytes as they are, not WebSocket frames */
 	uint8_t bounded;	/* an event stream's join history: bounded by its
 				 * own limit (max_resume_gap), queued past the
@@ -55,6 +56,10 @@ struct outbuf *outbuf_as_sse(struct outbuf *b);
  * once per outbuf and shared; each has its event's seq and the room. *n is
  * b's frame count. Borrowed, valid while b is. */
 struct outbuf **outbuf_sse_events(struct outbuf *b, uint32_t *n);
+/* Room events as Server-Sent Events each with its "id: <room>=<seq>" line
+ * and blank line: the whole cursor of a stream of that one room, so one
+ * outbuf serves every such stream (made once, borrowed as above). */
+struct outbuf *outbuf_sse_one_room(struct outbuf *b);
 /* A new outbuf with the frames of b but the typing events ({"type":
  * "typing:...) of user (a typist's own connections never see them), or
  * NULL if none is left. */

@@ -849,6 +849,30 @@ class Stream:
 
 # ---------------------------------------------------------------- chat steps
 
+async def session_where(server, want, user, tenant, attempts=60, **kw):
+    """A Session whose hello names a worker for which want(worker) is true."""
+    seen = []
+    for _ in range(attempts):
+        s = await Session.open(server, user, tenant, **kw)
+        if want(s.worker):
+            return s
+        seen.append(s.worker)
+        await s.close()
+    raise AssertionError(f"no suitable worker for {user} in {attempts} tries (saw {set(seen)})")
+
+
+def stamp_arrival(session, frame):
+    """Session on_frame: when each frame arrived (monotonic), as frame["_at"]."""
+    frame["_at"] = time.monotonic()
+
+
+async def ack_of(conn, type, **fields):
+    """A request that must be acked; the ack."""
+    reply = await conn.request(type, **fields)
+    assert reply.get("type") == "ack", f"{conn}: {type} {fields} -> {reply}"
+    return reply
+
+
 async def make_room(creator, *members, **fields):
     """Create a room (unique id) and have creator and members join it
     (Clients or Sessions)."""

@@ -29,7 +29,8 @@ import time
 
 import pytest
 
-from chatd_harness import Session, eventually_async, pg_rows, redis_client, run, unique_id
+from chatd_harness import (Session, ack_of, eventually_async, pg_rows, redis_client, run,
+                           session_where, unique_id)
 
 ATTACHMENT = {"kind": "file", "url": "https://files.example.com/report.pdf", "name": "report.pdf",
               "size": 2048, "mime": "application/pdf"}
@@ -154,22 +155,10 @@ def room_events(frames, room):
 
 # ------------------------------------------------------------------ the story
 
-async def open_where(server, want, user, tenant, attempts=60):
-    """A Session whose hello names a worker for which want(worker) is true."""
-    seen = []
-    for _ in range(attempts):
-        s = await Session.open(server, user, tenant)
-        if want(s.worker):
-            return s
-        seen.append(s.worker)
-        await s.close()
-    raise AssertionError(f"no suitable worker for {user} in {attempts} tries (saw {set(seen)})")
+open_where = session_where
 
 
-async def ok(conn, type, **fields):
-    reply = await conn.request(type, **fields)
-    assert reply.get("type") == "ack", f"{conn}: {type} {fields} -> {reply}"
-    return reply
+ok = ack_of
 
 
 async def say(conn, room, body, **extra):

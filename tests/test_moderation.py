@@ -9,32 +9,18 @@ import time
 
 import pytest
 
-from chatd_harness import Session, run, unique_id
+from chatd_harness import Session, ack_of, run, session_where, stamp_arrival, unique_id
 
 BAN_TO_REMOVED_S = 1.0
 
 
-def stamp(session, frame):
-    """on_frame: the arrival time of every frame, for the latency checks."""
-    frame["_at"] = time.monotonic()
+stamp = stamp_arrival
 
 
-async def open_where(server, want, user, tenant, attempts=60, **kw):
-    """A Session whose hello names a worker for which want(worker) is true."""
-    seen = []
-    for _ in range(attempts):
-        s = await Session.open(server, user, tenant, **kw)
-        if want(s.worker):
-            return s
-        seen.append(s.worker)
-        await s.close()
-    raise AssertionError(f"no suitable worker for {user} in {attempts} tries (saw {set(seen)})")
+open_where = session_where
 
 
-async def ok(conn, type, **fields):
-    reply = await conn.request(type, **fields)
-    assert reply.get("type") == "ack", f"{conn}: {type} {fields} -> {reply}"
-    return reply
+ok = ack_of
 
 
 async def say(conn, room, body, **extra):

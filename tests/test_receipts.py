@@ -12,7 +12,7 @@ import asyncio
 import time
 
 from chatd_harness import (Client, Session, eventually_async, make_room, pg_rows, redis_client,
-                           run, unique_id)
+                           run, session_where, stamp_arrival, unique_id)
 
 WINDOW_MS = 1000  # receipt_coalesce_ms's default
 
@@ -65,21 +65,10 @@ async def wait_update(client, room, user, delivered, read, timeout=5):
     return frame
 
 
-def stamp(session, frame):
-    """on_frame: when each frame arrived."""
-    frame["_at"] = time.monotonic()
+stamp = stamp_arrival
 
 
-async def open_where(server, want, user, tenant, attempts=60, **kw):
-    """A Session whose hello names a worker for which want(worker) is true."""
-    seen = []
-    for _ in range(attempts):
-        s = await Session.open(server, user, tenant, **kw)
-        if want(s.worker):
-            return s
-        seen.append(s.worker)
-        await s.close()
-    raise AssertionError(f"no suitable worker for {user} in {attempts} tries (saw {set(seen)})")
+open_where = session_where
 
 
 async def client_where(server, want, user, tenant, attempts=60):

@@ -4,10 +4,10 @@
 #include "net/conn.h"
 
 /*
- * net/conn.c (a connection's life: accept, read, close, the sweep) and
- * net/conn_queue.c (its outbound queue and its one write per turn) are one
- * module in two files; these are what each calls of the other. Nothing
- * outside net/conn*.c includes this.
+ * net/conn.c (a connection's life: accept, read, close), net/conn_queue.c
+ * (its outbound queue and its one write per turn) and net/conn_sweep.c
+ * (the once-a-second sweep) are one module in three files; these are what
+ * each calls of the others. Nothing outside net/conn*.c includes this.
  */
 
 /* conn_queue.c */
@@ -21,5 +21,7 @@ void conn__write_shutdown(void);
 void conn__shutdown(struct conn *c);
 void conn__read_buffered(struct conn *c);
 void conn__mark_gapped(struct sub *s);
+void conn__close_handle(struct conn *c);
+conn_reader *conn__reader(enum conn_kind kind);
 
 #endif
